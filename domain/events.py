@@ -1,0 +1,114 @@
+"""The events of a task's stream: frozen, past-tense records of what happened.
+
+Every event carries, besides the library's identity fields (``originator_id`` = the task id,
+``originator_version`` = its version in the stream, ``timestamp``), who caused it and why:
+
+- ``actor``: ``"user:<name>"``, ``"api-key:<name>"``, ``"system"`` or ``"agent-run:<id>"``;
+- ``correlation_id``: shared by every event that one request or one job produced;
+- ``causation_id``: the id of the command or event that caused this one, when there is one.
+
+Events hold plain data only (str, int, bool, None, lists and dicts of them), so the stored form
+is JSON. Phases are stored by name (each workflow has its own), statuses by their value.
+Changing an event's shape means raising its ``class_version`` and adding an
+``upcast_v{n}_v{n+1}(state: dict) -> None`` static method that rewrites an old payload in place;
+the store applies them on load.
+"""
+
+from __future__ import annotations
+
+from eventsourcing.domain import DomainEvent
+
+
+class TaskEvent(DomainEvent):
+    """Base of every event in a task's stream."""
+
+    actor: str
+    correlation_id: str
+    causation_id: str | None
+
+
+class TaskCreated(TaskEvent):
+    """A task was submitted: the first event of every task stream."""
+
+    title: str
+    description: str
+    workflow: str
+    repo: str | None
+    phase: str
+
+
+class TaskStarted(TaskEvent):
+    """Work on the task began (pending → running) in its current phase."""
+
+
+class SpecUpdated(TaskEvent):
+    """Someone edited the task's description (the spec or the PRD)."""
+
+    description: str
+
+
+class ApprovalRequested(TaskEvent):
+    """The current phase's work is done and waits at its approval gate (running → waiting)."""
+
+    phase: str
+    summary: str
+
+
+class PhaseApproved(TaskEvent):
+    """A person approved the phase waiting at its gate; ``actor`` says who."""
+
+    phase: str
+    comment: str
+
+
+class ChangesRequested(TaskEvent):
+    """A person sent the gated phase back for more work (waiting → running, same phase)."""
+
+    phase: str
+    feedback: str
+
+
+class PhaseCompleted(TaskEvent):
+    """The work of a phase without a gate finished."""
+
+    phase: str
+
+
+class PhaseEntered(TaskEvent):
+    """The task moved to ``phase``, the next one of its workflow."""
+
+    phase: str
+    previous: str
+
+
+class TaskPaused(TaskEvent):
+    """New work stopped; ``paused_from`` is the status that ``resume`` returns to."""
+
+    reason: str
+    paused_from: str
+
+
+class TaskResumed(TaskEvent):
+    """The paused task went back to ``status``."""
+
+    status: str
+
+
+class TaskFailed(TaskEvent):
+    """The task cannot go on without a person: ``reason`` says why."""
+
+    reason: str
+
+
+class TaskRetried(TaskEvent):
+    """A person sent the failed task back to work in its current phase."""
+
+
+class TaskCancelled(TaskEvent):
+    """The task was stopped for good."""
+
+    reason: str
+
+
+class TaskCompleted(TaskEvent):
+    """The last phase of the workflow was approved (or finished): the task is done."""

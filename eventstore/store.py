@@ -1,0 +1,295 @@
+"""The event store: an asyncio facade over the library's synchronous PostgreSQL recorders.
+
+Every blocking call runs in a worker thread under one capacity limiter (the pool's size), so
+the event loop never waits on the database. Appends go through group commit
+(:mod:`.writer`); live subscriptions through the process's one tail (:mod:`.tail`); loads at
+any version through the library's repository, starting from the newest snapshot at or below it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
+from uuid import UUID
+
+import anyio
+from eventsourcing.application import AggregateNotFoundError, Repository
+from eventsourcing.domain import DomainEvent
+from eventsourcing.persistence import EventStore as LibraryEventStore
+from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError
+from psycopg.sql import SQL, Identifier
+
+from ipa.domain import TaskEvent, TaskState
+
+from .codec import EventCodec, RecordedEvent, make_transcoder
+from .database import ConnectionParams
+from .errors import PositionConflict, StoreError, StoreUnavailable, StreamNotFound
+from .read_models import ReadModelRecorder
+from .recorder import EVENTS_TABLE, EventRecorder, SnapshotRecorder, open_datastore
+from .snapshots import TaskSnapshot, project_task
+from .tail import LiveTail, Subscription
+from .writer import Appended, BatchWriter, crossed
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Tunables of the store.
+
+    ``snapshot_interval``: take a task snapshot every N events (0: never automatically).
+    ``live``: run the live tail (a server does; one-shot CLI commands need not).
+    """
+
+    snapshot_interval: int = 100
+    pool_size: int = 8
+    max_batch: int = 500
+    live: bool = True
+    poll_interval: float = 1.0
+    subscriber_buffer: int = 1000
+
+
+class EventStore:
+    """Append, read, load, snapshot and follow the events of every task."""
+
+    def __init__(self, params: ConnectionParams, settings: StoreSettings) -> None:
+        self.params = params
+        self.settings = settings
+        self._datastore = open_datastore(params, pool_size=settings.pool_size)
+        self._limiter = anyio.CapacityLimiter(settings.pool_size)
+        self._codec = EventCodec()
+        self._events = EventRecorder(self._datastore)
+        self._snapshots = SnapshotRecorder(self._datastore)
+        self._snapshot_mapper: Mapper[UUID] = Mapper(transcoder=make_transcoder())
+        self.read_models = ReadModelRecorder(self._datastore)
+        self._repository: Repository[UUID] = Repository(
+            event_store=LibraryEventStore(self._codec, self._events),
+            snapshot_store=LibraryEventStore(self._snapshot_mapper, self._snapshots),
+            cache_maxsize=None,
+        )
+        self.tail = LiveTail(
+            self.read_log,
+            self._read_stream_page,
+            start=self.head_position,
+            listen=(params.conninfo(), EVENTS_TABLE) if settings.live else None,
+            poll_interval=settings.poll_interval,
+            buffer=settings.subscriber_buffer,
+        )
+        self._writer = BatchWriter(
+            self._events,
+            self._codec,
+            limiter=self._limiter,
+            on_commit=lambda appended: self.tail.poke(),
+            max_batch=settings.max_batch,
+        )
+        self._to_snapshot_send, self._to_snapshot = anyio.create_memory_object_stream[
+            tuple[UUID, int]
+        ](10_000)
+
+    # Lifecycle ------------------------------------------------------------------------------
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls,
+        params: ConnectionParams,
+        settings: StoreSettings | None = None,
+        *,
+        create: bool = True,
+    ) -> AsyncIterator[EventStore]:
+        """Connect, create the tables if ``create`` (else require them), and run the writer,
+        the snapshotter and (if ``settings.live``) the tail until the context exits."""
+        settings = settings or StoreSettings()
+        try:
+            store = await anyio.to_thread.run_sync(cls, params, settings)
+        except PersistenceError as e:
+            raise StoreUnavailable(f"cannot reach the database at {params.describe()}: {e}") from e
+        try:
+            await store._run_sync(store._prepare_tables, create)
+            async with anyio.create_task_group() as tg:
+                await tg.start(store._writer.run)
+                tg.start_soon(store._snapshotter)
+                if settings.live:
+                    await tg.start(store.tail.run)
+                try:
+                    yield store
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            store._to_snapshot_send.close()
+            store._to_snapshot.close()
+            await anyio.to_thread.run_sync(store._datastore.close)
+
+    def _prepare_tables(self, create: bool) -> None:
+        if create:
+            for recorder in (self._events, self._snapshots, self.read_models):
+                recorder.create_table()
+            return
+        with self._datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(
+                SQL("SELECT to_regclass(%s) AS t"),
+                (f"{self._datastore.schema}.{EVENTS_TABLE}",),
+            )
+            row = curs.fetchone()
+        if row is None or row["t"] is None:
+            raise StoreUnavailable(
+                f"no ipa event store at {self.params.describe()} (nothing recorded there yet)"
+            )
+        self._datastore.register_type_adapters()
+
+    async def _run_sync(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a blocking library call in a worker thread; translate its errors."""
+        try:
+            return await anyio.to_thread.run_sync(
+                lambda: fn(*args, **kwargs), limiter=self._limiter
+            )
+        except StoreError:
+            raise
+        except IntegrityError:
+            raise
+        except PersistenceError as e:
+            raise StoreUnavailable(f"database at {self.params.describe()}: {e}") from e
+
+    @property
+    def commits(self) -> int:
+        """Append transactions committed by this store so far."""
+        return self._writer.commits
+
+    # Writing --------------------------------------------------------------------------------
+
+    async def append(
+        self, stream_id: UUID, events: Sequence[DomainEvent], expected_version: int
+    ) -> Appended:
+        """Append ``events`` (versions ``expected_version + 1``...) to ``stream_id``.
+
+        Returns once they are durable. Raises :class:`VersionConflict` (with the current
+        version) if the stream is no longer at ``expected_version``; nothing is written then.
+        """
+        appended = await self._writer.append(stream_id, events, expected_version)
+        if isinstance(events[0], TaskEvent):
+            point = crossed(self.settings.snapshot_interval, expected_version, appended.version)
+            if point is not None:
+                with contextlib.suppress(anyio.WouldBlock):
+                    # A snapshot is a cache: when the queue is full, skip this one.
+                    self._to_snapshot_send.send_nowait((stream_id, point))
+        return appended
+
+    async def take_snapshot(self, task_id: UUID, version: int | None = None) -> int:
+        """Store a snapshot of the task at ``version`` (default: its head); return the version.
+        Taking a snapshot that exists already is a no-op."""
+        state = await self.load(task_id, version)
+        snapshot = TaskSnapshot(
+            originator_id=task_id,
+            originator_version=state.version,
+            timestamp=state.updated_at,
+            state=state.to_dict(),
+        )
+        stored = self._snapshot_mapper.to_stored_event(snapshot)
+        with contextlib.suppress(IntegrityError):
+            await self._run_sync(self._snapshots.insert_events, [stored])
+        return state.version
+
+    async def _snapshotter(self) -> None:
+        async with self._to_snapshot:
+            async for task_id, version in self._to_snapshot:
+                try:
+                    await self.take_snapshot(task_id, version)
+                except StoreError as e:
+                    log.warning("snapshot of %s at %s skipped: %s", task_id, version, e)
+
+    # Reading --------------------------------------------------------------------------------
+
+    async def load(self, task_id: UUID, version: int | None = None) -> TaskState:
+        """The task's state at ``version`` (default: now), from the newest snapshot at or
+        below it plus the events after. Raises :class:`StreamNotFound`."""
+        if version is not None and version < 1:
+            raise StreamNotFound(task_id, version)
+        try:
+            state = await self._run_sync(
+                self._repository.get, task_id, version=version, projector_func=project_task
+            )
+        except AggregateNotFoundError as e:
+            raise StreamNotFound(task_id, version) from e
+        if version is not None and state.version < version:
+            raise StreamNotFound(task_id, version)
+        return state
+
+    async def read(
+        self, stream_id: UUID, *, after: int = 0, upto: int | None = None, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        """The stream's events with version in ``(after, upto]``, in order."""
+        rows = await self._run_sync(
+            self._events.select_stream, stream_id, gt=after, lte=upto, limit=limit
+        )
+        return self._codec.records(rows)
+
+    async def _read_stream_page(self, stream_id: UUID, after: int, limit: int) -> list[RecordedEvent]:
+        return await self.read(stream_id, after=after, limit=limit)
+
+    async def read_log(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        """Events of every stream after global position ``after``, in position order."""
+        rows = await self._run_sync(
+            self._events.select_notifications, after, limit, inclusive_of_start=False
+        )
+        return self._codec.records(rows)
+
+    async def read_raw(self, stream_id: UUID, *, after: int = 0, limit: int | None = None):
+        """The stream's rows as stored (for the audit)."""
+        return await self._run_sync(self._events.select_stream, stream_id, gt=after, limit=limit)
+
+    async def snapshots(self, task_id: UUID) -> list[tuple[int, dict[str, Any]]]:
+        """Every snapshot of the task: (version, state dict), oldest first."""
+        rows = await self._run_sync(self._snapshots.select_events, task_id)
+        out = []
+        for row in rows:
+            snapshot = self._snapshot_mapper.to_domain_event(row)
+            out.append((row.originator_version, snapshot.state))
+        return out
+
+    async def version(self, stream_id: UUID) -> int:
+        """The stream's current version (0 when it has no events)."""
+        head = await self._run_sync(self._events.head, stream_id)
+        return 0 if head is None else head.originator_version
+
+    async def stream_ids(self) -> list[UUID]:
+        """Every stream with at least one event."""
+        return await self._run_sync(self._events.stream_ids)
+
+    async def head_position(self) -> int:
+        """The global position of the newest event (0 for an empty store)."""
+        return await self._run_sync(self._events.max_notification_id) or 0
+
+    def subscribe(self, stream_id: UUID | None = None, *, after: int = 0) -> Subscription:
+        """Follow a stream after version ``after`` (or every stream after global position
+        ``after``): history from the store, then live, no gap, no duplicate."""
+        return self.tail.subscribe(stream_id, after=after)
+
+    # Read models ----------------------------------------------------------------------------
+
+    async def read_model_rows(self, model: str, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return await self._run_sync(self.read_models.get_rows, model, keys)
+
+    async def read_model_page(
+        self, model: str, *, after: str = "", limit: int = 1000
+    ) -> list[tuple[str, Any]]:
+        return await self._run_sync(self.read_models.rows, model, after=after, limit=limit)
+
+    async def save_read_model(
+        self, model: str, rows: Mapping[str, Mapping[str, Any]], position: int
+    ) -> None:
+        try:
+            await self._run_sync(self.read_models.save, model, rows, position)
+        except IntegrityError as e:
+            raise PositionConflict(f"read model {model!r} is already past {position}") from e
+
+    async def read_model_position(self, model: str) -> int:
+        return await self._run_sync(self.read_models.position, model)
+
+    async def reset_read_model(self, model: str) -> None:
+        await self._run_sync(self.read_models.reset, model)

@@ -1,0 +1,265 @@
+"""Group commit: concurrent appends to different streams share one database transaction.
+
+One writer task per store drains every append waiting at that moment into a batch, seals each
+request's events onto its stream's hash chain, and inserts the whole batch with one call of the
+library's recorder (one transaction, one table lock, one NOTIFY). While a batch commits the
+next one gathers, so the batch size follows the load: one event alone when a single writer
+appends, up to ``max_batch`` under load. An append returns only after its transaction
+committed: an acknowledged event is durable.
+
+Expected versions are checked against an in-memory head cache (version and digest per stream),
+filled from the database on a miss or a mismatch; the database's primary key is the final
+judge. When a batch fails on a duplicate version (another process wrote one of its streams),
+its requests are retried one by one so only the stale one fails, with a
+:class:`VersionConflict` that carries the stream's real version. Two appends to the same
+stream never share a batch: the second waits for the first to commit, then is checked.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from uuid import UUID
+
+import anyio
+from anyio.abc import TaskStatus
+from eventsourcing.domain import DomainEvent
+from eventsourcing.persistence import IntegrityError, PersistenceError, StoredEvent
+
+from .codec import GENESIS, EventCodec, Seal
+from .errors import StoreError, StoreUnavailable, VersionConflict
+from .recorder import EventRecorder
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What an acknowledged append recorded: the stream's new version and the global
+    positions of its events."""
+
+    stream_id: UUID
+    version: int
+    positions: tuple[int, ...]
+
+
+@dataclass(eq=False, slots=True)
+class _Request:
+    stream_id: UUID
+    events: Sequence[DomainEvent]
+    expected_version: int
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: Appended | None = None
+    error: BaseException | None = None
+    stored: list[StoredEvent] = field(default_factory=list)
+    digest: str = ""
+
+
+class _Heads:
+    """Bounded cache of each stream's head: version and chain digest."""
+
+    def __init__(self, maxsize: int = 100_000) -> None:
+        self._heads: OrderedDict[UUID, tuple[int, str]] = OrderedDict()
+        self._maxsize = maxsize
+
+    def get(self, stream_id: UUID) -> tuple[int, str] | None:
+        head = self._heads.get(stream_id)
+        if head is not None:
+            self._heads.move_to_end(stream_id)
+        return head
+
+    def put(self, stream_id: UUID, version: int, digest: str) -> None:
+        self._heads[stream_id] = (version, digest)
+        self._heads.move_to_end(stream_id)
+        if len(self._heads) > self._maxsize:
+            self._heads.popitem(last=False)
+
+    def forget(self, stream_id: UUID) -> None:
+        self._heads.pop(stream_id, None)
+
+
+class BatchWriter:
+    """Appends events with group commit; run :meth:`run` in a task group first."""
+
+    def __init__(
+        self,
+        recorder: EventRecorder,
+        codec: EventCodec,
+        *,
+        limiter: anyio.CapacityLimiter,
+        on_commit: Callable[[Sequence[Appended]], None] = lambda appended: None,
+        max_batch: int = 500,
+    ) -> None:
+        self._recorder = recorder
+        self._codec = codec
+        self._limiter = limiter
+        self._on_commit = on_commit
+        self._max_batch = max_batch
+        self._pending: deque[_Request] = deque()
+        self._wakeup = anyio.Event()
+        self._heads = _Heads()
+        self._closed = False
+        self.commits = 0
+        """Transactions committed so far (appends per commit = the batching achieved)."""
+
+    async def append(
+        self, stream_id: UUID, events: Sequence[DomainEvent], expected_version: int
+    ) -> Appended:
+        """Record ``events`` after version ``expected_version`` of ``stream_id``.
+
+        The events must carry versions ``expected_version + 1`` onwards. Raises
+        :class:`VersionConflict` when the stream has moved on; nothing is written then.
+        """
+        if self._closed:
+            raise StoreUnavailable("the event store is closed")
+        _check_versions(stream_id, events, expected_version)
+        request = _Request(stream_id, events, expected_version)
+        self._pending.append(request)
+        self._wakeup.set()
+        await request.done.wait()
+        if request.error is not None:
+            raise request.error
+        assert request.result is not None
+        return request.result
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Commit batches until cancelled; then fail whatever is still waiting."""
+        task_status.started()
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup = anyio.Event()
+                while self._pending:
+                    batch = self._take_batch()
+                    try:
+                        await anyio.to_thread.run_sync(
+                            self._commit, batch, limiter=self._limiter, abandon_on_cancel=False
+                        )
+                    finally:
+                        for request in batch:
+                            if request.result is None and request.error is None:
+                                request.error = StoreUnavailable("the append was interrupted")
+                            request.done.set()
+                    self._on_commit([r.result for r in batch if r.result is not None])
+        finally:
+            self._closed = True
+            while self._pending:
+                request = self._pending.popleft()
+                request.error = StoreUnavailable("the event store closed before the append")
+                request.done.set()
+
+    def _take_batch(self) -> list[_Request]:
+        batch: list[_Request] = []
+        streams: set[UUID] = set()
+        held_back: list[_Request] = []
+        while self._pending and len(batch) < self._max_batch:
+            request = self._pending.popleft()
+            if request.stream_id in streams:
+                held_back.append(request)
+            else:
+                streams.add(request.stream_id)
+                batch.append(request)
+        self._pending.extendleft(reversed(held_back))
+        return batch
+
+    # The methods below run in a worker thread, one batch at a time.
+
+    def _commit(self, batch: list[_Request]) -> None:
+        ready = [request for request in batch if self._prepare(request)]
+        if not ready:
+            return
+        try:
+            positions = self._recorder.insert_events(
+                [stored for request in ready for stored in request.stored]
+            )
+        except IntegrityError:
+            for request in ready:
+                self._commit_one(request)
+            return
+        except PersistenceError as e:
+            for request in ready:
+                request.error = StoreUnavailable(f"could not append: {e}")
+            return
+        assert positions is not None
+        self.commits += 1
+        offset = 0
+        for request in ready:
+            n = len(request.stored)
+            self._acknowledge(request, positions[offset : offset + n])
+            offset += n
+
+    def _commit_one(self, request: _Request) -> None:
+        try:
+            positions = self._recorder.insert_events(request.stored)
+        except IntegrityError:
+            self._heads.forget(request.stream_id)
+            request.error = VersionConflict(
+                request.stream_id, request.expected_version, self._read_head(request.stream_id)[0]
+            )
+            return
+        except PersistenceError as e:
+            request.error = StoreUnavailable(f"could not append: {e}")
+            return
+        assert positions is not None
+        self.commits += 1
+        self._acknowledge(request, positions)
+
+    def _prepare(self, request: _Request) -> bool:
+        """Check the expected version and seal the events; False if the request failed."""
+        try:
+            version, digest = self._head_for(request)
+            if version != request.expected_version:
+                request.error = VersionConflict(
+                    request.stream_id, request.expected_version, version
+                )
+                return False
+            request.stored, request.digest = self._codec.seal(request.events, digest)
+        except StoreError as e:
+            request.error = e
+            return False
+        except PersistenceError as e:
+            request.error = StoreUnavailable(f"could not append: {e}")
+            return False
+        return True
+
+    def _head_for(self, request: _Request) -> tuple[int, str]:
+        cached = self._heads.get(request.stream_id)
+        if cached is not None and cached[0] == request.expected_version:
+            return cached
+        if cached is None and request.expected_version == 0:
+            # A new stream (the usual case for version 0): if it exists after all, the
+            # insert fails on the primary key and the request is retried alone.
+            return 0, GENESIS
+        return self._read_head(request.stream_id)
+
+    def _read_head(self, stream_id: UUID) -> tuple[int, str]:
+        head = self._recorder.head(stream_id)
+        if head is None:
+            return 0, GENESIS
+        version, digest = head.originator_version, Seal.of(head).digest
+        self._heads.put(stream_id, version, digest)
+        return version, digest
+
+    def _acknowledge(self, request: _Request, positions: Sequence[int]) -> None:
+        version = request.expected_version + len(request.events)
+        self._heads.put(request.stream_id, version, request.digest)
+        request.result = Appended(request.stream_id, version, tuple(positions))
+
+
+def _check_versions(stream_id: UUID, events: Sequence[DomainEvent], expected: int) -> None:
+    if not events:
+        raise ValueError("append needs at least one event")
+    for offset, event in enumerate(events, start=1):
+        if event.originator_id != stream_id or event.originator_version != expected + offset:
+            raise ValueError(
+                f"event {offset} of the append carries {event.originator_id} version "
+                f"{event.originator_version}; expected {stream_id} version {expected + offset}"
+            )
+
+
+def crossed(interval: int, before: int, after: int) -> int | None:
+    """The highest multiple of ``interval`` in ``(before, after]``, or None (snapshot points)."""
+    if interval <= 0:
+        return None
+    point = math.floor(after / interval) * interval
+    return point if point > before else None

@@ -1,0 +1,70 @@
+"""The domain's public names, and the rule that it imports nothing heavier than its brief allows."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import ipa.domain
+
+DOMAIN = Path(ipa.domain.__file__).parent
+
+# DESIGN.md §2: domain/ may import the stdlib, transitions and eventsourcing.domain only.
+ALLOWED_OUTSIDE_STDLIB = {"transitions", "eventsourcing.domain"}
+FORBIDDEN_STDLIB = {"random", "secrets", "time", "os", "socket", "subprocess", "asyncio", "io"}
+
+
+def test_public_names_are_pinned() -> None:
+    assert sorted(ipa.domain.__all__) == sorted(
+        [
+            "Command", "Context", "CreateTask", "StartTask", "UpdateSpec", "RequestApproval",
+            "Approve", "RequestChanges", "CompletePhase", "Pause", "Resume", "Cancel", "Fail",
+            "Retry", "TASK_COMMANDS",
+            "TaskEvent", "TaskCreated", "TaskStarted", "SpecUpdated", "ApprovalRequested",
+            "PhaseApproved", "ChangesRequested", "PhaseCompleted", "PhaseEntered", "TaskPaused",
+            "TaskResumed", "TaskFailed", "TaskRetried", "TaskCancelled", "TaskCompleted",
+            "TaskState", "Approval", "ChangeRequest", "PhaseVisit", "TITLE_MAX_LENGTH",
+            "decide", "evolve", "fold",
+            "Status", "Phase", "Workflow", "Position", "WORKFLOWS", "get_workflow",
+            "allowed_commands", "destination",
+            "DomainError", "CommandRejected", "InvalidCommand", "TaskNotFound", "UnknownWorkflow",
+        ]
+    )  # fmt: skip
+
+
+def test_every_public_name_exists() -> None:
+    assert all(hasattr(ipa.domain, name) for name in ipa.domain.__all__)
+
+
+def _absolute_imports(path: Path) -> set[str]:
+    modules = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules.add(node.module)
+    return modules
+
+
+def test_domain_imports_only_what_its_layer_allows() -> None:
+    imported = set().union(*(_absolute_imports(p) for p in DOMAIN.glob("*.py")))
+    outside = {m for m in imported if m.split(".")[0] in {"transitions", "eventsourcing"}}
+    assert outside <= ALLOWED_OUTSIDE_STDLIB
+    assert not {m.split(".")[0] for m in imported} & (
+        FORBIDDEN_STDLIB | {"ipa", "psycopg", "asyncpg", "starlette", "anyio"}
+    )
+
+
+# Calls that would read a clock, make an id, draw a random number or touch the outside world.
+IMPURE_CALLS = {"now", "utcnow", "today", "time", "uuid1", "uuid4", "open", "print", "input"}
+
+
+def test_domain_reads_no_clock_and_makes_no_ids() -> None:
+    called = set()
+    for path in DOMAIN.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                func = node.func
+                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                called.add((path.name, name))
+    assert {(file, name) for file, name in called if name in IMPURE_CALLS} == set()

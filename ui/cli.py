@@ -1,0 +1,260 @@
+"""The ``ipa`` command line.
+
+Store-reading commands (``events``, ``replay``, ``audit verify``, ``projections rebuild``,
+``snapshot``) open the store directly, so they work whether or not a server is running.
+Errors are one line on stderr, ``ipa: <what> ...``, with exit status 1 (2 for bad usage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TextIO
+from uuid import UUID
+
+import anyio
+
+from ipa.domain import DomainError
+from ipa.eventstore import EventStore, StoreError, StreamNotFound, verify_stream
+from ipa.projections import TaskList, task_state
+
+from .runtime import Settings, open_store
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``ipa`` command; return its exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        settings = Settings.resolve(
+            data_dir=args.data_dir, database_url=args.database_url, live=False
+        )
+        return anyio.run(args.run, settings, args)
+    except (StoreError, DomainError) as e:
+        print(f"ipa: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ipa: interrupted", file=sys.stderr)
+        return 130
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+# Argument types: each names what is wrong with a bad value.
+
+
+def task_id(text: str) -> UUID:
+    try:
+        return UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a task id (expected a UUID)") from None
+
+
+def version(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid version {text!r}: expected a whole number ≥ 1")
+    return value
+
+
+def position(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a whole number ≥ 0")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    store_options = argparse.ArgumentParser(add_help=False)
+    store_options.add_argument(
+        "--data-dir", help="ipa's data directory (env IPA_DATA_DIR; default: user data dir)"
+    )
+    store_options.add_argument(
+        "--database-url", help="use this PostgreSQL instead of the embedded one "
+        "(env IPA_DATABASE_URL)"
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="ipa", description="Drive software tasks to reviewed changes with AI agents."
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    events = commands.add_parser(
+        "events", parents=[store_options], help="print a task's events in order"
+    )
+    events.add_argument("task_id", type=task_id, metavar="TASK_ID")
+    events.add_argument("--after", type=position, default=0, metavar="N",
+                        help="only events after version N")
+    events.add_argument("--json", action="store_true", help="JSON Lines, one event a line")
+    events.set_defaults(run=cmd_events)
+
+    replay = commands.add_parser(
+        "replay", parents=[store_options], help="a task's state as of a version"
+    )
+    replay.add_argument("task_id", type=task_id, metavar="TASK_ID")
+    replay.add_argument("--at", type=version, metavar="VERSION", help="default: the latest")
+    replay.add_argument("--json", action="store_true", help="print the state as JSON")
+    replay.set_defaults(run=cmd_replay)
+
+    audit = commands.add_parser("audit", help="integrity checks")
+    audit_commands = audit.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    verify = audit_commands.add_parser(
+        "verify", parents=[store_options],
+        help="check hash chains, versions and snapshots (exit 1 on any failure)",
+    )
+    verify.add_argument("task_id", type=task_id, nargs="?", metavar="TASK_ID",
+                        help="one task (default: every task)")
+    verify.set_defaults(run=cmd_audit_verify)
+
+    projections = commands.add_parser("projections", help="read models")
+    projection_commands = projections.add_subparsers(
+        title="commands", metavar="COMMAND", required=True
+    )
+    rebuild = projection_commands.add_parser(
+        "rebuild", parents=[store_options], help="rebuild the task list from the event log"
+    )
+    rebuild.set_defaults(run=cmd_projections_rebuild)
+
+    snapshot = commands.add_parser(
+        "snapshot", parents=[store_options], help="take a snapshot of a task now"
+    )
+    snapshot.add_argument("task_id", type=task_id, metavar="TASK_ID")
+    snapshot.add_argument("--at", type=version, metavar="VERSION", help="default: the latest")
+    snapshot.set_defaults(run=cmd_snapshot)
+    return parser
+
+
+Command = Callable[[Settings, argparse.Namespace], Awaitable[int]]
+
+
+async def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
+    async with open_store(settings, create=False) as store:
+        if await store.version(args.task_id) == 0:
+            raise StreamNotFound(args.task_id)
+        after = args.after
+        while True:
+            page = await store.read(args.task_id, after=after, limit=1000)
+            for recorded in page:
+                if args.json:
+                    print(json.dumps(recorded.to_json(), sort_keys=True))
+                else:
+                    print(
+                        f"{recorded.version:>6}  {recorded.timestamp.isoformat()}  "
+                        f"{recorded.type:<18} {recorded.actor:<20} "
+                        f"{json.dumps(recorded.data, sort_keys=True)}"
+                    )
+            if len(page) < 1000:
+                return 0
+            after = page[-1].version
+
+
+async def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    async with open_store(settings, create=False) as store:
+        state = await store.load(args.task_id, args.at)
+        view = task_state.view(state)
+    if args.json:
+        print(json.dumps(view, indent=2, sort_keys=True))
+    else:
+        for key, value in view.items():
+            shown = value if isinstance(value, str) else json.dumps(value)
+            print(f"{key:>18}: {shown}")
+    return 0
+
+
+async def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
+    async with open_store(settings, create=False) as store:
+        task_list = TaskList(store)
+        if args.task_id is not None:
+            if await store.version(args.task_id) == 0:
+                raise StreamNotFound(args.task_id)
+            streams = [args.task_id]
+        else:
+            streams = await store.stream_ids()
+        recorded = {row["id"]: row["version"] for row in await task_list.rows()}
+        failures = 0
+        progress = Progress("verified", len(streams))
+        for done, stream_id in enumerate(streams, start=1):
+            findings = await verify_stream(
+                store, stream_id, recorded_version=recorded.pop(str(stream_id), None)
+            )
+            for finding in findings:
+                progress.clear()
+                print(f"FAIL {finding}")
+            failures += len(findings)
+            progress.update(done)
+        if args.task_id is None:
+            for missing, known in recorded.items():
+                progress.clear()
+                print(f"FAIL task {missing} version {known}: the task list has it but the "
+                      "store has no events for it (stream deleted?)")
+                failures += 1
+        progress.clear()
+    if failures:
+        print(f"ipa: audit found {failures} problem(s) in {len(streams)} task(s)",
+              file=sys.stderr)
+        return 1
+    print(f"ok: {len(streams)} task(s) intact")
+    return 0
+
+
+async def cmd_projections_rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    async with open_store(settings, create=False) as store:
+        progress = Progress("events", 0)
+
+        def report(at: int, head: int) -> None:
+            progress.total = head
+            progress.update(at)
+
+        position = await TaskList(store).rebuild(report)
+        progress.clear()
+        rows = len(await TaskList(store).rows())
+    print(f"task list rebuilt: {rows} task(s), log position {position}")
+    return 0
+
+
+async def cmd_snapshot(settings: Settings, args: argparse.Namespace) -> int:
+    async with open_store(settings, create=False) as store:
+        taken = await store.take_snapshot(args.task_id, args.at)
+    print(f"snapshot of task {args.task_id} at version {taken}")
+    return 0
+
+
+class Progress:
+    """``verified 120/1000`` on a terminal's stderr, rewritten in place; silent otherwise."""
+
+    def __init__(self, label: str, total: int, stream: TextIO | None = None) -> None:
+        self.label = label
+        self.total = total
+        self._stream = stream or sys.stderr
+        self._live = self._stream.isatty()
+        self._shown = False
+
+    def update(self, done: int) -> None:
+        if self._live:
+            self._stream.write(f"\r{self.label} {done}/{self.total}")
+            self._stream.flush()
+            self._shown = True
+
+    def clear(self) -> None:
+        if self._shown:
+            self._stream.write("\r\033[K")
+            self._stream.flush()
+            self._shown = False
+
+
+def _json_default(value: Any) -> str:
+    return str(value)

@@ -22,18 +22,29 @@ from eventsourcing.postgres import (
     PostgresApplicationRecorder,
     PostgresDatastore,
 )
-from eventsourcing.utils import retry
 from eventsourcing.persistence import InterfaceError, OperationalError
+from eventsourcing.utils import retry
+import psycopg
 from psycopg.sql import SQL, Identifier
+from psycopg_pool import PoolTimeout
 
 from .database import ConnectionParams
+from .errors import StoreUnavailable
 
 EVENTS_TABLE = "events"
 SNAPSHOTS_TABLE = "snapshots"
 
 
 def open_datastore(params: ConnectionParams, *, pool_size: int = 4) -> PostgresDatastore:
-    """A connection pool on ``params``, opened now: an unreachable server fails here."""
+    """A connection pool on ``params``, opened now: an unreachable server fails here, with
+    :class:`StoreUnavailable` saying where and why in one line."""
+    try:
+        psycopg.connect(params.conninfo(), connect_timeout=5).close()
+    except psycopg.Error as e:
+        reason = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        raise StoreUnavailable(
+            f"cannot reach the database at {params.describe()}: {reason}"
+        ) from e
     datastore = PostgresDatastore(
         dbname=params.dbname,
         host=params.host,
@@ -48,7 +59,10 @@ def open_datastore(params: ConnectionParams, *, pool_size: int = 4) -> PostgresD
     )
     # Opened once, waiting for the first connections; the library's later open() calls then
     # return at once (concurrent waiting opens trip an assertion in psycopg_pool).
-    datastore.pool.open(wait=True, timeout=5.0)
+    try:
+        datastore.pool.open(wait=True, timeout=5.0)
+    except PoolTimeout as e:
+        raise StoreUnavailable(f"cannot reach the database at {params.describe()}: {e}") from e
     return datastore
 
 

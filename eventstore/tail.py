@@ -36,6 +36,8 @@ ReadStream = Callable[[UUID, int, int], Awaitable[list[RecordedEvent]]]
 
 _PAGE = 1000
 
+_Channel = tuple[MemoryObjectSendStream[RecordedEvent], MemoryObjectReceiveStream[RecordedEvent]]
+
 
 class LiveTail:
     """Follows the store's log and fans new events out to subscriptions."""
@@ -149,9 +151,7 @@ class LiveTail:
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
-    def _attach(
-        self, stream_id: UUID | None
-    ) -> MemoryObjectReceiveStream[RecordedEvent] | None:
+    def _attach(self, stream_id: UUID | None) -> _Channel | None:
         if not self._running:
             return None
         send, receive = anyio.create_memory_object_stream[RecordedEvent](self._buffer)
@@ -159,7 +159,16 @@ class LiveTail:
             self._all.add(send)
         else:
             self._streams.setdefault(stream_id, set()).add(send)
-        return receive
+        return send, receive
+
+    def _detach(self, stream_id: UUID | None, channel: _Channel) -> None:
+        send, receive = channel
+        subscribers = self._all if stream_id is None else self._streams.get(stream_id, set())
+        subscribers.discard(send)
+        if stream_id is not None and not subscribers:
+            self._streams.pop(stream_id, None)
+        send.close()
+        receive.close()
 
 
 class Subscription:
@@ -171,7 +180,7 @@ class Subscription:
         self._stream_id = stream_id
         self._last = after
         self._backlog: deque[RecordedEvent] = deque()
-        self._live: MemoryObjectReceiveStream[RecordedEvent] | None = None
+        self._live: _Channel | None = None
         self._catching_up = True
 
     @property
@@ -186,8 +195,9 @@ class Subscription:
         self.close()
 
     def close(self) -> None:
+        """Stop following; safe to call more than once."""
         if self._live is not None:
-            self._live.close()
+            self._tail._detach(self._stream_id, self._live)
             self._live = None
 
     def __aiter__(self) -> Subscription:
@@ -216,11 +226,11 @@ class Subscription:
                     raise StopAsyncIteration  # the tail is not running: history only
             assert self._live is not None
             try:
-                recorded = await self._live.receive()
+                recorded = await self._live[1].receive()
             except anyio.EndOfStream:
                 # Detached for being slow, or the tail stopped: catch up from the store and
                 # re-attach (or end after the backlog, when the tail is gone).
-                self._live = None
+                self.close()
                 continue
             if self._key(recorded) > self._last:
                 self._last = self._key(recorded)

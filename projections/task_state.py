@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ipa.domain import TaskEvent, TaskState, allowed_commands, evolve
+from ipa.domain import TaskEvent, TaskState, allowed_commands, evolve, get_workflow
 
 
 def apply(state: TaskState | None, event: TaskEvent) -> TaskState:
@@ -29,7 +29,9 @@ def view(state: TaskState) -> dict[str, Any]:
     """The task as the pages, the API and ``ipa replay --json`` show it."""
     return {
         **state.to_dict(),
-        "allowed_commands": allowed_commands(state.workflow, state.phase, state.status),
+        "allowed_commands": allowed_commands(
+            get_workflow(state.workflow), state.phase, state.status
+        ),
     }
 
 

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TextIO
+from typing import NoReturn, TextIO
 from uuid import UUID
 
 import anyio
@@ -21,6 +21,8 @@ from ipa.eventstore import EventStore, StoreError, StreamNotFound, verify_stream
 from ipa.projections import TaskList, task_state
 
 from .runtime import Settings, open_store
+
+Command = Callable[[Settings, argparse.Namespace], Awaitable[int]]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.resolve(
             data_dir=args.data_dir, database_url=args.database_url, live=False
         )
-        return anyio.run(args.run, settings, args)
+        return anyio.run(_unwrapped, args.run, settings, args)
     except (StoreError, DomainError) as e:
         print(f"ipa: {e}", file=sys.stderr)
         return 1
@@ -46,6 +48,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run() -> None:
     """Console-script entry point."""
     sys.exit(main())
+
+
+async def _unwrapped(command: Command, settings: Settings, args: argparse.Namespace) -> int:
+    """Run ``command``. An error raised while the store is open comes out of the store's task
+    group wrapped in an exception group: unwrap the expected ones for :func:`main` to report."""
+    try:
+        return await command(settings, args)
+    except BaseExceptionGroup as group:
+        expected, _ = group.split((StoreError, DomainError))
+        if expected is None:
+            raise
+        raise _first(expected) from None
+
+
+def _first(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error (argparse prints the usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 # Argument types: each names what is wrong with a bad value.
@@ -79,7 +106,7 @@ def position(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    store_options = argparse.ArgumentParser(add_help=False)
+    store_options = _Parser(add_help=False)
     store_options.add_argument(
         "--data-dir", help="ipa's data directory (env IPA_DATA_DIR; default: user data dir)"
     )
@@ -88,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
         "(env IPA_DATABASE_URL)"
     )
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ipa", description="Drive software tasks to reviewed changes with AI agents."
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -136,9 +163,6 @@ def _parser() -> argparse.ArgumentParser:
     snapshot.add_argument("--at", type=version, metavar="VERSION", help="default: the latest")
     snapshot.set_defaults(run=cmd_snapshot)
     return parser
-
-
-Command = Callable[[Settings, argparse.Namespace], Awaitable[int]]
 
 
 async def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
@@ -219,9 +243,10 @@ async def cmd_projections_rebuild(settings: Settings, args: argparse.Namespace) 
             progress.total = head
             progress.update(at)
 
-        position = await TaskList(store).rebuild(report)
+        task_list = TaskList(store)
+        position = await task_list.rebuild(report)
         progress.clear()
-        rows = len(await TaskList(store).rows())
+        rows = len(await task_list.rows())
     print(f"task list rebuilt: {rows} task(s), log position {position}")
     return 0
 
@@ -254,7 +279,3 @@ class Progress:
             self._stream.write("\r\033[K")
             self._stream.flush()
             self._shown = False
-
-
-def _json_default(value: Any) -> str:
-    return str(value)

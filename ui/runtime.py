@@ -2,7 +2,8 @@
 
 Precedence: a command-line option, then the environment (``IPA_DATA_DIR``,
 ``IPA_DATABASE_URL``, ``IPA_SNAPSHOT_INTERVAL``), then the default (the user's data dir and
-the embedded PostgreSQL in it).
+the embedded PostgreSQL in it). ``--data-dir`` on the command line therefore wins over
+``IPA_DATABASE_URL`` in the environment; ``--database-url`` wins over both.
 """
 
 from __future__ import annotations
@@ -50,9 +51,11 @@ class Settings:
             raise StoreUnavailable(
                 f"IPA_SNAPSHOT_INTERVAL={interval!r}: expected a whole number ≥ 0"
             ) from None
+        if not data_dir:
+            database_url = database_url or os.environ.get("IPA_DATABASE_URL")
         return cls(
             data_dir=Path(data_dir) if data_dir else default_data_dir(),
-            database_url=database_url or os.environ.get("IPA_DATABASE_URL") or None,
+            database_url=database_url or None,
             store=replace(StoreSettings(), snapshot_interval=snapshot_interval, live=live),
         )
 
@@ -68,8 +71,9 @@ async def open_store(settings: Settings, *, create: bool) -> AsyncIterator[Event
         if settings.database_url:
             params = ConnectionParams.from_url(settings.database_url)
         else:
+            # PG_VERSION, not the folder: the embedded server would initdb an empty ``pg``.
             pgdata = settings.data_dir.expanduser() / "pg"
-            if not create and not pgdata.is_dir():
+            if not create and not (pgdata / "PG_VERSION").is_file():
                 raise StoreUnavailable(
                     f"no ipa data in {settings.data_dir} (nothing recorded there yet; "
                     "set --data-dir or IPA_DATA_DIR)"

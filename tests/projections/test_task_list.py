@@ -1,0 +1,78 @@
+"""The central task list: kept from the log with its position, rebuildable to the same rows."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from ipa.domain import Resume, decide, fold
+from ipa.eventstore import EventStore
+from ipa.projections import TaskList, summary
+
+from ..eventstore.helpers import ctx, task_history
+
+pytestmark = pytest.mark.anyio
+
+
+async def populate(store: EventStore, n_tasks: int = 5, n_events: int = 7) -> dict:
+    histories = dict(task_history(n_events) for _ in range(n_tasks))
+    for task_id, events in histories.items():
+        await store.append(task_id, events, 0)
+    return histories
+
+
+async def test_catch_up_gives_one_row_per_task_summarising_its_state(store: EventStore) -> None:
+    histories = await populate(store)
+    task_list = TaskList(store)
+
+    position = await task_list.catch_up()
+
+    assert position == await store.head_position()
+    rows = {row["id"]: row for row in await task_list.rows()}
+    assert set(rows) == {str(task_id) for task_id in histories}
+    for task_id, events in histories.items():
+        state = fold(events)
+        row = rows[str(task_id)]
+        assert {k: row[k] for k in summary(state)} == summary(state)
+        assert row["status"] == "paused" and row["version"] == 7
+
+
+async def test_position_is_saved_with_rows_so_a_new_runner_resumes_after_it(
+    store: EventStore,
+) -> None:
+    histories = await populate(store, n_tasks=2)
+    await TaskList(store).catch_up()
+    assert await store.read_model_position("task_list") == 14
+    task_id, events = next(iter(histories.items()))
+    state = fold(events)
+    await store.append(task_id, decide(state, Resume(), ctx(50), task_id), state.version)
+
+    again = TaskList(store)
+    await again.catch_up()
+
+    row = await again.get(task_id)
+    assert row is not None and row["version"] == 8 and row["status"] == "running"
+
+
+async def test_rebuild_from_zero_gives_the_same_rows(store: EventStore) -> None:
+    await populate(store, n_tasks=8)
+    task_list = TaskList(store)
+    await task_list.catch_up()
+    before = await task_list.rows()
+
+    position = await TaskList(store).rebuild()
+
+    assert position == await store.head_position()
+    assert await task_list.rows() == before
+
+
+async def test_running_list_follows_new_events_live(store: EventStore) -> None:
+    task_list = TaskList(store)
+    async with anyio.create_task_group() as tg:
+        await tg.start(task_list.run)
+        histories = await populate(store, n_tasks=3, n_events=4)
+        with anyio.fail_after(10):
+            await task_list.wait_for(await store.head_position())
+        tg.cancel_scope.cancel()
+
+    assert {row["id"] for row in await task_list.rows()} == {str(t) for t in histories}

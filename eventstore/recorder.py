@@ -67,11 +67,49 @@ def open_datastore(params: ConnectionParams, *, pool_size: int = 4) -> PostgresD
 
 
 class EventRecorder(PostgresApplicationRecorder):
-    """The ``events`` table, with per-stream reads that carry global positions."""
+    """The ``events`` table, with per-stream reads that carry global positions, and an
+    insert in one round trip (:attr:`insert_statement`)."""
 
     def __init__(self, datastore: PostgresDatastore) -> None:
         super().__init__(datastore, events_table_name=EVENTS_TABLE)
-        table = SQL("{}.{}").format(Identifier(datastore.schema), Identifier(EVENTS_TABLE))
+        schema = Identifier(datastore.schema)
+        table = SQL("{}.{}").format(schema, Identifier(EVENTS_TABLE))
+        # The library's insert makes several round trips (SET LOCAL, LOCK, NOTIFY, INSERT,
+        # with a pipeline sync between): ~0.6 ms. One call of this function in autocommit
+        # does the same work (table lock first, so positions commit in order; one NOTIFY
+        # per transaction) in ~0.2 ms, and takes plain arrays instead of composite values.
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE OR REPLACE FUNCTION {function}("
+                "ids uuid[], versions bigint[], topics text[], states bytea[]) "
+                "RETURNS SETOF bigint LANGUAGE plpgsql AS $$ "
+                "BEGIN "
+                "SET LOCAL lock_timeout = '{lock_timeout}s'; "
+                "LOCK TABLE {table} IN EXCLUSIVE MODE; "
+                "PERFORM pg_notify({channel}, ''); "
+                "RETURN QUERY INSERT INTO {table} "
+                "(originator_id, originator_version, topic, state) "
+                "SELECT * FROM unnest(ids, versions, topics, states) "
+                "RETURNING notification_id; "
+                "END $$"
+            ).format(
+                function=SQL("{}.ipa_insert_events").format(schema),
+                lock_timeout=SQL(str(int(datastore.lock_timeout))),
+                table=table,
+                channel=self.channel_name,
+            )
+        )
+        # The batch writer runs these on its own async connection.
+        self.insert_statement = SQL(
+            "SELECT * FROM {}.ipa_insert_events(%s, %s, %s, %s)"
+        ).format(schema)
+        """Insert events given as four arrays (ids, versions, topics, states); returns their
+        global positions in order."""
+        self.select_head_statement = SQL(
+            "SELECT originator_version, topic, state FROM {} WHERE originator_id = %s "
+            "ORDER BY originator_version DESC LIMIT 1"
+        ).format(table)
+        """A stream's newest row (version, topic, state)."""
         self._select_stream = SQL(
             "SELECT * FROM {} WHERE originator_id = %s"
         ).format(table)

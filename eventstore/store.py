@@ -82,9 +82,9 @@ class EventStore:
             buffer=settings.subscriber_buffer,
         )
         self._writer = BatchWriter(
+            params.conninfo(),
             self._events,
             self._codec,
-            limiter=self._limiter,
             on_commit=lambda appended: self.tail.poke(),
             max_batch=settings.max_batch,
         )

@@ -1,8 +1,9 @@
 """Group commit: concurrent appends to different streams share one database transaction.
 
 One writer task per store drains every append waiting at that moment into a batch, seals each
-request's events onto its stream's hash chain, and inserts the whole batch with one call of the
-library's recorder (one transaction, one table lock, one NOTIFY). While a batch commits the
+request's events onto its stream's hash chain, and inserts the whole batch with one statement
+on the writer's own async connection (one transaction, one table lock, one NOTIFY, one round
+trip; no worker thread). While a batch commits the
 next one gathers, so the batch size follows the load: one event alone when a single writer
 appends, up to ``max_batch`` under load. An append returns only after its transaction
 committed: an acknowledged event is durable.
@@ -21,12 +22,14 @@ import math
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
 import anyio
+import psycopg
 from anyio.abc import TaskStatus
 from eventsourcing.domain import DomainEvent
-from eventsourcing.persistence import IntegrityError, PersistenceError, StoredEvent
+from eventsourcing.persistence import StoredEvent
 
 from .codec import GENESIS, EventCodec, Seal
 from .errors import StoreError, StoreUnavailable, VersionConflict
@@ -83,21 +86,23 @@ class BatchWriter:
 
     def __init__(
         self,
+        conninfo: str,
         recorder: EventRecorder,
         codec: EventCodec,
         *,
-        limiter: anyio.CapacityLimiter,
         on_commit: Callable[[Sequence[Appended]], None] = lambda appended: None,
         max_batch: int = 500,
     ) -> None:
-        self._recorder = recorder
+        self._conninfo = conninfo
+        self._insert = recorder.insert_statement
+        self._select_head = recorder.select_head_statement
         self._codec = codec
-        self._limiter = limiter
         self._on_commit = on_commit
         self._max_batch = max_batch
         self._pending: deque[_Request] = deque()
         self._wakeup = anyio.Event()
         self._heads = _Heads()
+        self._conn: psycopg.AsyncConnection[Any] | None = None
         self._closed = False
         self.commits = 0
         """Transactions committed so far (appends per commit = the batching achieved)."""
@@ -124,17 +129,18 @@ class BatchWriter:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Commit batches until cancelled; then fail whatever is still waiting."""
-        task_status.started()
         try:
+            await self._connection()
+            task_status.started()
             while True:
                 await self._wakeup.wait()
                 self._wakeup = anyio.Event()
                 while self._pending:
                     batch = self._take_batch()
                     try:
-                        await anyio.to_thread.run_sync(
-                            self._commit, batch, limiter=self._limiter, abandon_on_cancel=False
-                        )
+                        # Shielded: once sent, a batch's outcome is awaited and reported.
+                        with anyio.CancelScope(shield=True):
+                            await self._commit(batch)
                     finally:
                         for request in batch:
                             if request.result is None and request.error is None:
@@ -147,6 +153,9 @@ class BatchWriter:
                 request = self._pending.popleft()
                 request.error = StoreUnavailable("the event store closed before the append")
                 request.done.set()
+            if self._conn is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._conn.close()
 
     def _take_batch(self) -> list[_Request]:
         batch: list[_Request] = []
@@ -162,52 +171,73 @@ class BatchWriter:
         self._pending.extendleft(reversed(held_back))
         return batch
 
-    # The methods below run in a worker thread, one batch at a time.
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._conn is None or self._conn.closed:
+            try:
+                self._conn = await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True, connect_timeout=5
+                )
+            except psycopg.Error as e:
+                raise StoreUnavailable(f"could not append: {_one_line(e)}") from e
+        return self._conn
 
-    def _commit(self, batch: list[_Request]) -> None:
-        ready = [request for request in batch if self._prepare(request)]
+    async def _commit(self, batch: list[_Request]) -> None:
+        ready = [request for request in batch if await self._prepare(request)]
         if not ready:
             return
         try:
-            positions = self._recorder.insert_events(
-                [stored for request in ready for stored in request.stored]
-            )
-        except IntegrityError:
+            positions = await self._insert_rows([s for r in ready for s in r.stored])
+        except psycopg.errors.UniqueViolation:
             for request in ready:
-                self._commit_one(request)
+                await self._commit_one(request)
             return
-        except PersistenceError as e:
+        except (psycopg.Error, StoreUnavailable) as e:
             for request in ready:
-                request.error = StoreUnavailable(f"could not append: {e}")
+                request.error = _unavailable(e)
             return
-        assert positions is not None
-        self.commits += 1
         offset = 0
         for request in ready:
             n = len(request.stored)
             self._acknowledge(request, positions[offset : offset + n])
             offset += n
 
-    def _commit_one(self, request: _Request) -> None:
+    async def _commit_one(self, request: _Request) -> None:
         try:
-            positions = self._recorder.insert_events(request.stored)
-        except IntegrityError:
+            positions = await self._insert_rows(request.stored)
+        except psycopg.errors.UniqueViolation:
             self._heads.forget(request.stream_id)
-            request.error = VersionConflict(
-                request.stream_id, request.expected_version, self._read_head(request.stream_id)[0]
-            )
+            try:
+                current = (await self._read_head(request.stream_id))[0]
+            except (psycopg.Error, StoreUnavailable) as e:
+                request.error = _unavailable(e)
+                return
+            request.error = VersionConflict(request.stream_id, request.expected_version, current)
             return
-        except PersistenceError as e:
-            request.error = StoreUnavailable(f"could not append: {e}")
+        except (psycopg.Error, StoreUnavailable) as e:
+            request.error = _unavailable(e)
             return
-        assert positions is not None
-        self.commits += 1
         self._acknowledge(request, positions)
 
-    def _prepare(self, request: _Request) -> bool:
+    async def _insert_rows(self, stored: list[StoredEvent]) -> list[int]:
+        conn = await self._connection()
+        cursor = await conn.execute(
+            self._insert,
+            (
+                [e.originator_id for e in stored],
+                [e.originator_version for e in stored],
+                [e.topic for e in stored],
+                [e.state for e in stored],
+            ),
+            prepare=True,
+        )
+        positions = [row[0] for row in await cursor.fetchall()]
+        self.commits += 1
+        return positions
+
+    async def _prepare(self, request: _Request) -> bool:
         """Check the expected version and seal the events; False if the request failed."""
         try:
-            version, digest = self._head_for(request)
+            version, digest = await self._head_for(request)
             if version != request.expected_version:
                 request.error = VersionConflict(
                     request.stream_id, request.expected_version, version
@@ -217,12 +247,12 @@ class BatchWriter:
         except StoreError as e:
             request.error = e
             return False
-        except PersistenceError as e:
-            request.error = StoreUnavailable(f"could not append: {e}")
+        except psycopg.Error as e:
+            request.error = _unavailable(e)
             return False
         return True
 
-    def _head_for(self, request: _Request) -> tuple[int, str]:
+    async def _head_for(self, request: _Request) -> tuple[int, str]:
         cached = self._heads.get(request.stream_id)
         if cached is not None and cached[0] == request.expected_version:
             return cached
@@ -230,13 +260,17 @@ class BatchWriter:
             # A new stream (the usual case for version 0): if it exists after all, the
             # insert fails on the primary key and the request is retried alone.
             return 0, GENESIS
-        return self._read_head(request.stream_id)
+        return await self._read_head(request.stream_id)
 
-    def _read_head(self, stream_id: UUID) -> tuple[int, str]:
-        head = self._recorder.head(stream_id)
-        if head is None:
+    async def _read_head(self, stream_id: UUID) -> tuple[int, str]:
+        conn = await self._connection()
+        cursor = await conn.execute(self._select_head, (stream_id,), prepare=True)
+        row = await cursor.fetchone()
+        if row is None:
             return 0, GENESIS
-        version, digest = head.originator_version, Seal.of(head).digest
+        version, topic, state = row
+        head = StoredEvent(stream_id, version, topic, bytes(state))
+        digest = Seal.of(head).digest
         self._heads.put(stream_id, version, digest)
         return version, digest
 
@@ -244,6 +278,16 @@ class BatchWriter:
         version = request.expected_version + len(request.events)
         self._heads.put(request.stream_id, version, request.digest)
         request.result = Appended(request.stream_id, version, tuple(positions))
+
+
+def _one_line(error: BaseException) -> str:
+    return "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
+def _unavailable(error: BaseException) -> StoreError:
+    if isinstance(error, StoreError):
+        return error
+    return StoreUnavailable(f"could not append: {_one_line(error)}")
 
 
 def _check_versions(stream_id: UUID, events: Sequence[DomainEvent], expected: int) -> None:

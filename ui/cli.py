@@ -34,7 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         settings = Settings.resolve(
-            data_dir=args.data_dir, database_url=args.database_url, live=False
+            data_dir=args.data_dir,
+            database_url=args.database_url,
+            live=getattr(args, "live", False),
         )
         return anyio.run(_unwrapped, args.run, settings, args)
     except (StoreError, DomainError) as e:
@@ -105,6 +107,16 @@ def position(text: str) -> int:
     return value
 
 
+def port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: expected 0 to 65535")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     store_options = _Parser(add_help=False)
     store_options.add_argument(
@@ -119,6 +131,13 @@ def _parser() -> argparse.ArgumentParser:
         prog="ipa", description="Drive software tasks to reviewed changes with AI agents."
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve", parents=[store_options], help="run ipa: the store and the HTTP API"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
+    serve.add_argument("--port", type=port, default=8765, help="default: 8765")
+    serve.set_defaults(run=cmd_serve, live=True)
 
     events = commands.add_parser(
         "events", parents=[store_options], help="print a task's events in order"
@@ -163,6 +182,12 @@ def _parser() -> argparse.ArgumentParser:
     snapshot.add_argument("--at", type=version, metavar="VERSION", help="default: the latest")
     snapshot.set_defaults(run=cmd_snapshot)
     return parser
+
+
+async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from .serve import serve  # uvicorn is only needed here
+
+    return await serve(settings, args.host, args.port)
 
 
 async def cmd_events(settings: Settings, args: argparse.Namespace) -> int:

@@ -67,6 +67,8 @@ class ConnectionParams:
 
     def describe(self) -> str:
         """Where this database is, for messages (never the password)."""
+        if self.host.startswith("/"):  # a unix socket directory
+            return f"postgresql://{self.user}@/{self.dbname}?host={self.host}"
         return f"postgresql://{self.user}@{self.host}:{self.port}/{self.dbname}"
 
 

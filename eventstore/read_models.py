@@ -46,6 +46,10 @@ class ReadModelRecorder(PostgresTrackingRecorder):
             "ON CONFLICT (model, key) DO UPDATE SET data = EXCLUDED.data"
         ).format(table)
         self._delete_model = SQL("DELETE FROM {} WHERE model = %s").format(table)
+        self._rename_model = SQL("UPDATE {} SET model = %s WHERE model = %s").format(table)
+        self._rename_tracking = SQL(
+            "UPDATE {}.{} SET application_name = %s WHERE application_name = %s"
+        ).format(schema, Identifier(TRACKING_TABLE))
         self._delete_tracking = SQL("DELETE FROM {}.{} WHERE application_name = %s").format(
             schema, Identifier(TRACKING_TABLE)
         )
@@ -80,6 +84,15 @@ class ReadModelRecorder(PostgresTrackingRecorder):
     def position(self, model: str) -> int:
         """The last log position ``model`` has applied (0 before the first)."""
         return self.max_tracking_id(model) or 0
+
+    def replace(self, model: str, staging: str) -> None:
+        """Make ``staging``'s rows and position ``model``'s, dropping ``model``'s old ones,
+        in one transaction (a rebuild's swap: readers see the old list or the new one)."""
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(self._delete_model, (model,))
+            curs.execute(self._delete_tracking, (model,))
+            curs.execute(self._rename_model, (model, staging))
+            curs.execute(self._rename_tracking, (model, staging))
 
     def reset(self, model: str) -> None:
         """Forget ``model``'s rows and position, in one transaction (for a rebuild)."""

@@ -15,6 +15,8 @@ from eventsourcing.domain import DomainEvent
 
 from ipa.domain import TaskState, evolve
 
+from .errors import CorruptEvent
+
 
 class TaskSnapshot(DomainEvent):
     """The state of a task (``TaskState.to_dict()``) at ``originator_version``."""
@@ -24,10 +26,19 @@ class TaskSnapshot(DomainEvent):
 
 def project_task(state: TaskState | None, events: Iterable[DomainEvent]) -> TaskState | None:
     """Fold a snapshot (if first) and events into a task's state: the projector the library's
-    repository calls for current and historical loads."""
+    repository calls for current and historical loads.
+
+    A history the domain cannot fold (a missing version, an event out of place) is a
+    :class:`CorruptEvent` naming the version, not a bare ``ValueError``.
+    """
     for event in events:
         if isinstance(event, TaskSnapshot):
             state = TaskState.from_dict(event.state)
-        else:
+            continue
+        try:
             state = evolve(state, event)
+        except (ValueError, TypeError, KeyError) as e:
+            raise CorruptEvent(
+                event.originator_id, event.originator_version, f"cannot be replayed: {e}"
+            ) from e
     return state

@@ -293,3 +293,6 @@ class EventStore:
 
     async def reset_read_model(self, model: str) -> None:
         await self._run_sync(self.read_models.reset, model)
+
+    async def replace_read_model(self, model: str, staging: str) -> None:
+        await self._run_sync(self.read_models.replace, model, staging)

@@ -5,6 +5,12 @@ so the next event folds with the domain's own ``evolve`` — the list never re-i
 workflow. Rows and the log position they reflect are saved in one transaction; a restart
 resumes after that position, and :meth:`TaskList.rebuild` replays the whole log from zero to
 the same content.
+
+An event the list cannot fold (a type this code does not know, a broken history) does not stop
+the list: that task's row keeps its last good state, says why in ``error``, and takes no more
+events; every other task goes on. A rebuild is strict instead: it builds the new list beside
+the old one and swaps them in one transaction only if every event folded, so a failed rebuild
+leaves the old list as it was and names the event that stopped it.
 """
 
 from __future__ import annotations
@@ -17,8 +23,15 @@ from uuid import UUID
 import anyio
 from anyio.abc import TaskStatus
 
-from ipa.domain import TaskEvent, TaskState, evolve
-from ipa.eventstore import EventStore, PositionConflict, RecordedEvent
+from ipa.domain import TaskCreated, TaskState, evolve
+from ipa.eventstore import (
+    CorruptEvent,
+    EventStore,
+    PositionConflict,
+    RecordedEvent,
+    StoreError,
+    UnknownEventType,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +55,27 @@ def summary(state: TaskState) -> dict[str, Any]:
     }
 
 
-def fold_row(row: dict[str, Any] | None, event: TaskEvent) -> dict[str, Any]:
-    """The row after ``event``: the summary of the state folded with it."""
+def fold_row(row: dict[str, Any] | None, recorded: RecordedEvent) -> dict[str, Any]:
+    """The row after ``recorded``: the summary of the state folded with it.
+
+    Raises a :class:`StoreError` naming the task and version when the event cannot be folded.
+    """
+    if recorded.event is None:
+        raise UnknownEventType(recorded.stream_id, recorded.version, recorded.type)
     state = TaskState.from_dict(row["state"]) if row is not None else None
-    state = evolve(state, event)
-    return {**summary(state), "state": state.to_dict()}
+    try:
+        state = evolve(state, recorded.event)
+    except (ValueError, TypeError, KeyError) as e:
+        raise CorruptEvent(recorded.stream_id, recorded.version, f"cannot be replayed: {e}") from e
+    return {**summary(state), "error": None, "state": state.to_dict()}
 
 
 class TaskList:
     """Keeps the ``task_list`` read model up to date from the store's log."""
 
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: EventStore, *, model: str = MODEL) -> None:
         self._store = store
+        self.model = model
         self._position = 0
         self._advanced = anyio.Event()
 
@@ -62,19 +84,23 @@ class TaskList:
         """The global position of the last event applied."""
         return self._position
 
-    async def catch_up(self, progress: Progress | None = None) -> int:
-        """Apply every event after the saved position; return the new position."""
-        self._position = await self._store.read_model_position(MODEL)
+    async def catch_up(self, progress: Progress | None = None, *, strict: bool = False) -> int:
+        """Apply every event after the saved position; return the new position.
+
+        ``strict``: an event that cannot be folded raises (naming task and version) instead of
+        marking its task's row.
+        """
+        self._position = await self._store.read_model_position(self.model)
         head = await self._store.head_position() if progress else 0
         while True:
             page = await self._store.read_log(self._position, _PAGE)
             if not page:
                 return self._position
             try:
-                await self._apply(page)
+                await self._apply(page, strict)
             except PositionConflict:
                 # Another runner (a rebuild, another process) moved it on: follow it.
-                self._position = await self._store.read_model_position(MODEL)
+                self._position = await self._store.read_model_position(self.model)
                 continue
             self._position = page[-1].position
             self._advanced.set()
@@ -82,21 +108,25 @@ class TaskList:
             if progress:
                 progress(self._position, max(head, self._position))
 
-    async def _apply(self, page: list[RecordedEvent]) -> None:
-        keys = sorted({str(r.stream_id) for r in page if isinstance(r.event, TaskEvent)})
-        rows: dict[str, Any] = await self._store.read_model_rows(MODEL, keys) if keys else {}
+    async def _apply(self, page: list[RecordedEvent], strict: bool) -> None:
+        keys = sorted({str(r.stream_id) for r in page})
+        rows: dict[str, Any] = await self._store.read_model_rows(self.model, keys)
         changed: dict[str, Any] = {}
         for recorded in page:
-            if recorded.event is None:
-                log.warning("task list: skipped %s v%s of unknown type %s",
-                            recorded.stream_id, recorded.version, recorded.type)
-            elif isinstance(recorded.event, TaskEvent):
-                key = str(recorded.stream_id)
-                row = rows.get(key)
-                if row is not None and row["version"] >= recorded.version:
-                    continue  # already applied
-                rows[key] = changed[key] = fold_row(row, recorded.event)
-        await self._store.save_read_model(MODEL, changed, page[-1].position)
+            key = str(recorded.stream_id)
+            row = rows.get(key)
+            if row is None and not isinstance(recorded.event, TaskCreated):
+                continue  # not a task stream (or a task this list could not start)
+            if row is not None and (row["error"] or row["version"] >= recorded.version):
+                continue  # stopped at an earlier problem, or already applied
+            try:
+                rows[key] = changed[key] = fold_row(row, recorded)
+            except StoreError as e:
+                if strict or row is None:
+                    raise
+                log.error("task list: %s; the row stays at version %s", e, row["version"])
+                rows[key] = changed[key] = {**row, "error": str(e)}
+        await self._store.save_read_model(self.model, changed, page[-1].position)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Catch up, then follow the live tail until cancelled."""
@@ -113,16 +143,28 @@ class TaskList:
             await self._advanced.wait()
 
     async def rebuild(self, progress: Progress | None = None) -> int:
-        """Forget the read model and replay the whole log into it; return the position."""
-        await self._store.reset_read_model(MODEL)
-        return await self.catch_up(progress)
+        """Replay the whole log into a new list and swap it in; return the position.
+
+        If an event cannot be folded, raises naming it and leaves the current list as it was.
+        """
+        staging = TaskList(self._store, model=f"{self.model}~rebuild")
+        await self._store.reset_read_model(staging.model)
+        try:
+            position = await staging.catch_up(progress, strict=True)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._store.reset_read_model(staging.model)
+            raise
+        await self._store.replace_read_model(self.model, staging.model)
+        self._position = position
+        return position
 
     async def rows(self) -> list[dict[str, Any]]:
         """Every row, by task id (each with its ``state``)."""
         out: list[dict[str, Any]] = []
         after = ""
         while True:
-            page = await self._store.read_model_page(MODEL, after=after, limit=_PAGE)
+            page = await self._store.read_model_page(self.model, after=after, limit=_PAGE)
             out.extend(data for _, data in page)
             if len(page) < _PAGE:
                 return out
@@ -130,4 +172,4 @@ class TaskList:
 
     async def get(self, task_id: UUID) -> dict[str, Any] | None:
         """The row of one task, or None."""
-        return (await self._store.read_model_rows(MODEL, [str(task_id)])).get(str(task_id))
+        return (await self._store.read_model_rows(self.model, [str(task_id)])).get(str(task_id))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn, TextIO
@@ -45,6 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ipa: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (``ipa events ... | head``): stop quietly, as a shell tool
+        # killed by SIGPIPE would, and keep Python from complaining when it flushes stdout.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def run() -> None:
@@ -58,7 +64,7 @@ async def _unwrapped(command: Command, settings: Settings, args: argparse.Namesp
     try:
         return await command(settings, args)
     except BaseExceptionGroup as group:
-        expected, _ = group.split((StoreError, DomainError))
+        expected, _ = group.split((StoreError, DomainError, BrokenPipeError))
         if expected is None:
             raise
         raise _first(expected) from None

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import anyio
+import psycopg
 import pytest
 
 from ipa.domain import Resume, decide, fold
-from ipa.eventstore import EventStore
+from ipa.eventstore import CorruptEvent, EventStore
 from ipa.projections import TaskList, summary
 
 from ..eventstore.helpers import ctx, task_history
@@ -76,3 +77,36 @@ async def test_running_list_follows_new_events_live(store: EventStore) -> None:
         tg.cancel_scope.cancel()
 
     assert {row["id"] for row in await task_list.rows()} == {str(t) for t in histories}
+
+
+async def test_an_event_it_cannot_fold_stops_only_that_tasks_row(
+    database, store: EventStore
+) -> None:
+    histories = await populate(store, n_tasks=2, n_events=5)
+    broken, healthy = histories
+    with psycopg.connect(database.conninfo(), autocommit=True) as conn:
+        conn.execute("UPDATE events SET topic = 'ipa.domain.events:TaskVanished' "
+                     "WHERE originator_id = %s AND originator_version = 3", (broken,))
+
+    await TaskList(store).catch_up()
+
+    rows = {row["id"]: row for row in await TaskList(store).rows()}
+    assert rows[str(broken)]["version"] == 2
+    assert "version 3: unknown event type 'TaskVanished'" in rows[str(broken)]["error"]
+    assert (rows[str(healthy)]["version"], rows[str(healthy)]["error"]) == (5, None)
+
+
+async def test_a_failed_rebuild_leaves_the_list_as_it_was(database, store: EventStore) -> None:
+    histories = await populate(store, n_tasks=2, n_events=5)
+    task_list = TaskList(store)
+    await task_list.catch_up()
+    before = await task_list.rows()
+    with psycopg.connect(database.conninfo(), autocommit=True) as conn:
+        conn.execute("DELETE FROM events WHERE originator_id = %s AND originator_version = 3",
+                     (next(iter(histories)),))
+
+    with pytest.raises(CorruptEvent, match="version 4: corrupt event: cannot be replayed"):
+        await task_list.rebuild()
+
+    assert await task_list.rows() == before
+    assert await store.read_model_rows("task_list~rebuild", [str(t) for t in histories]) == {}

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from transitions import Machine
@@ -62,7 +62,7 @@ from .commands import (
 from .errors import CommandRejected, UnknownWorkflow
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     """Where a task is in its lifecycle, whatever its phase."""
 
     pending = "pending"
@@ -200,7 +200,7 @@ _LIFECYCLE = Machine(
 
 
 def _phase_transitions(workflow: Workflow) -> Iterator[dict[str, Any]]:
-    for phase, following in zip(workflow.phases, workflow.phases[1:]):
+    for phase, following in zip(workflow.phases, workflow.phases[1:], strict=False):
         if phase.gated:
             yield dict(trigger=RequestApproval.name, source=phase.name, dest="=")
             yield dict(trigger=RequestChanges.name, source=phase.name, dest="=")

@@ -16,15 +16,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
-from eventsourcing.persistence import Notification
+import psycopg
+from eventsourcing.persistence import InterfaceError, Notification, OperationalError
 from eventsourcing.postgres import (
     PostgresAggregateRecorder,
     PostgresApplicationRecorder,
     PostgresDatastore,
 )
-from eventsourcing.persistence import InterfaceError, OperationalError
 from eventsourcing.utils import retry
-import psycopg
 from psycopg.sql import SQL, Identifier
 from psycopg_pool import PoolTimeout
 

@@ -20,7 +20,7 @@ from eventsourcing.application import AggregateNotFoundError, Repository
 from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import EventStore as LibraryEventStore
 from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL
 
 from ipa.domain import TaskEvent, TaskState
 
@@ -112,6 +112,7 @@ class EventStore:
             raise StoreUnavailable(f"cannot reach the database at {params.describe()}: {e}") from e
         try:
             await store._run_sync(store._prepare_tables, create)
+            body_error: BaseException | None = None
             async with anyio.create_task_group() as tg:
                 await tg.start(store._writer.run)
                 tg.start_soon(store._snapshotter)
@@ -119,8 +120,14 @@ class EventStore:
                     await tg.start(store.tail.run)
                 try:
                     yield store
+                except BaseException as e:
+                    # Re-raised below, outside the task group, so the caller gets its own
+                    # error back rather than wrapped in an exception group.
+                    body_error = e
                 finally:
                     tg.cancel_scope.cancel()
+            if body_error is not None:
+                raise body_error
         finally:
             store._to_snapshot_send.close()
             store._to_snapshot.close()
@@ -229,7 +236,9 @@ class EventStore:
         )
         return self._codec.records(rows)
 
-    async def _read_stream_page(self, stream_id: UUID, after: int, limit: int) -> list[RecordedEvent]:
+    async def _read_stream_page(
+        self, stream_id: UUID, after: int, limit: int
+    ) -> list[RecordedEvent]:
         return await self.read(stream_id, after=after, limit=limit)
 
     async def read_log(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:

@@ -111,7 +111,8 @@ def create_app(store: EventStore, task_list: TaskList) -> Starlette:
         name = request.path_params["command"]
         command_type = COMMANDS.get(name)
         if command_type is None:
-            raise HTTPException(404, f"unknown command {name!r}; known: {', '.join(sorted(COMMANDS))}")
+            known = ", ".join(sorted(COMMANDS))
+            raise HTTPException(404, f"unknown command {name!r}; known: {known}")
         body = await _json_body(request, required=False)
         expected = body.pop("expected_version", None)
         if expected is not None and (not isinstance(expected, int) or expected < 1):

@@ -11,19 +11,17 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import NoReturn, TextIO
 from uuid import UUID
 
 import anyio
 
 from ipa.domain import DomainError
-from ipa.eventstore import EventStore, StoreError, StreamNotFound, verify_stream
+from ipa.eventstore import StoreError, StreamNotFound, verify_stream
 from ipa.projections import TaskList, task_state
 
 from .runtime import Settings, open_store
-
-Command = Callable[[Settings, argparse.Namespace], Awaitable[int]]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             database_url=args.database_url,
             live=getattr(args, "live", False),
         )
-        return anyio.run(_unwrapped, args.run, settings, args)
+        return anyio.run(args.run, settings, args)
     except (StoreError, DomainError) as e:
         print(f"ipa: {e}", file=sys.stderr)
         return 1
@@ -56,24 +54,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run() -> None:
     """Console-script entry point."""
     sys.exit(main())
-
-
-async def _unwrapped(command: Command, settings: Settings, args: argparse.Namespace) -> int:
-    """Run ``command``. An error raised while the store is open comes out of the store's task
-    group wrapped in an exception group: unwrap the expected ones for :func:`main` to report."""
-    try:
-        return await command(settings, args)
-    except BaseExceptionGroup as group:
-        expected, _ = group.split((StoreError, DomainError, BrokenPipeError))
-        if expected is None:
-            raise
-        raise _first(expected) from None
-
-
-def _first(error: BaseException) -> BaseException:
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
 
 
 class _Parser(argparse.ArgumentParser):

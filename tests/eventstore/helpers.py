@@ -18,11 +18,15 @@ def ctx(step: int = 0, actor: str = "user:alice") -> Context:
 def task_history(n: int, task_id: UUID | None = None) -> tuple[UUID, list[TaskEvent]]:
     """A legal history of ``n`` events: created, started, then pause/resume alternating."""
     task_id = task_id or uuid.uuid4()
-    events: list[TaskEvent] = list(decide(None, CreateTask(title="t", description="d"), ctx(), task_id))
+    create = CreateTask(title="t", description="d")
+    events: list[TaskEvent] = list(decide(None, create, ctx(), task_id))
     state = fold(events)
     step = 1
     while len(events) < n:
-        command = StartTask() if step == 1 else (Pause(reason=f"p{step}") if step % 2 == 0 else Resume())
+        if step == 1:
+            command = StartTask()
+        else:
+            command = Pause(reason=f"p{step}") if step % 2 == 0 else Resume()
         new = decide(state, command, ctx(step), task_id)
         events.extend(new)
         state = fold(new, state)

@@ -11,6 +11,8 @@ from .helpers import task_history
 
 pytestmark = pytest.mark.anyio
 
+BROKEN_LINK = "link to the previous event is broken (event inserted, deleted or reordered)"
+
 
 @pytest.fixture
 async def task(store: EventStore):
@@ -49,7 +51,7 @@ async def test_a_deleted_event_is_detected(database, store: EventStore, task) ->
     found = await problems(store, task)
 
     assert found[0] == (4, "versions jump from 2 to 4 (event deleted?)")
-    assert (4, "link to the previous event is broken (event inserted, deleted or reordered)") in found
+    assert (4, BROKEN_LINK) in found
 
 
 async def test_events_deleted_at_the_end_are_detected_by_snapshot_or_task_list(
@@ -74,7 +76,7 @@ async def test_an_inserted_event_is_detected(database, store: EventStore, task) 
     found = await problems(store, task)
 
     assert (7, "contents do not match the digest (event edited)") in found
-    assert (7, "link to the previous event is broken (event inserted, deleted or reordered)") in found
+    assert (7, BROKEN_LINK) in found
 
 
 async def test_reordered_events_are_detected(database, store: EventStore, task) -> None:

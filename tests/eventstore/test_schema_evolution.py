@@ -6,10 +6,9 @@ import uuid
 
 import psycopg
 import pytest
-
-from ipa.domain import TaskEvent
 from eventsourcing.utils import get_topic
 
+from ipa.domain import TaskEvent
 from ipa.eventstore import EventStore, UnknownEventType
 from ipa.eventstore.codec import GENESIS, chain_digest, make_transcoder
 

@@ -77,33 +77,45 @@ class EventRecorder(PostgresApplicationRecorder):
         # with a pipeline sync between): ~0.6 ms. One call of this function in autocommit
         # does the same work (table lock first, so positions commit in order; one NOTIFY
         # per transaction) in ~0.2 ms, and takes plain arrays instead of composite values.
-        self.sql_create_statements.append(
-            SQL(
-                "CREATE OR REPLACE FUNCTION {function}("
-                "ids uuid[], versions bigint[], topics text[], states bytea[]) "
-                "RETURNS SETOF bigint LANGUAGE plpgsql AS $$ "
-                "BEGIN "
-                "SET LOCAL lock_timeout = '{lock_timeout}s'; "
-                "LOCK TABLE {table} IN EXCLUSIVE MODE; "
-                "PERFORM pg_notify({channel}, ''); "
-                "RETURN QUERY INSERT INTO {table} "
-                "(originator_id, originator_version, topic, state) "
-                "SELECT * FROM unnest(ids, versions, topics, states) "
-                "RETURNING notification_id; "
-                "END $$"
-            ).format(
-                function=SQL("{}.ipa_insert_events").format(schema),
-                lock_timeout=SQL(str(int(datastore.lock_timeout))),
-                table=table,
-                channel=self.channel_name,
+        for function, parameters, rows in (
+            # Many events: four arrays, unnested.
+            ("ipa_insert_events", "ids uuid[], versions bigint[], topics text[], states bytea[]",
+             "SELECT * FROM unnest(ids, versions, topics, states)"),
+            # One event: plain values (a single append skips the array encoding).
+            ("ipa_insert_event", "id uuid, version bigint, topic text, state bytea",
+             "SELECT id, version, topic, state"),
+        ):
+            self.sql_create_statements.append(
+                SQL(
+                    "CREATE OR REPLACE FUNCTION {function}({parameters}) "
+                    "RETURNS SETOF bigint LANGUAGE plpgsql AS $$ "
+                    "BEGIN "
+                    "SET LOCAL lock_timeout = '{lock_timeout}s'; "
+                    "LOCK TABLE {table} IN EXCLUSIVE MODE; "
+                    "PERFORM pg_notify({channel}, ''); "
+                    "RETURN QUERY INSERT INTO {table} "
+                    "(originator_id, originator_version, topic, state) {rows} "
+                    "RETURNING notification_id; "
+                    "END $$"
+                ).format(
+                    function=SQL("{}.{}").format(schema, Identifier(function)),
+                    parameters=SQL(parameters),
+                    lock_timeout=SQL(str(int(datastore.lock_timeout))),
+                    table=table,
+                    channel=self.channel_name,
+                    rows=SQL(rows),
+                )
             )
-        )
         # The batch writer runs these on its own async connection.
         self.insert_statement = SQL(
             "SELECT * FROM {}.ipa_insert_events(%s, %s, %s, %s)"
         ).format(schema)
         """Insert events given as four arrays (ids, versions, topics, states); returns their
         global positions in order."""
+        self.insert_one_statement = SQL(
+            "SELECT * FROM {}.ipa_insert_event(%s, %s, %s, %s)"
+        ).format(schema)
+        """Insert one event given as (id, version, topic, state); returns its position."""
         self.select_head_statement = SQL(
             "SELECT originator_version, topic, state FROM {} WHERE originator_id = %s "
             "ORDER BY originator_version DESC LIMIT 1"

@@ -5,7 +5,8 @@ request's events onto its stream's hash chain, and inserts the whole batch with 
 on the writer's own async connection (one transaction, one table lock, one NOTIFY, one round
 trip; no worker thread). While a batch commits the
 next one gathers, so the batch size follows the load: one event alone when a single writer
-appends, up to ``max_batch`` under load. An append returns only after its transaction
+appends (committed inline by the appending task itself, when nothing else is in flight), up
+to ``max_batch`` under load. An append returns only after its transaction
 committed: an acknowledged event is durable.
 
 Expected versions are checked against an in-memory head cache (version and digest per stream),
@@ -95,6 +96,7 @@ class BatchWriter:
     ) -> None:
         self._conninfo = conninfo
         self._insert = recorder.insert_statement
+        self._insert_one = recorder.insert_one_statement
         self._select_head = recorder.select_head_statement
         self._codec = codec
         self._on_commit = on_commit
@@ -103,6 +105,7 @@ class BatchWriter:
         self._wakeup = anyio.Event()
         self._heads = _Heads()
         self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._busy = False  # a batch is being committed (by the writer task or inline)
         self._closed = False
         self.commits = 0
         """Transactions committed so far (appends per commit = the batching achieved)."""
@@ -119,9 +122,16 @@ class BatchWriter:
             raise StoreUnavailable("the event store is closed")
         _check_versions(stream_id, events, expected_version)
         request = _Request(stream_id, events, expected_version)
-        self._pending.append(request)
-        self._wakeup.set()
-        await request.done.wait()
+        if self._busy or self._pending:
+            # Others are committing: join the next batch.
+            self._pending.append(request)
+            self._wakeup.set()
+            await request.done.wait()
+        else:
+            # Nothing else in flight: commit right here, sparing two task switches.
+            await self._commit_batch([request])
+            if self._pending:
+                self._wakeup.set()  # what arrived meanwhile goes to the writer task
         if request.error is not None:
             raise request.error
         assert request.result is not None
@@ -135,18 +145,8 @@ class BatchWriter:
             while True:
                 await self._wakeup.wait()
                 self._wakeup = anyio.Event()
-                while self._pending:
-                    batch = self._take_batch()
-                    try:
-                        # Shielded: once sent, a batch's outcome is awaited and reported.
-                        with anyio.CancelScope(shield=True):
-                            await self._commit(batch)
-                    finally:
-                        for request in batch:
-                            if request.result is None and request.error is None:
-                                request.error = StoreUnavailable("the append was interrupted")
-                            request.done.set()
-                    self._on_commit([r.result for r in batch if r.result is not None])
+                while self._pending and not self._busy:
+                    await self._commit_batch(self._take_batch())
         finally:
             self._closed = True
             while self._pending:
@@ -156,6 +156,21 @@ class BatchWriter:
             if self._conn is not None:
                 with anyio.CancelScope(shield=True):
                     await self._conn.close()
+
+    async def _commit_batch(self, batch: list[_Request]) -> None:
+        """Commit ``batch`` on the one connection (never two at once) and release its
+        requests. Shielded: once sent, a batch's outcome is awaited and reported."""
+        self._busy = True
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._commit(batch)
+        finally:
+            self._busy = False
+            for request in batch:
+                if request.result is None and request.error is None:
+                    request.error = StoreUnavailable("the append was interrupted")
+                request.done.set()
+        self._on_commit([r.result for r in batch if r.result is not None])
 
     def _take_batch(self) -> list[_Request]:
         batch: list[_Request] = []
@@ -220,16 +235,21 @@ class BatchWriter:
 
     async def _insert_rows(self, stored: list[StoredEvent]) -> list[int]:
         conn = await self._connection()
-        cursor = await conn.execute(
-            self._insert,
-            (
+        if len(stored) == 1:
+            [event] = stored
+            statement = self._insert_one
+            params: tuple[Any, ...] = (
+                event.originator_id, event.originator_version, event.topic, event.state
+            )
+        else:
+            statement = self._insert
+            params = (
                 [e.originator_id for e in stored],
                 [e.originator_version for e in stored],
                 [e.topic for e in stored],
                 [e.state for e in stored],
-            ),
-            prepare=True,
-        )
+            )
+        cursor = await conn.execute(statement, params, prepare=True)
         positions = [row[0] for row in await cursor.fetchall()]
         self.commits += 1
         return positions

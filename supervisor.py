@@ -1,2 +1,187 @@
 """The central supervisor: starts, stops and restarts pods, and brings every unfinished task
-back after a restart. Not built yet: issue #3 brings it (see specs/supervisor/)."""
+back after a restart.
+
+It owns one task group; each pod runs in it under its own cancel scope, so stopping one pod
+or a pod's crash never touches another. A registry maps task id to pod.
+
+- **Recovery** (:meth:`Supervisor.recover`): every task whose status is not finished
+  (completed, cancelled) gets its pod back, loaded from its newest snapshot; runs that were in
+  flight when the process died are recorded as interrupted by the pod's scheduler and retried
+  under their job's policy.
+- **Graceful shutdown** (:meth:`Supervisor.shutdown`): stop accepting work, let running steps
+  finish within a deadline (then interrupt them, recorded), snapshot every pod, stop.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from uuid import UUID
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from ipa.domain import Command, Status, TaskState
+from ipa.eventstore import EventStore, StoreError
+from ipa.pods import Pod, PodEnvironment, PodStatus
+from ipa.projections import TaskList
+
+log = logging.getLogger(__name__)
+
+FINISHED = frozenset({Status.completed, Status.cancelled})
+
+
+class SupervisorError(Exception):
+    """Base of the supervisor's errors."""
+
+
+class PodNotRunning(SupervisorError):
+    """A command for a task that has no running pod."""
+
+    def __init__(self, task_id: UUID, why: str = "has no running pod") -> None:
+        super().__init__(f"task {task_id} {why}")
+        self.task_id = task_id
+
+
+class ShuttingDown(SupervisorError):
+    """The supervisor is stopping and takes no new work."""
+
+
+@dataclass
+class _Slot:
+    pod: Pod
+    scope: anyio.CancelScope
+    done: anyio.Event
+
+
+class Supervisor:
+    """Runs a pod per unfinished task; use inside ``async with`` or via :meth:`run`."""
+
+    def __init__(self, env: PodEnvironment) -> None:
+        self.env = env
+        self._slots: dict[UUID, _Slot] = {}
+        self._tg: TaskGroup | None = None
+        self._accepting = True
+
+    @property
+    def store(self) -> EventStore:
+        return self.env.store
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Own the pods until cancelled; recover unfinished tasks first."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            try:
+                await self.recover()
+                task_status.started()
+                await anyio.sleep_forever()
+            finally:
+                self._tg = None
+
+    async def recover(self) -> int:
+        """Start a pod for every unfinished task without one; return how many started."""
+        task_list = TaskList(self.store)
+        await task_list.catch_up()
+        started = 0
+        for row in await task_list.rows():
+            task_id = UUID(row["id"])
+            if Status(row["status"]) in FINISHED or task_id in self._slots:
+                continue
+            try:
+                await self.start(task_id)
+                started += 1
+            except (StoreError, SupervisorError) as e:
+                log.error("recovery: task %s not started: %s", task_id, e)
+        return started
+
+    async def start(self, task_id: UUID) -> Pod:
+        """Start the task's pod and return it once ready (its children all started)."""
+        if not self._accepting:
+            raise ShuttingDown("ipa is shutting down and starts no pod")
+        if self._tg is None:
+            raise SupervisorError("the supervisor is not running")
+        slot = self._slots.get(task_id)
+        if slot is not None and slot.pod.status is not PodStatus.failed:
+            return slot.pod
+        pod = Pod(task_id, self.env)
+        scope = anyio.CancelScope()
+        done = anyio.Event()
+        self._slots[task_id] = _Slot(pod, scope, done)
+        try:
+            await self._tg.start(self._supervise, pod, scope, done)
+        except BaseException:
+            self._slots.pop(task_id, None)
+            raise
+        return pod
+
+    async def _supervise(
+        self, pod: Pod, scope: anyio.CancelScope, done: anyio.Event,
+        *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        try:
+            with scope:
+                await pod.run(task_status=task_status)
+        except Exception as e:  # only a first start can raise; pod.run handles the rest
+            log.error("pod %s did not start: %s", pod.task_id, e)
+            raise
+        finally:
+            done.set()
+            slot = self._slots.get(pod.task_id)
+            if slot is not None and slot.pod is pod and pod.status is not PodStatus.failed:
+                del self._slots[pod.task_id]
+            if pod.status is not PodStatus.failed:
+                pod.status = PodStatus.stopped
+
+    async def stop(self, task_id: UUID) -> None:
+        """Stop the task's pod (its running steps are interrupted, recorded) and wait."""
+        slot = self._slots.get(task_id)
+        if slot is None:
+            raise PodNotRunning(task_id)
+        slot.scope.cancel()
+        await slot.done.wait()
+        self._slots.pop(task_id, None)
+
+    async def restart(self, task_id: UUID) -> Pod:
+        """Stop the pod if it runs (or clear a failed one) and start it again."""
+        if task_id in self._slots:
+            await self.stop(task_id)
+        return await self.start(task_id)
+
+    def get(self, task_id: UUID) -> Pod:
+        """The task's running pod, or :class:`PodNotRunning`."""
+        slot = self._slots.get(task_id)
+        if slot is None:
+            raise PodNotRunning(task_id)
+        if slot.pod.status is PodStatus.failed:
+            raise PodNotRunning(task_id, f"has a failed pod ({slot.pod.last_error}); restart it")
+        return slot.pod
+
+    def pods(self) -> list[Pod]:
+        """Every pod the supervisor holds, failed ones included."""
+        return [slot.pod for slot in self._slots.values()]
+
+    async def execute(self, task_id: UUID, command: Command, **options: object) -> TaskState:
+        """Send a command to the task's pod."""
+        if not self._accepting:
+            raise ShuttingDown("ipa is shutting down and takes no command")
+        return await self.get(task_id).execute(command, **options)  # type: ignore[arg-type]
+
+    async def shutdown(self, deadline: float = 10.0) -> None:
+        """Stop taking work; let running steps finish within ``deadline`` seconds (then
+        interrupt them, which is recorded); snapshot every pod; stop every pod."""
+        self._accepting = False
+        pods = [slot.pod for slot in self._slots.values()]
+        for pod in pods:
+            pod.scheduler.draining = True
+        with anyio.move_on_after(deadline):
+            while any(pod.scheduler.running for pod in pods):
+                await anyio.sleep(0.05)
+        for task_id in list(self._slots):
+            with anyio.CancelScope(shield=True):
+                await self.stop(task_id)
+        for pod in pods:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.store.take_snapshot(pod.task_id)
+                except StoreError as e:
+                    log.warning("shutdown: no snapshot of %s: %s", pod.task_id, e)

@@ -5,15 +5,21 @@ trigger of the workflow machines (``workflows.py`` builds its tables from these 
 word used in error messages ("cannot approve: ..."). Input is checked by ``decide``, not here, so
 a malformed command can still be built, logged and refused with an ``InvalidCommand``.
 
+The job commands (``JOB_COMMANDS``: the queue, its workspaces and repository) are not workflow
+moves: they never change the task's phase or status, so the machines do not know them and
+``allowed_commands`` does not list them. ``queue.py`` and ``workspaces.py`` say when each is
+accepted.
+
 ``Context`` carries what a decision needs from outside the domain: who asks, the current time and
 the ids that tie the resulting events to the request that caused them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True)
@@ -150,6 +156,148 @@ class Retry(Command):
     name: ClassVar[str] = "retry"
 
 
+# -- the job queue ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueJob(Command):
+    """Add a job to the queue of ``phase`` (``None``: the current phase) for ``agent`` to run.
+
+    It waits until every job in ``depends_on`` has succeeded; among ready jobs, higher
+    ``priority`` starts first, then the one queued first. Each attempt may take
+    ``timeout_seconds``; after ``max_attempts`` failed attempts the job is dead-lettered.
+    ``spec`` is the runner's JSON (e.g. ``{"command": ["python", "x.py"]}``).
+    """
+
+    name: ClassVar[str] = "queue_job"
+
+    job_id: str
+    agent: str
+    priority: int = 0
+    depends_on: Sequence[str] = ()
+    timeout_seconds: float = 3600.0
+    max_attempts: int = 5
+    spec: dict[str, Any] = field(default_factory=dict)
+    phase: str | None = None
+
+
+@dataclass(frozen=True)
+class StartJob(Command):
+    """Start the next attempt of a ready job as the agent run ``run_id``."""
+
+    name: ClassVar[str] = "start_job"
+
+    job_id: str
+    run_id: str
+
+
+@dataclass(frozen=True)
+class CompleteJob(Command):
+    """Record that the run ``run_id`` of the job succeeded, with the runner's ``result``."""
+
+    name: ClassVar[str] = "complete_job"
+
+    job_id: str
+    run_id: str
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FailJob(Command):
+    """Record that the run ``run_id`` of the job failed, or was ``interrupted`` (it counts too).
+
+    ``jitter``, in [0, 1), spreads the retries of many jobs (see ``jobs.backoff_delay``); the
+    caller draws it, so the decision stays replayable.
+    """
+
+    name: ClassVar[str] = "fail_job"
+
+    job_id: str
+    run_id: str
+    reason: str
+    interrupted: bool = False
+    jitter: float = 0.0
+
+
+@dataclass(frozen=True)
+class RetryJob(Command):
+    """Put a dead-lettered job back in the queue with all its attempts."""
+
+    name: ClassVar[str] = "retry_job"
+
+    job_id: str
+
+
+@dataclass(frozen=True)
+class CancelJob(Command):
+    """Take a job out of the queue for good (a running one is interrupted by its pod)."""
+
+    name: ClassVar[str] = "cancel_job"
+
+    job_id: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class RecordWorkspace(Command):
+    """Record that a working copy of ``repo`` was made for ``job_id`` (or for the task)."""
+
+    name: ClassVar[str] = "record_workspace"
+
+    workspace_id: str
+    job_id: str | None
+    path: str
+    branch: str
+    repo: str
+    base_commit: str
+
+
+@dataclass(frozen=True)
+class RecordCommit(Command):
+    """Record that the work in a workspace was committed as ``commit``."""
+
+    name: ClassVar[str] = "record_commit"
+
+    workspace_id: str
+    commit: str
+    message: str
+    files: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class RemoveWorkspace(Command):
+    """Record that a workspace's working copy was deleted."""
+
+    name: ClassVar[str] = "remove_workspace"
+
+    workspace_id: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class RecordRepositoryUnavailable(Command):
+    """Record that ``repo`` could not be reached (missing, or it cannot be cloned)."""
+
+    name: ClassVar[str] = "record_repository_unavailable"
+
+    repo: str
+    reason: str
+
+
+JOB_COMMANDS: tuple[type[Command], ...] = (
+    QueueJob,
+    StartJob,
+    CompleteJob,
+    FailJob,
+    RetryJob,
+    CancelJob,
+    RecordWorkspace,
+    RecordCommit,
+    RemoveWorkspace,
+    RecordRepositoryUnavailable,
+)
+"""The commands of the job queue and its workspaces: never workflow moves."""
+
 TASK_COMMANDS: tuple[type[Command], ...] = (
     CreateTask,
     StartTask,
@@ -163,5 +311,7 @@ TASK_COMMANDS: tuple[type[Command], ...] = (
     Cancel,
     Fail,
     Retry,
+    *JOB_COMMANDS,
 )
-"""Every command class, in the order a task usually meets them."""
+"""Every command class: the workflow commands in the order a task usually meets them, then
+``JOB_COMMANDS``."""

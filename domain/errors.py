@@ -60,3 +60,32 @@ class CommandRejected(DomainError):
         super().__init__(
             f"cannot {command}: task is {status.value} in phase {phase}; allowed: {listed}"
         )
+
+
+class JobRejected(CommandRejected):
+    """A queue command (or a workspace record) that the job's state or the task's status refuses.
+
+    ``problem`` says what is wrong in the words of the queue ("job 'x' is not ready: waiting for
+    'lint' (pending)"); ``allowed`` holds the workflow commands of the task's position, as for
+    every ``CommandRejected``, because job commands are not workflow moves (see ``queue.py``).
+    """
+
+    def __init__(
+        self, command: str, problem: str, phase: str, status: Status, allowed: Iterable[str]
+    ) -> None:
+        # Skips CommandRejected's message on purpose: the problem is the job's, not the phase's.
+        DomainError.__init__(self, f"cannot {command}: {problem}")
+        self.command = command
+        self.problem = problem
+        self.phase = phase
+        self.status = status
+        self.allowed = tuple(allowed)
+
+
+class JobNotFound(InvalidCommand):
+    """A command names a job the task does not have."""
+
+    def __init__(self, command: str, job_id: str) -> None:
+        self.command = command
+        self.job_id = job_id
+        super().__init__(f"cannot {command}: the task has no job {job_id!r}")

@@ -9,9 +9,10 @@ Every event carries, besides the library's identity fields (``originator_id`` = 
 
 Events hold plain data only (str, int, bool, None, lists and dicts of them), so the stored form
 is JSON. Phases are stored by name (each workflow has its own), statuses by their value.
-Changing an event's shape means raising its ``class_version`` and adding an
-``upcast_v{n}_v{n+1}(state: dict) -> None`` static method that rewrites an old payload in place;
-the store applies them on load.
+Times other than ``timestamp`` (``JobFailed.retry_at``) are ISO-8601 strings, so the stored JSON
+needs no transcoding of its own. Changing an event's shape means raising its ``class_version``
+and adding an ``upcast_v{n}_v{n+1}(state: dict) -> None`` static method that rewrites an old
+payload in place; the store applies them on load.
 """
 
 from __future__ import annotations
@@ -112,3 +113,109 @@ class TaskCancelled(TaskEvent):
 
 class TaskCompleted(TaskEvent):
     """The last phase of the workflow was approved (or finished): the task is done."""
+
+
+# -- the job queue (see queue.py) ---------------------------------------------------------------
+
+
+class JobQueued(TaskEvent):
+    """A job joined the queue of ``phase``: ``agent`` runs it with the runner-specific ``spec``.
+
+    It may start once every job in ``depends_on`` has succeeded; higher ``priority`` goes first.
+    """
+
+    job_id: str
+    agent: str
+    phase: str
+    priority: int
+    depends_on: list[str]
+    timeout_seconds: float
+    max_attempts: int
+    spec: dict
+
+
+class JobStarted(TaskEvent):
+    """Attempt ``attempt`` (from 1) of the job began as the agent run ``run_id``."""
+
+    job_id: str
+    attempt: int
+    run_id: str
+
+
+class JobSucceeded(TaskEvent):
+    """The run ``run_id`` of the job finished well; ``result`` is what the runner reported."""
+
+    job_id: str
+    attempt: int
+    run_id: str
+    result: dict
+
+
+class JobFailed(TaskEvent):
+    """The run ``run_id`` failed (or was ``interrupted``); either way it used up an attempt.
+
+    ``retry_at`` (ISO-8601) is when the next attempt may start. ``None`` means there is none: the
+    next event of the same decision says what became of the job (``JobDeadLettered``, or
+    ``JobCancelled`` when the task itself has ended).
+    """
+
+    job_id: str
+    attempt: int
+    run_id: str
+    reason: str
+    interrupted: bool
+    retry_at: str | None
+
+
+class JobDeadLettered(TaskEvent):
+    """The job used all its attempts and waits for a person to ``retry_job`` it."""
+
+    job_id: str
+    reason: str
+
+
+class JobRequeued(TaskEvent):
+    """A person retried the dead-lettered job: it is pending again with all its attempts."""
+
+    job_id: str
+
+
+class JobCancelled(TaskEvent):
+    """The job will not run (again)."""
+
+    job_id: str
+    reason: str
+
+
+class WorkspaceCreated(TaskEvent):
+    """A working copy of ``repo`` at ``base_commit`` was made at ``path`` on ``branch``."""
+
+    workspace_id: str
+    job_id: str | None
+    path: str
+    branch: str
+    repo: str
+    base_commit: str
+
+
+class WorkspaceCommitted(TaskEvent):
+    """The work in the workspace was committed as ``commit``."""
+
+    workspace_id: str
+    commit: str
+    message: str
+    files: list[str]
+
+
+class WorkspaceRemoved(TaskEvent):
+    """The workspace's working copy was deleted."""
+
+    workspace_id: str
+    reason: str
+
+
+class RepositoryUnavailable(TaskEvent):
+    """``repo`` could not be reached (missing, or it cannot be cloned); ``reason`` says why."""
+
+    repo: str
+    reason: str

@@ -3,16 +3,220 @@
 ``TaskState`` is frozen and holds typed values (``UUID``, ``datetime``, ``Status``). Its JSON form
 (``to_dict``/``from_dict``), used by snapshots and read models, is the one place where those become
 strings, and it round-trips exactly.
+
+A task's job queue and workspaces live in it as ``FrozenMap``s (id → ``Job``/``Workspace``, in the
+order they were added): read-only mappings that compare and hash by their items in order, so
+``TaskState`` stays a comparable, hashable value. In the JSON form they are lists in that order;
+a snapshot from before the queue existed, without those keys, loads with an empty queue.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+import copy
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from .workflows import Status
+
+V = TypeVar("V")
+
+
+class FrozenMap(Mapping[str, V], Generic[V]):
+    """A read-only mapping that keeps insertion order and compares (and hashes) by it.
+
+    ``with_item`` returns a copy with one key added at the end or replaced in place.
+    """
+
+    __slots__ = ("_items",)
+    _items: dict[str, V]
+
+    def __init__(self, items: Mapping[str, V] | Iterable[tuple[str, V]] = ()) -> None:
+        object.__setattr__(self, "_items", dict(items))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+    def __getitem__(self, key: str) -> V:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FrozenMap):
+            return NotImplemented
+        return list(self._items.items()) == list(other._items.items())
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._items.items()))
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._items!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenMap, (list(self._items.items()),))
+
+    def with_item(self, key: str, value: V) -> FrozenMap[V]:
+        """A copy with ``key`` set to ``value`` (a new key goes last)."""
+        items = dict(self._items)
+        items[key] = value
+        return FrozenMap(items)
+
+
+class JobStatus(StrEnum):
+    """Where a job is in the queue.
+
+    ``failed`` waits for its ``retry_at``; ``dead`` used all its attempts and waits for a person
+    (``retry_job``); ``succeeded`` and ``cancelled`` are final.
+    """
+
+    pending = "pending"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    dead = "dead"
+    cancelled = "cancelled"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job of the task's queue, as its events left it.
+
+    ``queued_seq`` is the task version of its ``JobQueued`` event (first in, first out within a
+    priority). ``attempts`` counts the attempts started since it was queued or requeued;
+    ``run_id`` and ``started_at`` are those of the current or last one. ``spec`` and ``result``
+    are JSON objects; they take part in equality but not in the hash (dicts have none).
+    """
+
+    job_id: str
+    agent: str
+    phase: str
+    priority: int
+    depends_on: tuple[str, ...]
+    timeout_seconds: float
+    max_attempts: int
+    spec: dict[str, Any] = field(hash=False)
+    queued_seq: int
+    queued_at: datetime
+    status: JobStatus = JobStatus.pending
+    attempts: int = 0
+    run_id: str | None = None
+    started_at: datetime | None = None
+    retry_at: datetime | None = None
+    last_error: str | None = None
+    result: dict[str, Any] | None = field(default=None, hash=False)
+
+    @property
+    def deadline(self) -> datetime | None:
+        """When the running attempt times out; ``None`` unless the job is running."""
+        if self.status is not JobStatus.running or self.started_at is None:
+            return None
+        return self.started_at + timedelta(seconds=self.timeout_seconds)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The job as JSON-ready data."""
+        return {
+            "job_id": self.job_id,
+            "agent": self.agent,
+            "phase": self.phase,
+            "priority": self.priority,
+            "depends_on": list(self.depends_on),
+            "timeout_seconds": self.timeout_seconds,
+            "max_attempts": self.max_attempts,
+            "spec": copy.deepcopy(self.spec),
+            "queued_seq": self.queued_seq,
+            "queued_at": self.queued_at.isoformat(),
+            "status": self.status.value,
+            "attempts": self.attempts,
+            "run_id": self.run_id,
+            "started_at": _iso(self.started_at),
+            "retry_at": _iso(self.retry_at),
+            "last_error": self.last_error,
+            "result": copy.deepcopy(self.result),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        """The job ``to_dict`` produced."""
+        return cls(
+            job_id=data["job_id"],
+            agent=data["agent"],
+            phase=data["phase"],
+            priority=data["priority"],
+            depends_on=tuple(data["depends_on"]),
+            timeout_seconds=float(data["timeout_seconds"]),
+            max_attempts=data["max_attempts"],
+            spec=copy.deepcopy(data["spec"]),
+            queued_seq=data["queued_seq"],
+            queued_at=datetime.fromisoformat(data["queued_at"]),
+            status=JobStatus(data["status"]),
+            attempts=data["attempts"],
+            run_id=data["run_id"],
+            started_at=_from_iso(data["started_at"]),
+            retry_at=_from_iso(data["retry_at"]),
+            last_error=data["last_error"],
+            result=copy.deepcopy(data["result"]),
+        )
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A working copy of ``repo`` made for ``job_id`` (or for the task, when ``None``).
+
+    ``commits`` are the shas recorded in it, oldest first; ``removed`` is set once its working
+    copy is gone (the record stays, for the audit trail).
+    """
+
+    workspace_id: str
+    job_id: str | None
+    path: str
+    branch: str
+    repo: str
+    base_commit: str
+    commits: tuple[str, ...] = ()
+    removed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The workspace as JSON-ready data."""
+        return {
+            "workspace_id": self.workspace_id,
+            "job_id": self.job_id,
+            "path": self.path,
+            "branch": self.branch,
+            "repo": self.repo,
+            "base_commit": self.base_commit,
+            "commits": list(self.commits),
+            "removed": self.removed,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Workspace:
+        """The workspace ``to_dict`` produced."""
+        return cls(
+            workspace_id=data["workspace_id"],
+            job_id=data["job_id"],
+            path=data["path"],
+            branch=data["branch"],
+            repo=data["repo"],
+            base_commit=data["base_commit"],
+            commits=tuple(data["commits"]),
+            removed=data["removed"],
+        )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _from_iso(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
 
 
 @dataclass(frozen=True)
@@ -49,7 +253,9 @@ class TaskState:
 
     ``paused_from`` is set only while the task is paused. ``failure`` is the reason of the last
     failure, cleared by a retry. ``feedback`` holds the change requests not yet answered by an
-    approval of their phase.
+    approval of their phase. ``jobs`` is the job queue and ``workspaces`` the working copies made
+    for it, by id in the order they were added; ``repository_error`` says why the task's
+    repository could not be reached, until a workspace of it is made again.
     """
 
     id: UUID
@@ -68,6 +274,9 @@ class TaskState:
     feedback: tuple[ChangeRequest, ...] = ()
     failure: str | None = None
     phase_history: tuple[PhaseVisit, ...] = ()
+    jobs: FrozenMap[Job] = field(default_factory=FrozenMap)
+    workspaces: FrozenMap[Workspace] = field(default_factory=FrozenMap)
+    repository_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The state as JSON-ready data (str, int, bool, None, lists and dicts only)."""
@@ -97,11 +306,18 @@ class TaskState:
                 {"phase": v.phase, "entered_at": v.entered_at.isoformat()}
                 for v in self.phase_history
             ],
+            "jobs": [job.to_dict() for job in self.jobs.values()],
+            "workspaces": [workspace.to_dict() for workspace in self.workspaces.values()],
+            "repository_error": self.repository_error,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskState:
-        """The state ``to_dict`` produced: ``TaskState.from_dict(s.to_dict()) == s``."""
+        """The state ``to_dict`` produced: ``TaskState.from_dict(s.to_dict()) == s``.
+
+        Data from before the job queue (no ``jobs``, ``workspaces``, ``repository_error``) loads
+        with none of them.
+        """
         paused_from = data["paused_from"]
         return cls(
             id=UUID(data["id"]),
@@ -131,4 +347,11 @@ class TaskState:
                 PhaseVisit(v["phase"], datetime.fromisoformat(v["entered_at"]))
                 for v in data["phase_history"]
             ),
+            jobs=FrozenMap(
+                (job["job_id"], Job.from_dict(job)) for job in data.get("jobs", ())
+            ),
+            workspaces=FrozenMap(
+                (w["workspace_id"], Workspace.from_dict(w)) for w in data.get("workspaces", ())
+            ),
+            repository_error=data.get("repository_error"),
         )

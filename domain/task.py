@@ -6,17 +6,20 @@
 - ``evolve(state, event)`` folds one event into the state; ``fold(events)`` folds many. Replaying
   a task's stream with ``fold`` gives back exactly the state its decisions were made on.
 
-``TaskState`` itself, the value both work on, lives in ``state.py``.
+``TaskState`` itself, the value both work on, lives in ``state.py``. The job queue and the
+workspaces decide and fold their own commands and events (``queue.py``, ``workspaces.py``);
+this module routes to them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import singledispatch
 from typing import Any
 from uuid import UUID
 
+from . import queue, workspaces
 from .commands import (
     Approve,
     Cancel,
@@ -33,6 +36,7 @@ from .commands import (
     StartTask,
     UpdateSpec,
 )
+from .decision import Draft, text
 from .errors import CommandRejected, InvalidCommand, TaskNotFound, UnknownWorkflow
 from .events import (
     ApprovalRequested,
@@ -66,19 +70,24 @@ def decide(
 ) -> list[TaskEvent]:
     """The events that ``command`` causes on the task ``task_id``, now in ``state``.
 
+    Workflow commands move the task through its phases and statuses; job commands
+    (``JOB_COMMANDS``) change its job queue and workspaces only (see ``queue.py``).
+
     ``state`` is ``None`` for a task without events: only ``CreateTask`` is accepted then, and
     only then. The events are numbered from ``state.version + 1`` and stamped with ``ctx``.
 
-    Raises ``InvalidCommand`` for malformed input, ``TaskNotFound`` for a command to a task that
-    does not exist, and ``CommandRejected`` for a command its phase and status do not allow. An
-    ``UpdateSpec`` that changes nothing returns no events.
+    Raises ``InvalidCommand`` for malformed input (``JobNotFound`` for a job the task does not
+    have), ``TaskNotFound`` for a command to a task that does not exist, and ``CommandRejected``
+    for a command its phase and status do not allow (``JobRejected`` for a job command the job's
+    state refuses). An ``UpdateSpec`` that changes nothing returns no events, and so does a job
+    command that records a fact already recorded.
     """
     if isinstance(command, CreateTask):
         if state is not None:
             workflow = get_workflow(state.workflow)
             allowed = allowed_commands(workflow, state.phase, state.status)
             raise CommandRejected(command.name, state.phase, state.status, allowed)
-        draft = _Draft(task_id, 0, ctx)
+        draft = Draft(task_id, 0, ctx)
         _create(command, draft)
         return draft.events
     if state is None:
@@ -89,57 +98,24 @@ def decide(
         handler = _DECIDERS[type(command)]
     except KeyError:
         raise TypeError(f"not a task command: {command!r}") from None
-    draft = _Draft(task_id, state.version, ctx)
+    draft = Draft(task_id, state.version, ctx)
     handler(state, command, draft)
     return draft.events
 
 
-@dataclass
-class _Draft:
-    """Collects the events of one decision, numbering and stamping them as they come."""
-
-    task_id: UUID
-    version: int
-    ctx: Context
-    events: list[TaskEvent] = field(default_factory=list)
-
-    def add(self, event_type: type[TaskEvent], **fields: Any) -> None:
-        self.version += 1
-        self.events.append(
-            event_type(
-                originator_id=self.task_id,
-                originator_version=self.version,
-                timestamp=self.ctx.now,
-                actor=self.ctx.actor,
-                correlation_id=self.ctx.correlation_id,
-                causation_id=self.ctx.causation_id,
-                **fields,
-            )
-        )
-
-
-def _text(value: object, what: str, *, required: bool = False) -> str:
-    """``value`` as a str, refusing other types and, when ``required``, blank ones."""
-    if not isinstance(value, str):
-        raise InvalidCommand(f"{what} must be text, got {type(value).__name__}")
-    if required and not value.strip():
-        raise InvalidCommand(f"{what} must not be blank")
-    return value
-
-
-def _create(command: CreateTask, draft: _Draft) -> None:
-    title = _text(command.title, "title", required=True).strip()
+def _create(command: CreateTask, draft: Draft) -> None:
+    title = text(command.title, "title", required=True).strip()
     if len(title) > TITLE_MAX_LENGTH:
         raise InvalidCommand(
             f"title is {len(title)} characters long; the limit is {TITLE_MAX_LENGTH}"
         )
     if "\n" in title or "\r" in title:
         raise InvalidCommand("title must be a single line")
-    description = _text(command.description, "description")
+    description = text(command.description, "description")
     if command.repo is not None:
-        _text(command.repo, "repo", required=True)
+        text(command.repo, "repo", required=True)
     try:
-        workflow = get_workflow(_text(command.workflow, "workflow"))
+        workflow = get_workflow(text(command.workflow, "workflow"))
     except UnknownWorkflow as e:
         raise InvalidCommand(str(e)) from e
     draft.add(
@@ -160,7 +136,7 @@ def _move(state: TaskState, command: Command) -> Position:
     )
 
 
-def _advance(state: TaskState, target: Position, draft: _Draft) -> None:
+def _advance(state: TaskState, target: Position, draft: Draft) -> None:
     """Leave the current phase for ``target``: the next phase, or the end of the task."""
     if target.status is Status.completed:
         draft.add(TaskCompleted)
@@ -168,75 +144,77 @@ def _advance(state: TaskState, target: Position, draft: _Draft) -> None:
         draft.add(PhaseEntered, phase=target.phase, previous=state.phase)
 
 
-def _start(state: TaskState, command: StartTask, draft: _Draft) -> None:
+def _start(state: TaskState, command: StartTask, draft: Draft) -> None:
     _move(state, command)
     draft.add(TaskStarted)
 
 
-def _update_spec(state: TaskState, command: UpdateSpec, draft: _Draft) -> None:
-    description = _text(command.description, "description")
+def _update_spec(state: TaskState, command: UpdateSpec, draft: Draft) -> None:
+    description = text(command.description, "description")
     _move(state, command)
     # Saving an unchanged spec is a no-op, not a fact worth a line in the audit trail.
     if description != state.description:
         draft.add(SpecUpdated, description=description)
 
 
-def _request_approval(state: TaskState, command: RequestApproval, draft: _Draft) -> None:
-    summary = _text(command.summary, "summary")
+def _request_approval(state: TaskState, command: RequestApproval, draft: Draft) -> None:
+    summary = text(command.summary, "summary")
     _move(state, command)
     draft.add(ApprovalRequested, phase=state.phase, summary=summary)
 
 
-def _approve(state: TaskState, command: Approve, draft: _Draft) -> None:
-    comment = _text(command.comment, "comment")
+def _approve(state: TaskState, command: Approve, draft: Draft) -> None:
+    comment = text(command.comment, "comment")
     target = _move(state, command)
     draft.add(PhaseApproved, phase=state.phase, comment=comment)
     _advance(state, target, draft)
 
 
-def _request_changes(state: TaskState, command: RequestChanges, draft: _Draft) -> None:
+def _request_changes(state: TaskState, command: RequestChanges, draft: Draft) -> None:
     # Sending work back without saying what to change gives the agent nothing to act on.
-    feedback = _text(command.feedback, "feedback", required=True)
+    feedback = text(command.feedback, "feedback", required=True)
     _move(state, command)
     draft.add(ChangesRequested, phase=state.phase, feedback=feedback)
 
 
-def _complete_phase(state: TaskState, command: CompletePhase, draft: _Draft) -> None:
+def _complete_phase(state: TaskState, command: CompletePhase, draft: Draft) -> None:
     target = _move(state, command)
     draft.add(PhaseCompleted, phase=state.phase)
     _advance(state, target, draft)
 
 
-def _pause(state: TaskState, command: Pause, draft: _Draft) -> None:
-    reason = _text(command.reason, "reason")
+def _pause(state: TaskState, command: Pause, draft: Draft) -> None:
+    reason = text(command.reason, "reason")
     _move(state, command)
     draft.add(TaskPaused, reason=reason, paused_from=state.status.value)
 
 
-def _resume(state: TaskState, command: Resume, draft: _Draft) -> None:
+def _resume(state: TaskState, command: Resume, draft: Draft) -> None:
     target = _move(state, command)
     draft.add(TaskResumed, status=target.status.value)
 
 
-def _cancel(state: TaskState, command: Cancel, draft: _Draft) -> None:
-    reason = _text(command.reason, "reason")
+def _cancel(state: TaskState, command: Cancel, draft: Draft) -> None:
+    reason = text(command.reason, "reason")
     _move(state, command)
     draft.add(TaskCancelled, reason=reason)
+    job_reason = f"the task was cancelled: {reason}" if reason else "the task was cancelled"
+    queue.cancel_unfinished_jobs(state, draft, job_reason)
 
 
-def _fail(state: TaskState, command: Fail, draft: _Draft) -> None:
+def _fail(state: TaskState, command: Fail, draft: Draft) -> None:
     # A failed task waits for a person, who needs to know why.
-    reason = _text(command.reason, "reason", required=True)
+    reason = text(command.reason, "reason", required=True)
     _move(state, command)
     draft.add(TaskFailed, reason=reason)
 
 
-def _retry(state: TaskState, command: Retry, draft: _Draft) -> None:
+def _retry(state: TaskState, command: Retry, draft: Draft) -> None:
     _move(state, command)
     draft.add(TaskRetried)
 
 
-_DECIDERS: dict[type[Command], Callable[[TaskState, Any, _Draft], None]] = {
+_DECIDERS: dict[type[Command], Callable[[TaskState, Any, Draft], None]] = {
     StartTask: _start,
     UpdateSpec: _update_spec,
     RequestApproval: _request_approval,
@@ -248,6 +226,8 @@ _DECIDERS: dict[type[Command], Callable[[TaskState, Any, _Draft], None]] = {
     Cancel: _cancel,
     Fail: _fail,
     Retry: _retry,
+    **queue.DECIDERS,
+    **workspaces.DECIDERS,
 }
 
 
@@ -390,3 +370,7 @@ def _completed(event: TaskCompleted, state: TaskState) -> dict[str, Any]:
         "status": Status.completed,
         "phase_history": (*state.phase_history, PhaseVisit(final, event.timestamp)),
     }
+
+
+for _event_type, _fold in (*queue.FOLDS.items(), *workspaces.FOLDS.items()):
+    _changes.register(_event_type, _fold)

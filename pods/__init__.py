@@ -1,2 +1,37 @@
-"""Pods: one isolated asyncio unit per unfinished task (state, scheduler, sync engine,
-workspace manager). Not built yet: issue #3 brings them (see specs/pods/)."""
+"""Pods: one isolated asyncio unit per unfinished task — its state (the single writer of its
+stream), scheduler, sync engine and workspace manager — plus the agent runners they use.
+"""
+
+from .pod import Pod, PodEnvironment, PodStatus, RestartPolicy
+from .runners import AgentRunner, CommandRunner, OutputLine, RunnerError, RunRequest, RunResult
+from .scheduler import Scheduler
+from .state import PodState
+from .sync import SyncEngine
+from .workspace import (
+    PathOutsideWorkspace,
+    RepositoryUnavailable,
+    Workspace,
+    WorkspaceError,
+    WorkspaceManager,
+)
+
+__all__ = [
+    "AgentRunner",
+    "CommandRunner",
+    "OutputLine",
+    "PathOutsideWorkspace",
+    "Pod",
+    "PodEnvironment",
+    "PodState",
+    "PodStatus",
+    "RepositoryUnavailable",
+    "RestartPolicy",
+    "RunRequest",
+    "RunResult",
+    "RunnerError",
+    "Scheduler",
+    "SyncEngine",
+    "Workspace",
+    "WorkspaceError",
+    "WorkspaceManager",
+]

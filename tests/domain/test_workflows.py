@@ -6,6 +6,7 @@ import pytest
 import transitions
 
 from ipa.domain import (
+    JOB_COMMANDS,
     TASK_COMMANDS,
     WORKFLOWS,
     CommandRejected,
@@ -105,7 +106,7 @@ def test_reaching_completed_ends_a_task_but_perpetual_is_open_ended() -> None:
     assert not PROJECT.completes_at("perpetual")
 
 
-def test_every_command_name_is_a_trigger_somewhere() -> None:
+def test_every_workflow_command_name_is_a_trigger_somewhere() -> None:
     reachable = {
         trigger
         for workflow in WORKFLOWS.values()
@@ -113,7 +114,17 @@ def test_every_command_name_is_a_trigger_somewhere() -> None:
         for status in Status
         for trigger in allowed_commands(workflow, phase.name, status)
     }
-    assert reachable == {c.name for c in TASK_COMMANDS if c is not CreateTask}
+    workflow_commands = set(TASK_COMMANDS) - {CreateTask, *JOB_COMMANDS}
+    assert reachable == {c.name for c in workflow_commands}
+
+
+def test_job_commands_are_task_commands_but_never_triggers() -> None:
+    assert set(JOB_COMMANDS) <= set(TASK_COMMANDS)
+    job_names = {c.name for c in JOB_COMMANDS}
+    for workflow in WORKFLOWS.values():
+        for phase in workflow.phases:
+            for status in Status:
+                assert not job_names & set(allowed_commands(workflow, phase.name, status))
 
 
 def test_running_in_a_gated_phase_allows_request_approval() -> None:

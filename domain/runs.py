@@ -1,0 +1,45 @@
+"""The events of an agent run's own stream: what one attempt of one job did, line by line.
+
+A run's output goes to its own stream (stream id = the run id) so a task's stream stays short:
+the task records that a job started and how it ended; the run records everything in between.
+"""
+
+from __future__ import annotations
+
+from eventsourcing.domain import DomainEvent
+
+
+class RunEvent(DomainEvent):
+    """Base of every event in a run's stream (``originator_id`` = the run id)."""
+
+    actor: str
+    correlation_id: str
+    causation_id: str | None
+
+
+class RunStarted(RunEvent):
+    """The agent process of ``job_id`` (attempt ``attempt``) of ``task_id`` started."""
+
+    task_id: str
+    job_id: str
+    attempt: int
+    agent: str
+    runner: str
+    workspace: str
+    pid: int | None
+
+
+class RunOutput(RunEvent):
+    """Lines the agent printed, in order (``seq`` numbers them across stdout and stderr)."""
+
+    lines: list[dict]
+
+
+class RunFinished(RunEvent):
+    """The run ended: ``succeeded`` or not, with why (``reason``) and a JSON ``result``."""
+
+    succeeded: bool
+    exit_code: int | None
+    reason: str | None
+    duration_seconds: float
+    result: dict

@@ -1,0 +1,293 @@
+"""The scheduler child of a pod: drives the task through its workflow.
+
+On every change of the task's state (and when a retry falls due) it decides the next action
+from the state and the workflow definition:
+
+- a pending task is started;
+- in a running task, jobs that are ready (dependencies met, retry time reached) are started,
+  highest priority first, up to ``max_parallel`` at once, each in its own cancel scope;
+- when every job of the current phase succeeded, the phase asks for approval at its gate, or
+  completes when it has none;
+- a paused, waiting, failed or finished task starts nothing.
+
+Each job runs through an :class:`~ipa.pods.runners.AgentRunner` in a workspace (a git worktree
+of the task's repository, or a scratch directory when the task has none). The run's output goes
+to the run's own stream; the task's stream gets the job's start, its workspace and commit, and
+its outcome. A run cut short (interrupted by a person, a pause that interrupts, a cancel, a
+shutdown, or found in flight after a crash) is recorded as an interrupted failure, so the job's
+retry policy applies: never silently lost, never run twice at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from ipa.domain import (
+    CompleteJob,
+    CompletePhase,
+    FailJob,
+    RecordCommit,
+    RecordRepositoryUnavailable,
+    RecordWorkspace,
+    RemoveWorkspace,
+    RequestApproval,
+    StartJob,
+    StartTask,
+    Status,
+    get_workflow,
+    next_retry_at,
+    phase_jobs_done,
+    ready_jobs,
+    running_jobs,
+)
+from ipa.domain.runs import RunFinished, RunOutput, RunStarted
+from ipa.eventstore import EventStore
+
+from .runners import AgentRunner, OutputLine, RunRequest, RunResult
+from .state import Clock, PodState, utc_now
+from .workspace import RepositoryUnavailable, WorkspaceError, WorkspaceManager
+
+log = logging.getLogger(__name__)
+
+RunnerFor = Callable[[dict[str, Any]], AgentRunner]
+
+
+class Scheduler:
+    """Starts the task's jobs and moves it through its phases."""
+
+    def __init__(
+        self,
+        state: PodState,
+        store: EventStore,
+        *,
+        runner_for: RunnerFor,
+        workspaces: WorkspaceManager,
+        scratch: Path,
+        max_parallel: int = 4,
+        cooldown: float = 0.02,
+        clock: Clock = utc_now,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._state = state
+        self._store = store
+        self._runner_for = runner_for
+        self._workspaces = workspaces
+        self._scratch = scratch
+        self._max_parallel = max_parallel
+        self._cooldown = cooldown
+        self._clock = clock
+        self._jitter = jitter
+        self._runs: dict[str, anyio.CancelScope] = {}
+        self._interrupt_reason = "interrupted"
+        self.draining = False
+        """When set, no new job starts (a graceful shutdown lets running ones finish)."""
+
+    @property
+    def task_id(self) -> UUID:
+        return self._state.task_id
+
+    @property
+    def running(self) -> int:
+        """How many runs are in flight."""
+        return len(self._runs)
+
+    def interrupt(self, reason: str, job_id: str | None = None) -> int:
+        """Cut short one run (or all); each is recorded as interrupted. Returns how many."""
+        self._interrupt_reason = reason
+        scopes = [self._runs[job_id]] if job_id in self._runs else (
+            list(self._runs.values()) if job_id is None else []
+        )
+        for scope in scopes:
+            scope.cancel()
+        return len(scopes)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        await self._recover_interrupted()
+        async with anyio.create_task_group() as runs:
+            task_status.started()
+            while True:
+                seen = self._state.current.version
+                await self._step(runs)
+                if self._state.current.version == seen:  # else: our own step moved it on
+                    await self._state.wait_changed(timeout=self._until_next_retry())
+                await anyio.sleep(self._cooldown)  # coalesce bursts; never spin
+
+    async def _recover_interrupted(self) -> None:
+        """Runs the store says are in flight but nobody runs: the process stopped under them."""
+        for job in running_jobs(self._state.current):
+            await self._state.execute(FailJob(
+                job_id=job.job_id, run_id=job.run_id or "",
+                reason="interrupted: ipa stopped while this run was in flight",
+                interrupted=True, jitter=self._jitter(),
+            ))
+
+    def _until_next_retry(self) -> float | None:
+        due = next_retry_at(self._state.current)
+        if due is None:
+            return None
+        return max(0.0, (due - self._clock()).total_seconds())
+
+    async def _step(self, runs: TaskGroup) -> None:
+        state = self._state.current
+        if state.status is Status.pending:
+            await self._state.execute(StartTask())
+            return
+        if state.status is not Status.running or self.draining:
+            return
+        if not self._runs and phase_jobs_done(state):
+            phase = get_workflow(state.workflow).phase(state.phase)
+            if phase.gated:
+                await self._state.execute(RequestApproval(summary=f"jobs of {state.phase} done"))
+            else:
+                await self._state.execute(CompletePhase())
+            return
+        free = self._max_parallel - len(self._runs)
+        for job in ready_jobs(state, self._clock())[: max(0, free)]:
+            if job.job_id in self._runs:
+                continue
+            run_id = str(uuid.uuid4())
+            await self._state.execute(StartJob(job_id=job.job_id, run_id=run_id))
+            scope = anyio.CancelScope()
+            self._runs[job.job_id] = scope
+            runs.start_soon(self._run_job, job, run_id, scope)
+
+    async def _run_job(self, job: Any, run_id: str, scope: anyio.CancelScope) -> None:
+        try:
+            with scope:
+                try:
+                    outcome = await self._attempt(job, run_id)
+                except anyio.get_cancelled_exc_class():
+                    with anyio.CancelScope(shield=True):
+                        await self._record_outcome(job, run_id, None, self._interrupt_reason)
+                    raise
+                await self._record_outcome(job, run_id, outcome, None)
+        finally:
+            self._runs.pop(job.job_id, None)
+
+    async def _attempt(self, job: Any, run_id: str) -> RunResult:
+        state = self._state.current
+        workspace_path, workspace_id = await self._workspace(job, run_id, state.repo)
+        if workspace_path is None:
+            return RunResult(exit_code=None, succeeded=False, duration_seconds=0.0, result={},
+                             reason=f"repository {state.repo} is unavailable")
+        recorder = RunRecorder(self._store, UUID(run_id), self._clock)
+        try:
+            request = RunRequest(run_id=run_id, job_id=job.job_id, agent=job.agent,
+                                 spec=dict(job.spec), workspace=workspace_path)
+            runner = self._runner_for(dict(job.spec))
+
+            async def started(pid: int) -> None:
+                await recorder.record(RunStarted, task_id=str(self.task_id), job_id=job.job_id,
+                                      attempt=job.attempts + 1, agent=job.agent,
+                                      runner=runner.name, workspace=str(workspace_path), pid=pid)
+
+            try:
+                with anyio.fail_after(job.timeout_seconds):
+                    result = await runner.run(request, recorder.output, on_started=started)
+            except TimeoutError:
+                result = RunResult(exit_code=None, succeeded=False, duration_seconds=
+                                   job.timeout_seconds, result={},
+                                   reason=f"timed out after {job.timeout_seconds:g} s")
+            await recorder.record(RunFinished, succeeded=result.succeeded,
+                                  exit_code=result.exit_code, reason=result.reason,
+                                  duration_seconds=result.duration_seconds, result=result.result)
+            if workspace_id is not None:
+                await self._commit(job, workspace_id)
+            return result
+        finally:
+            if workspace_id is not None:
+                with anyio.CancelScope(shield=True):
+                    await self.remove_workspace(workspace_id, "the run ended")
+
+    async def _workspace(
+        self, job: Any, run_id: str, repo: str | None
+    ) -> tuple[Path | None, str | None]:
+        """The run's working directory: a worktree of the task's repo, or a scratch dir."""
+        if repo is None:
+            path = self._scratch / str(self.task_id) / run_id
+            await anyio.Path(path).mkdir(parents=True, exist_ok=True)
+            return path, None
+        workspace_id = f"{job.job_id}-{run_id[:8]}"
+        try:
+            workspace = await self._workspaces.create(
+                task_id=self.task_id, workspace_id=workspace_id, repo=repo
+            )
+        except RepositoryUnavailable as e:
+            await self._state.execute(RecordRepositoryUnavailable(repo=repo, reason=str(e)))
+            return None, None
+        info = workspace.info
+        await self._state.execute(RecordWorkspace(
+            workspace_id=workspace_id, job_id=job.job_id, path=str(info.path),
+            branch=info.branch, repo=info.repo, base_commit=info.base_commit,
+        ))
+        return info.path, workspace_id
+
+    async def _commit(self, job: Any, workspace_id: str) -> None:
+        workspace = self._workspaces.open(self.task_id, workspace_id)
+        message = (f"ipa: task {self.task_id} job {job.job_id} "
+                   f"(task version {self._state.current.version})")
+        commit = await workspace.commit(message)
+        if commit is not None:
+            await self._state.execute(RecordCommit(
+                workspace_id=workspace_id, commit=commit.sha, message=message,
+                files=list(commit.files),
+            ))
+
+    async def remove_workspace(self, workspace_id: str, reason: str) -> None:
+        try:
+            await self._workspaces.remove(self.task_id, workspace_id)
+        except WorkspaceError as e:
+            log.warning("task %s: workspace %s not removed: %s", self.task_id, workspace_id, e)
+            return
+        await self._state.execute(RemoveWorkspace(workspace_id=workspace_id, reason=reason))
+
+    async def _record_outcome(
+        self, job: Any, run_id: str, result: RunResult | None, interrupted: str | None
+    ) -> None:
+        if result is not None and result.succeeded:
+            await self._state.execute(CompleteJob(job_id=job.job_id, run_id=run_id,
+                                                  result=dict(result.result)))
+            return
+        reason = interrupted or (result.reason if result else None) or "failed"
+        await self._state.execute(FailJob(
+            job_id=job.job_id, run_id=run_id, reason=reason,
+            interrupted=interrupted is not None, jitter=self._jitter(),
+        ))
+
+
+class RunRecorder:
+    """Appends a run's events to the run's own stream, in order."""
+
+    def __init__(self, store: EventStore, run_id: UUID, clock: Clock) -> None:
+        self._store = store
+        self._run_id = run_id
+        self._clock = clock
+        self._version = 0
+        self._lock = anyio.Lock()
+
+    async def record(self, event_type: type, **fields: Any) -> None:
+        async with self._lock:
+            event = event_type(
+                originator_id=self._run_id, originator_version=self._version + 1,
+                timestamp=self._clock(), actor=f"agent-run:{self._run_id}",
+                correlation_id=str(self._run_id), causation_id=None, **fields,
+            )
+            await self._store.append(self._run_id, [event], self._version)
+            self._version += 1
+
+    async def output(self, lines: list[OutputLine]) -> None:
+        if lines:
+            await self.record(RunOutput, lines=[
+                {"seq": line.seq, "stream": line.stream, "text": line.text} for line in lines
+            ])
+
+

@@ -1,0 +1,141 @@
+"""The working copies of a task's jobs and its repository's reachability, as events."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from uuid import UUID
+
+import pytest
+
+from ipa.domain import (
+    Cancel,
+    Command,
+    Context,
+    CreateTask,
+    InvalidCommand,
+    JobNotFound,
+    JobRejected,
+    QueueJob,
+    RecordCommit,
+    RecordRepositoryUnavailable,
+    RecordWorkspace,
+    RemoveWorkspace,
+    RepositoryUnavailable,
+    StartTask,
+    TaskState,
+    Workspace,
+    WorkspaceCommitted,
+    WorkspaceCreated,
+    decide,
+    fold,
+)
+
+TASK_ID = UUID(int=1)
+START = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+REPO = "https://example.test/repo.git"
+
+
+def context() -> Context:
+    return Context(actor="system", now=START, correlation_id="req")
+
+
+def run(state: TaskState | None, *commands: Command) -> TaskState:
+    for command in commands:
+        state = fold(decide(state, command, context(), TASK_ID), state)
+    assert state is not None
+    return state
+
+
+def record(workspace_id: str = "w1", job_id: str | None = "a") -> RecordWorkspace:
+    return RecordWorkspace(workspace_id, job_id, f"/work/{workspace_id}", "ipa/a", REPO, "abc123")
+
+
+def with_workspace() -> TaskState:
+    task = run(None, CreateTask("Title", "spec", repo=REPO), StartTask(), QueueJob("a", "dev"))
+    return run(task, record())
+
+
+def test_record_workspace_records_where_the_job_works() -> None:
+    state = run(None, CreateTask("Title", "spec", repo=REPO), StartTask(), QueueJob("a", "dev"))
+    [event] = decide(state, record(), context(), TASK_ID)
+    assert isinstance(event, WorkspaceCreated)
+    assert (event.workspace_id, event.job_id, event.path, event.branch, event.repo,
+            event.base_commit) == ("w1", "a", "/work/w1", "ipa/a", REPO, "abc123")  # fmt: skip
+    assert fold([event], state).workspaces["w1"] == Workspace(  # type: ignore[union-attr]
+        "w1", "a", "/work/w1", "ipa/a", REPO, "abc123"
+    )
+
+
+def test_a_workspace_may_belong_to_the_task_rather_than_a_job() -> None:
+    assert run(with_workspace(), record("w2", job_id=None)).workspaces["w2"].job_id is None
+
+
+def test_a_workspace_of_an_unknown_job_is_refused() -> None:
+    with pytest.raises(JobNotFound, match="the task has no job 'zz'"):
+        decide(with_workspace(), record("w2", job_id="zz"), context(), TASK_ID)
+
+
+def test_a_workspace_id_is_used_once() -> None:
+    with pytest.raises(JobRejected, match="workspace 'w1' already exists"):
+        decide(with_workspace(), record(), context(), TASK_ID)
+
+
+def test_record_workspace_needs_every_field() -> None:
+    command = RecordWorkspace("w2", None, "/w", "", REPO, "abc")
+    with pytest.raises(InvalidCommand, match="branch must not be blank"):
+        decide(with_workspace(), command, context(), TASK_ID)
+
+
+def test_commits_are_recorded_in_order_and_only_once() -> None:
+    state = run(with_workspace(), RecordCommit("w1", "c1", "first", ["a.py"]))
+    [event] = decide(state, RecordCommit("w1", "c2", "second", ("b.py",)), context(), TASK_ID)
+    assert isinstance(event, WorkspaceCommitted)
+    assert (event.commit, event.message, event.files) == ("c2", "second", ["b.py"])
+    state = run(state, RecordCommit("w1", "c2", "second"))
+    assert state.workspaces["w1"].commits == ("c1", "c2")
+    assert decide(state, RecordCommit("w1", "c1", "first"), context(), TASK_ID) == []
+
+
+def test_a_commit_to_an_unknown_workspace_is_refused() -> None:
+    with pytest.raises(InvalidCommand, match="the task has no workspace 'w9'"):
+        decide(with_workspace(), RecordCommit("w9", "c1", "x"), context(), TASK_ID)
+
+
+def test_remove_workspace_marks_it_removed_once() -> None:
+    state = run(with_workspace(), RemoveWorkspace("w1", "the run ended"))
+    assert state.workspaces["w1"].removed
+    assert decide(state, RemoveWorkspace("w1"), context(), TASK_ID) == []
+    with pytest.raises(JobRejected, match="workspace 'w1' was removed"):
+        decide(state, RecordCommit("w1", "c9", "late"), context(), TASK_ID)
+
+
+def test_workspaces_are_cleaned_up_after_the_task_is_cancelled() -> None:
+    state = run(with_workspace(), Cancel(), RecordCommit("w1", "c1", "x"), RemoveWorkspace("w1"))
+    assert state.workspaces["w1"] == Workspace(
+        "w1", "a", "/work/w1", "ipa/a", REPO, "abc123", commits=("c1",), removed=True
+    )
+
+
+def test_an_unavailable_repository_is_recorded_once_and_cleared_by_a_workspace() -> None:
+    task = run(None, CreateTask("Title", "spec", repo=REPO), StartTask(), QueueJob("a", "dev"))
+    command = RecordRepositoryUnavailable(REPO, "repository not found")
+    [event] = decide(task, command, context(), TASK_ID)
+    assert isinstance(event, RepositoryUnavailable)
+    state = run(task, command)
+    assert state.repository_error == f"{REPO}: repository not found"
+    assert decide(state, command, context(), TASK_ID) == []
+    assert run(state, record()).repository_error is None
+
+
+def test_record_repository_unavailable_needs_a_reason() -> None:
+    with pytest.raises(InvalidCommand, match="reason must not be blank"):
+        decide(with_workspace(), RecordRepositoryUnavailable(REPO, ""), context(), TASK_ID)
+
+
+def test_a_state_with_workspaces_round_trips_through_json_exactly() -> None:
+    state = run(
+        with_workspace(), RecordCommit("w1", "c1", "x"), record("w2", None),
+        RemoveWorkspace("w2"), RecordRepositoryUnavailable("other", "gone"),
+    )  # fmt: skip
+    assert TaskState.from_dict(json.loads(json.dumps(state.to_dict()))) == state

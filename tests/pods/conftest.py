@@ -1,0 +1,50 @@
+"""Pods on the real store, with real subprocesses and real git."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import UUID
+
+import anyio
+import pytest
+
+from ipa.domain import Context, CreateTask, decide
+from ipa.eventstore import EventStore
+from ipa.pods import CommandRunner, PodEnvironment, RestartPolicy, WorkspaceManager
+from ipa.supervisor import Supervisor
+
+
+@pytest.fixture
+def pod_env(store: EventStore, tmp_path: Path) -> PodEnvironment:
+    return PodEnvironment(
+        store=store,
+        workspaces=WorkspaceManager(tmp_path / "workspaces"),
+        scratch=tmp_path / "scratch",
+        runner_for=lambda spec: CommandRunner(),
+        policy=RestartPolicy(max_crashes=3, crash_window=60.0, backoff_initial=0.01),
+        max_parallel=4,
+    )
+
+
+@pytest.fixture
+async def supervisor(pod_env: PodEnvironment) -> AsyncIterator[Supervisor]:
+    supervisor = Supervisor(pod_env)
+    async with anyio.create_task_group() as tg:
+        await tg.start(supervisor.run)
+        yield supervisor
+        tg.cancel_scope.cancel()
+
+
+@pytest.fixture
+def create_task(store: EventStore) -> Callable:
+    async def create(title: str = "t", repo: str | None = None, workflow: str = "task") -> UUID:
+        task_id = uuid.uuid4()
+        ctx = Context(actor="user:test", now=datetime.now(UTC), correlation_id="test")
+        command = CreateTask(title=title, description="d", repo=repo, workflow=workflow)
+        await store.append(task_id, decide(None, command, ctx, task_id), 0)
+        return task_id
+
+    return create

@@ -1,0 +1,154 @@
+"""The supervisor: pods isolated from each other, crash restarts, recovery, shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+import pytest
+
+from ipa.domain import Context, QueueJob, Status, decide
+from ipa.eventstore import EventStore
+from ipa.pods import CommandRunner, PodEnvironment, PodStatus, RestartPolicy, WorkspaceManager
+from ipa.supervisor import PodNotRunning, Supervisor
+
+from .helpers import job, python, wait_for
+
+pytestmark = pytest.mark.anyio
+
+
+class Boom(Exception):
+    pass
+
+
+def crashing_runner(spec: dict) -> CommandRunner:
+    if spec.get("crash"):
+        raise Boom("the runner blew up")
+    return CommandRunner()
+
+
+async def test_a_command_for_a_task_without_a_pod_is_refused(supervisor) -> None:
+    task_id = uuid.uuid4()
+
+    with pytest.raises(PodNotRunning, match=f"task {task_id} has no running pod"):
+        await supervisor.execute(task_id, QueueJob(job_id="x", agent="a"))
+
+
+async def test_starting_a_pod_for_an_unknown_task_fails_and_leaves_no_pod(supervisor) -> None:
+    task_id = uuid.uuid4()
+
+    with pytest.raises(Exception, match="not found"):
+        await supervisor.start(task_id)
+
+    assert supervisor.pods() == []
+
+
+async def test_a_crashing_pod_restarts_then_is_marked_failed_and_others_run_on(
+    pod_env, create_task
+) -> None:
+    env = PodEnvironment(**{**pod_env.__dict__, "runner_for": crashing_runner,
+                            "policy": RestartPolicy(max_crashes=3, backoff_initial=0.01)})
+    supervisor = Supervisor(env)
+    async with anyio.create_task_group() as tg:
+        await tg.start(supervisor.run)
+        bad = await supervisor.start(await create_task("bad"))
+        good = await supervisor.start(await create_task("good"))
+        await bad.execute(QueueJob(job_id="x", agent="developer", spec={"crash": True}))
+
+        state = await wait_for(bad, lambda s: s.status is Status.failed)
+        await good.execute(QueueJob(job_id="y", agent="developer", spec=python("pass")))
+        await wait_for(good, lambda s: job(s, "y").status.value == "succeeded")
+        tg.cancel_scope.cancel()
+
+    assert bad.status is PodStatus.failed and len(bad.crashes) == 3
+    assert "pod crashed 3 times" in state.failure and "the runner blew up" in state.failure
+    assert good.status is not PodStatus.failed
+
+
+async def test_shutdown_lets_running_steps_finish_and_snapshots_every_pod(
+    pod_env, create_task, store: EventStore
+) -> None:
+    supervisor = Supervisor(pod_env)
+    async with anyio.create_task_group() as tg:
+        await tg.start(supervisor.run)
+        pod = await supervisor.start(await create_task())
+        await pod.execute(QueueJob(job_id="short", agent="developer",
+                                   spec=python("import time; time.sleep(0.5)")))
+        await wait_for(pod, lambda s: job(s, "short").status.value == "running")
+        await supervisor.shutdown(deadline=20)
+        tg.cancel_scope.cancel()
+
+    state = await store.load(pod.task_id)
+    assert job(state, "short").status.value == "succeeded"
+    assert [v for v, _ in await store.snapshots(pod.task_id)][-1] == state.version
+
+
+async def test_after_sigkill_every_task_comes_back_and_interrupted_runs_are_retried(
+    database, store: EventStore, create_task, tmp_path: Path
+) -> None:
+    task_id = await create_task()
+    ctx = Context(actor="user:test", now=datetime.now(UTC), correlation_id="t")
+    state = await store.load(task_id)
+    queue = QueueJob(job_id="long", agent="spec_writer",
+                     spec=python("print('working', flush=True); import time; time.sleep(60)"))
+    await store.append(task_id, decide(state, queue, ctx, task_id), state.version)
+    url = (f"postgresql://{database.user}@/{database.dbname}?host={database.host}"
+           f"&port={database.port}")
+    script = Path(__file__).parent / "supervised.py"
+
+    process = await anyio.open_process([sys.executable, str(script), url, str(tmp_path)])
+    try:
+        with anyio.fail_after(30):
+            async with store.subscribe() as live:
+                async for recorded in live:
+                    if recorded.type == "RunOutput":
+                        break
+        before = await store.read(task_id)
+        pid = next(e for e in await store.read_log(0, 10_000) if e.type == "RunStarted").data["pid"]
+    finally:
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+        await process.aclose()
+    os.kill(pid, signal.SIGKILL)  # its agent, in a session of its own, outlives it
+
+    supervisor = Supervisor(PodEnvironment(
+        store=store, workspaces=WorkspaceManager(tmp_path / "workspaces"),
+        scratch=tmp_path / "scratch", runner_for=lambda spec: CommandRunner()))
+    async with anyio.create_task_group() as tg:
+        await tg.start(supervisor.run)
+        pod = supervisor.get(task_id)
+        state = await wait_for(pod, lambda s: job(s, "long").attempts == 2
+                               and job(s, "long").status.value == "running")
+        tg.cancel_scope.cancel()
+
+    after = await store.read(task_id)
+    assert [e.to_json() for e in after[: len(before)]] == [e.to_json() for e in before]
+    failed = [e for e in after if e.type == "JobFailed"]
+    assert failed[0].data["interrupted"] is True
+    assert "ipa stopped while this run was in flight" in failed[0].data["reason"]
+
+
+async def test_recovery_starts_pods_only_for_unfinished_tasks(
+    pod_env, create_task, store: EventStore
+) -> None:
+    open_task = await create_task("open")
+    done_task = await create_task("done")
+    state = await store.load(done_task)
+    ctx = Context(actor="user:test", now=datetime.now(UTC), correlation_id="t")
+    from ipa.domain import Cancel
+
+    await store.append(done_task, decide(state, Cancel(reason="x"), ctx, done_task),
+                       state.version)
+
+    supervisor = Supervisor(pod_env)
+    async with anyio.create_task_group() as tg:
+        await tg.start(supervisor.run)
+        ids = {pod.task_id for pod in supervisor.pods()}
+        tg.cancel_scope.cancel()
+
+    assert ids == {open_task}

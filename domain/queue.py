@@ -94,8 +94,9 @@ def _phase(state: TaskState, phase: object) -> str:
     return named
 
 
-def _quoted(ids: list[str]) -> str:
-    return ", ".join(repr(job_id) for job_id in ids)
+def _jobs(ids: list[str]) -> str:
+    """``job 'a'`` or ``jobs 'a', 'b'``."""
+    return ("job " if len(ids) == 1 else "jobs ") + ", ".join(repr(job_id) for job_id in ids)
 
 
 def _queue(state: TaskState, command: QueueJob, draft: Draft) -> None:
@@ -108,16 +109,15 @@ def _queue(state: TaskState, command: QueueJob, draft: Draft) -> None:
         raise InvalidCommand(f"timeout_seconds must be more than 0, got {command.timeout_seconds}")
     max_attempts = whole(command.max_attempts, "max_attempts", minimum=1)
     spec = json_object(command.spec, "spec")
-    phase = _phase(state, command.phase)
     if job_id in depends_on:
         raise InvalidCommand(f"job {job_id!r} cannot depend on itself")
     _task_open(state, command)
+    phase = _phase(state, command.phase)
     if job_id in state.jobs:
         raise rejection(state, command, f"job {job_id!r} already exists")
     unknown = [dependency for dependency in depends_on if dependency not in state.jobs]
     if unknown:
-        jobs = "job" if len(unknown) == 1 else "jobs"
-        raise InvalidCommand(f"job {job_id!r} depends on unknown {jobs} {_quoted(unknown)}")
+        raise InvalidCommand(f"job {job_id!r} depends on unknown {_jobs(unknown)}")
     # The new job first, so a cycle through it is named from it.
     graph = {job_id: depends_on, **{job.job_id: job.depends_on for job in state.jobs.values()}}
     cycle = dependency_cycle(graph)
@@ -125,7 +125,7 @@ def _queue(state: TaskState, command: QueueJob, draft: Draft) -> None:
         raise InvalidCommand(f"jobs {' → '.join(cycle)} form a cycle")
     cancelled = [d for d in depends_on if state.jobs[d].status is JobStatus.cancelled]
     if cancelled:
-        problem = f"job {job_id!r} depends on cancelled {_quoted(cancelled)}; it could never run"
+        problem = f"job {job_id!r} depends on cancelled {_jobs(cancelled)}; it could never run"
         raise rejection(state, command, problem)
     draft.add(
         JobQueued,

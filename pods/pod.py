@@ -192,9 +192,11 @@ class Pod:
                 for workspace in self.state.current.workspaces.values():
                     if not workspace.removed:
                         await self.scheduler.remove_workspace(
-                            workspace.workspace_id, f"task {state.status.value}"
+                            workspace.workspace_id, f"task {state.status.value}",
+                            keep_branch=state.status is Status.completed,
                         )
-                await self._env.workspaces.remove_task(self.task_id)
+                if state.status is Status.cancelled:
+                    await self._env.workspaces.remove_task(self.task_id)
                 assert self._group is not None
                 self._group.cancel()
                 return

@@ -242,9 +242,13 @@ class Scheduler:
                 files=list(commit.files),
             ))
 
-    async def remove_workspace(self, workspace_id: str, reason: str) -> None:
+    async def remove_workspace(
+        self, workspace_id: str, reason: str, *, keep_branch: bool = True
+    ) -> None:
+        """Remove a workspace's worktree (recorded). Its branch, which holds the run's
+        commit, stays unless ``keep_branch`` is false (a cancelled task)."""
         try:
-            await self._workspaces.remove(self.task_id, workspace_id)
+            await self._workspaces.remove(self.task_id, workspace_id, keep_branch=keep_branch)
         except WorkspaceError as e:
             log.warning("task %s: workspace %s not removed: %s", self.task_id, workspace_id, e)
             return

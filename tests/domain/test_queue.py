@@ -122,7 +122,7 @@ def test_a_cycle_is_refused_and_named() -> None:
 
 def test_a_job_cannot_depend_on_a_cancelled_job() -> None:
     state = run(running(QueueJob("lint", "dev")), CancelJob("lint"))
-    with pytest.raises(JobRejected, match="depends on cancelled 'lint'; it could never run"):
+    with pytest.raises(JobRejected, match="depends on cancelled job 'lint'; it could never run"):
         decide(state, QueueJob("build", "dev", depends_on=["lint"]), context(), TASK_ID)
 
 

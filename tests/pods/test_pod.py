@@ -158,3 +158,28 @@ async def test_cancel_interrupts_runs_removes_workspaces_and_ends_the_pod(
     assert state.workspaces and all(w.removed for w in state.workspaces.values())
     with pytest.raises(PodNotRunning):
         supervisor.get(pod.task_id)
+
+
+async def test_a_run_in_a_repo_commits_its_changes_on_its_own_branch(
+    supervisor, create_task, tmp_path: Path, pod_env
+) -> None:
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t",
+                    "commit", "-q", "--allow-empty", "-m", "init"], check=True)
+    task_id = await create_task(repo=str(repo))
+    pod = await supervisor.start(task_id)
+    await pod.execute(QueueJob(job_id="write", agent="developer",
+                               spec=python("open('hello.txt', 'w').write('hi')")))
+
+    state = await wait_for(pod, lambda s: job(s, "write").status.value == "succeeded")
+
+    [workspace] = state.workspaces.values()
+    assert workspace.removed and len(workspace.commits) == 1
+    events = await pod_env.store.read(task_id)
+    [commit] = [e for e in events if e.type == "WorkspaceCommitted"]
+    assert commit.data["files"] == ["hello.txt"]
+    assert f"task {task_id}" in commit.data["message"] and "task version" in commit.data["message"]
+    shown = subprocess.run(["git", "-C", str(repo), "show", f"{workspace.branch}:hello.txt"],
+                           capture_output=True, text=True, check=True)
+    assert shown.stdout == "hi"

@@ -3,7 +3,15 @@ stream), scheduler, sync engine and workspace manager — plus the agent runners
 """
 
 from .pod import Pod, PodEnvironment, PodStatus, RestartPolicy
-from .runners import AgentRunner, CommandRunner, OutputLine, RunnerError, RunRequest, RunResult
+from .runners import (
+    AgentRunner,
+    CommandRunner,
+    OutputLine,
+    RunnerError,
+    RunRequest,
+    RunResult,
+    runner_for,
+)
 from .scheduler import Scheduler
 from .state import PodState
 from .sync import SyncEngine
@@ -34,4 +42,5 @@ __all__ = [
     "Workspace",
     "WorkspaceError",
     "WorkspaceManager",
+    "runner_for",
 ]

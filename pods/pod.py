@@ -105,14 +105,16 @@ class Pod:
         return self.state.current
 
     async def execute(self, command: Command, *, actor: str = "system",
-                      correlation_id: str | None = None, interrupt: bool = False) -> TaskState:
+                      correlation_id: str | None = None, interrupt: bool = False,
+                      expected_version: int | None = None) -> TaskState:
         """Apply a person's or a system's command to the task.
 
         ``interrupt`` with a pause: running agents are cut short (recorded as interrupted)
         instead of being let finish. A cancel always interrupts them and removes the task's
         workspaces.
         """
-        state = await self.state.execute(command, actor=actor, correlation_id=correlation_id)
+        state = await self.state.execute(command, actor=actor, correlation_id=correlation_id,
+                                         expected_version=expected_version)
         if isinstance(command, Cancel) or (isinstance(command, Pause) and interrupt):
             self.scheduler.interrupt(f"interrupted: {command.name} by {actor}")
         return state

@@ -52,7 +52,7 @@ from ipa.domain import (
 from ipa.domain.runs import RunFinished, RunOutput, RunStarted
 from ipa.eventstore import EventStore
 
-from .runners import AgentRunner, OutputLine, RunRequest, RunResult
+from .runners import AgentRunner, OutputLine, RunnerError, RunRequest, RunResult
 from .state import Clock, PodState, utc_now
 from .workspace import RepositoryUnavailable, WorkspaceError, WorkspaceManager
 
@@ -183,7 +183,11 @@ class Scheduler:
         try:
             request = RunRequest(run_id=run_id, job_id=job.job_id, agent=job.agent,
                                  spec=dict(job.spec), workspace=workspace_path)
-            runner = self._runner_for(dict(job.spec))
+            try:
+                runner = self._runner_for(dict(job.spec))
+            except RunnerError as e:
+                return RunResult(exit_code=None, succeeded=False, duration_seconds=0.0,
+                                 result={}, reason=str(e))
 
             async def started(pid: int) -> None:
                 await recorder.record(RunStarted, task_id=str(self.task_id), job_id=job.job_id,

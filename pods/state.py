@@ -57,14 +57,18 @@ class PodState:
         actor: str = "system",
         correlation_id: str | None = None,
         causation_id: str | None = None,
+        expected_version: int | None = None,
     ) -> TaskState:
         """Decide ``command`` on the current state and record its events; return the new state.
 
         Domain errors (``CommandRejected``, ``InvalidCommand``) reach the caller and nothing is
-        appended.
+        appended. With ``expected_version``, a state at another version is a
+        :class:`VersionConflict` (the caller decided on a state that is gone).
         """
         correlation_id = correlation_id or uuid.uuid4().hex
         async with self._lock:
+            if expected_version is not None and expected_version != self.current.version:
+                raise VersionConflict(self.task_id, expected_version, self.current.version)
             for _ in range(_CONFLICT_RETRIES):
                 state = self.current
                 ctx = Context(actor=actor, now=self._clock(), correlation_id=correlation_id,

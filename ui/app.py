@@ -1,10 +1,11 @@
 """The HTTP API (JSON), built by :func:`create_app`.
 
 What is here now: health, the task list, create a task, read a task and its events, and the
-task commands of the contract (approve, pause, resume, cancel, plus start, request_approval,
-request_changes, complete_phase, fail, retry, update_spec). Commands are decided by the
-domain and appended with optimistic concurrency. Pages and SSE streams come with issue #5,
-and pods take over the writing of a task's stream with issue #3.
+task commands of the contract (approve, pause, resume, cancel, plus the other workflow and
+job commands). A new task gets its pod at once; every command goes to the task's pod, the
+single writer of its stream (a task without a running pod answers 409 ``pod_not_running``).
+``pause`` takes ``"interrupt": true`` to cut running agents short. Pages and SSE streams come
+with issue #5.
 
 Every error is ``{"error": {"code": ..., "message": ...}}`` with a 4xx/5xx status, from one
 table (:data:`ERRORS`).
@@ -31,16 +32,18 @@ from ipa.domain import (
     CreateTask,
     DomainError,
     InvalidCommand,
+    Pause,
     TaskNotFound,
     decide,
+    fold,
 )
-from ipa.eventstore import EventStore, StoreUnavailable, StreamNotFound, VersionConflict
+from ipa.eventstore import StoreUnavailable, StreamNotFound, VersionConflict
 from ipa.projections import TaskList, task_state
+from ipa.supervisor import PodNotRunning, ShuttingDown, Supervisor
 
 MAX_PAGE = 500
 COMMANDS = {command.name: command for command in TASK_COMMANDS if command is not CreateTask}
 """The commands ``POST /api/tasks/{id}/{name}`` accepts, by name."""
-_CONFLICT_RETRIES = 3
 
 
 class BadRequest(Exception):
@@ -52,6 +55,8 @@ ERRORS: list[tuple[type[Exception], int, str]] = [
     (BadRequest, 400, "bad_request"),
     (InvalidCommand, 400, "invalid_input"),
     (StreamNotFound, 404, "task_not_found"),
+    (PodNotRunning, 409, "pod_not_running"),
+    (ShuttingDown, 503, "shutting_down"),
     (TaskNotFound, 404, "task_not_found"),
     (VersionConflict, 409, "version_conflict"),
     (CommandRejected, 409, "command_not_allowed"),
@@ -64,8 +69,10 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> JSONRe
     return JSONResponse({"error": {"code": code, "message": message, **extra}}, status)
 
 
-def create_app(store: EventStore, task_list: TaskList) -> Starlette:
-    """The API on ``store``, listing tasks from ``task_list`` (kept running by the caller)."""
+def create_app(supervisor: Supervisor, task_list: TaskList) -> Starlette:
+    """The API: commands go to the tasks' pods through ``supervisor``; the list comes from
+    ``task_list`` (both kept running by the caller)."""
+    store = supervisor.store
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "log_position": store.tail.position})
@@ -89,13 +96,19 @@ def create_app(store: EventStore, task_list: TaskList) -> Starlette:
         task_id = uuid.uuid4()
         events = decide(None, command, _context(request), task_id)
         await store.append(task_id, events, 0)
-        return JSONResponse(task_state.view(await store.load(task_id)), 201)
+        await supervisor.start(task_id)
+        return JSONResponse(task_state.view(fold(events)), 201)
 
     async def get_task(request: Request) -> JSONResponse:
         task_id = _task_id(request)
-        version = request.query_params.get("version")
-        at = _int_param(request, "version", 0, 1, 2**62) if version is not None else None
-        return JSONResponse(task_state.view(await store.load(task_id, at)))
+        if request.query_params.get("version") is not None:
+            at = _int_param(request, "version", 0, 1, 2**62)
+            return JSONResponse(task_state.view(await store.load(task_id, at)))
+        try:
+            state = supervisor.get(task_id).get_state()  # a running task: from memory
+        except PodNotRunning:
+            state = await store.load(task_id)
+        return JSONResponse(task_state.view(state))
 
     async def task_events(request: Request) -> JSONResponse:
         task_id = _task_id(request)
@@ -115,27 +128,21 @@ def create_app(store: EventStore, task_list: TaskList) -> Starlette:
             raise HTTPException(404, f"unknown command {name!r}; known: {known}")
         body = await _json_body(request, required=False)
         expected = body.pop("expected_version", None)
+        interrupt = body.pop("interrupt", False) if command_type is Pause else False
+        if not isinstance(interrupt, bool):
+            raise BadRequest("interrupt must be true or false")
         if expected is not None and (not isinstance(expected, int) or expected < 1):
             raise BadRequest("expected_version must be a whole number ≥ 1")
         try:
             command = command_type(**body)
         except TypeError as e:
             raise BadRequest(f"{name}: {e}") from None
-        for _ in range(_CONFLICT_RETRIES):
-            state = await store.load(task_id)
-            if expected is not None and expected != state.version:
-                raise VersionConflict(task_id, expected, state.version)
-            events = decide(state, command, _context(request), task_id)
-            if not events:
-                return JSONResponse(task_state.view(state))
-            try:
-                await store.append(task_id, events, state.version)
-            except VersionConflict:
-                if expected is not None:
-                    raise
-                continue  # someone else wrote first; decide again on the new state
-            return JSONResponse(task_state.view(await store.load(task_id)))
-        raise VersionConflict(task_id, state.version, await store.version(task_id))
+        context = _context(request)
+        state = await supervisor.execute(
+            task_id, command, actor=context.actor, correlation_id=context.correlation_id,
+            expected_version=expected, interrupt=interrupt,
+        )
+        return JSONResponse(task_state.view(state))
 
     async def on_error(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, VersionConflict):

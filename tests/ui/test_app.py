@@ -9,18 +9,24 @@ import httpx
 import pytest
 
 from ipa.eventstore import EventStore
+from ipa.pods import PodEnvironment, WorkspaceManager, runner_for
 from ipa.projections import TaskList
+from ipa.supervisor import Supervisor
 from ipa.ui.app import create_app
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def api(store: EventStore):
+async def api(store: EventStore, tmp_path):
     task_list = TaskList(store)
+    supervisor = Supervisor(PodEnvironment(
+        store=store, workspaces=WorkspaceManager(tmp_path / "workspaces"),
+        scratch=tmp_path / "scratch", runner_for=runner_for))
     async with anyio.create_task_group() as tg:
         await tg.start(task_list.run)
-        transport = httpx.ASGITransport(app=create_app(store, task_list))
+        await tg.start(supervisor.run)
+        transport = httpx.ASGITransport(app=create_app(supervisor, task_list))
         async with httpx.AsyncClient(transport=transport, base_url="http://ipa") as client:
             client.task_list = task_list  # type: ignore[attr-defined]
             yield client
@@ -31,6 +37,13 @@ async def create(api, title: str = "Add rate limiting") -> dict:
     response = await api.post("/api/tasks", json={"title": title, "description": "login"})
     assert response.status_code == 201, response.text
     return response.json()
+
+
+async def running(api, task: dict) -> None:
+    """Wait until the task's pod has started it."""
+    with anyio.fail_after(10):
+        while (await api.get(f"/api/tasks/{task['id']}")).json()["status"] != "running":
+            await anyio.sleep(0.02)
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict:
@@ -50,7 +63,7 @@ async def test_created_task_is_returned_and_listed(api, store: EventStore) -> No
     assert (task["phase"], task["status"], task["version"]) == ("spec_clarification", "pending", 1)
     assert [item["id"] for item in listed["items"]] == [task["id"]]
     assert listed["next_cursor"] is None
-    assert (await api.get(f"/api/tasks/{task['id']}")).json() == task
+    assert (await api.get(f"/api/tasks/{task['id']}", params={"version": 1})).json() == task
 
 
 async def test_task_list_pages_with_a_cursor(api, store: EventStore) -> None:
@@ -70,23 +83,25 @@ async def test_commands_move_the_task_and_record_the_actor(api) -> None:
     task = await create(api)
     url = f"/api/tasks/{task['id']}"
 
-    await api.post(f"{url}/start")
+    await running(api, task)
     paused = (await api.post(f"{url}/pause", json={"reason": "lunch"},
                              headers={"x-ipa-actor": "user:bob"})).json()
     events = (await api.get(f"{url}/events", params={"after": 1})).json()["items"]
 
     assert (paused["status"], paused["version"]) == ("paused", 3)
     assert [(e["version"], e["type"], e["actor"]) for e in events] == [
-        (2, "TaskStarted", "user:local"), (3, "TaskPaused", "user:bob")]
+        (2, "TaskStarted", "system"), (3, "TaskPaused", "user:bob")]
     assert events[1]["data"]["reason"] == "lunch"
 
 
 async def test_stale_expected_version_is_409_with_the_current_version(api) -> None:
     task = await create(api)
 
-    response = await api.post(f"/api/tasks/{task['id']}/start", json={"expected_version": 7})
+    await running(api, task)
 
-    assert assert_error(response, 409, "version_conflict")["current_version"] == 1
+    response = await api.post(f"/api/tasks/{task['id']}/pause", json={"expected_version": 1})
+
+    assert assert_error(response, 409, "version_conflict")["current_version"] == 2
 
 
 async def test_command_not_allowed_now_is_409_naming_the_allowed_ones(api) -> None:
@@ -95,7 +110,7 @@ async def test_command_not_allowed_now_is_409_naming_the_allowed_ones(api) -> No
     response = await api.post(f"/api/tasks/{task['id']}/approve")
 
     error = assert_error(response, 409, "command_not_allowed")
-    assert "start" in error["allowed"] and "pending" in error["message"]
+    assert "pause" in error["allowed"] and "cannot approve" in error["message"]
 
 
 @pytest.mark.parametrize(
@@ -121,6 +136,7 @@ async def test_bad_requests_get_json_errors(api, method, path, body, status, cod
 
 async def test_bad_input_appends_nothing(api, store: EventStore) -> None:
     task = await create(api)
+    await running(api, task)
     before = await store.head_position()
 
     await api.post(f"/api/tasks/{task['id']}/pause", json={"reason": 5})
@@ -128,3 +144,31 @@ async def test_bad_input_appends_nothing(api, store: EventStore) -> None:
     await api.post("/api/tasks", json={"title": ""})
 
     assert await store.head_position() == before
+
+
+async def test_a_command_for_a_finished_task_is_409_pod_not_running(api) -> None:
+    task = await create(api)
+    url = f"/api/tasks/{task['id']}"
+    await api.post(f"{url}/cancel")
+    with anyio.fail_after(10):
+        while (await api.post(f"{url}/pause")).json()["error"]["code"] != "pod_not_running":
+            await anyio.sleep(0.02)
+
+    response = await api.post(f"{url}/resume")
+
+    assert "has no running pod" in assert_error(response, 409, "pod_not_running")["message"]
+
+
+async def test_a_queued_job_runs_in_the_tasks_pod(api) -> None:
+    task = await create(api)
+    url = f"/api/tasks/{task['id']}"
+
+    response = await api.post(f"{url}/queue_job", json={
+        "job_id": "hello", "agent": "spec_writer", "spec": {"command": ["true"]}})
+    assert response.status_code == 200, response.text
+    with anyio.fail_after(15):
+        while (await api.get(url)).json()["status"] != "waiting":
+            await anyio.sleep(0.02)
+
+    events = (await api.get(f"{url}/events")).json()["items"]
+    assert "JobSucceeded" in [e["type"] for e in events]

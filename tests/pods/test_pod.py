@@ -183,3 +183,18 @@ async def test_a_run_in_a_repo_commits_its_changes_on_its_own_branch(
     shown = subprocess.run(["git", "-C", str(repo), "show", f"{workspace.branch}:hello.txt"],
                            capture_output=True, text=True, check=True)
     assert shown.stdout == "hi"
+
+
+async def test_a_repository_that_does_not_exist_is_recorded_and_fails_the_job(
+    supervisor, create_task, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-repo"
+    pod = await supervisor.start(await create_task(repo=str(missing)))
+    await pod.execute(QueueJob(job_id="j", agent="developer", max_attempts=1,
+                               spec=python("pass")))
+
+    state = await wait_for(pod, lambda s: job(s, "j").status.value == "dead")
+
+    assert str(missing) in state.repository_error
+    assert f"repository {missing} is unavailable" in job(state, "j").last_error
+    assert pod.status is PodStatus.ready  # the pod itself is fine

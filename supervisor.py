@@ -78,20 +78,30 @@ class Supervisor:
             finally:
                 self._tg = None
 
-    async def recover(self) -> int:
-        """Start a pod for every unfinished task without one; return how many started."""
+    async def recover(self, concurrency: int = 8) -> int:
+        """Start a pod for every unfinished task without one, ``concurrency`` at a time (their
+        loads overlap their waits on the database); return how many started."""
         task_list = TaskList(self.store)
         await task_list.catch_up()
+        unfinished = [
+            UUID(row["id"]) for row in await task_list.rows()
+            if Status(row["status"]) not in FINISHED and UUID(row["id"]) not in self._slots
+        ]
+        limiter = anyio.CapacityLimiter(concurrency)
         started = 0
-        for row in await task_list.rows():
-            task_id = UUID(row["id"])
-            if Status(row["status"]) in FINISHED or task_id in self._slots:
-                continue
-            try:
-                await self.start(task_id)
-                started += 1
-            except (StoreError, SupervisorError) as e:
-                log.error("recovery: task %s not started: %s", task_id, e)
+
+        async def start(task_id: UUID) -> None:
+            nonlocal started
+            async with limiter:
+                try:
+                    await self.start(task_id)
+                    started += 1
+                except (StoreError, SupervisorError) as e:
+                    log.error("recovery: task %s not started: %s", task_id, e)
+
+        async with anyio.create_task_group() as tg:
+            for task_id in unfinished:
+                tg.start_soon(start, task_id)
         return started
 
     async def start(self, task_id: UUID) -> Pod:

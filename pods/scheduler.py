@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -114,12 +115,17 @@ class Scheduler:
         await self._recover_interrupted()
         async with anyio.create_task_group() as runs:
             task_status.started()
+            last_step = -self._cooldown
             while True:
+                # At most one step per cooldown: a burst of changes is handled in one step,
+                # and nothing can make the scheduler spin; a change after a quiet spell is
+                # handled at once.
+                await anyio.sleep(max(0.0, last_step + self._cooldown - time.monotonic()))
+                last_step = time.monotonic()
                 seen = self._state.current.version
                 await self._step(runs)
                 if self._state.current.version == seen:  # else: our own step moved it on
                     await self._state.wait_changed(timeout=self._until_next_retry())
-                await anyio.sleep(self._cooldown)  # coalesce bursts; never spin
 
     async def _recover_interrupted(self) -> None:
         """Runs the store says are in flight but nobody runs: the process stopped under them."""

@@ -239,10 +239,10 @@ async def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
                 failures += 1
         progress.clear()
     if failures:
-        print(f"ipa: audit found {failures} problem(s) in {len(streams)} task(s)",
+        print(f"ipa: audit found {failures} problem(s) in {len(streams)} stream(s)",
               file=sys.stderr)
         return 1
-    print(f"ok: {len(streams)} task(s) intact")
+    print(f"ok: {len(streams)} stream(s) intact")
     return 0
 
 

@@ -254,13 +254,13 @@ async def test_audit_verify_of_an_intact_store_says_ok(cli, store: EventStore, t
 
     run = await cli("audit", "verify")
 
-    assert (run.status, run.out, run.err) == (0, "ok: 2 task(s) intact\n", "")
+    assert (run.status, run.out, run.err) == (0, "ok: 2 stream(s) intact\n", "")
 
 
 async def test_audit_verify_of_an_intact_task_says_ok(cli, task: UUID) -> None:
     run = await cli("audit", "verify", str(task))
 
-    assert (run.status, run.out, run.err) == (0, "ok: 1 task(s) intact\n", "")
+    assert (run.status, run.out, run.err) == (0, "ok: 1 stream(s) intact\n", "")
 
 
 async def test_audit_verify_of_a_task_names_its_edited_version(
@@ -288,7 +288,7 @@ async def test_audit_verify_of_every_task_names_only_the_edited_one(
     failing = [line for line in run.lines if "version 3" in line]
     assert len(failing) == 1 and str(task) in failing[0]
     assert str(intact) not in run.out
-    assert "in 2 task(s)" in run.error_line()
+    assert "in 2 stream(s)" in run.error_line()
 
 
 async def test_audit_verify_names_a_snapshot_that_differs_from_the_events(

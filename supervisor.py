@@ -151,6 +151,12 @@ class Supervisor:
         await slot.done.wait()
         self._slots.pop(task_id, None)
 
+    async def wait_stopped(self, task_id: UUID) -> None:
+        """Return once the task's pod has ended (at once if it has none)."""
+        slot = self._slots.get(task_id)
+        if slot is not None:
+            await slot.done.wait()
+
     async def restart(self, task_id: UUID) -> Pod:
         """Stop the pod if it runs (or clear a failed one) and start it again."""
         if task_id in self._slots:

@@ -9,6 +9,11 @@ from __future__ import annotations
 from uuid import UUID
 
 
+def one_line(error: BaseException) -> str:
+    """A driver's (often multi-line) message as one line."""
+    return "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
 class StoreError(Exception):
     """Base of every event store error."""
 

@@ -28,7 +28,7 @@ from psycopg.sql import SQL, Identifier
 from psycopg_pool import PoolTimeout
 
 from .database import ConnectionParams
-from .errors import StoreUnavailable
+from .errors import StoreUnavailable, one_line
 
 EVENTS_TABLE = "events"
 SNAPSHOTS_TABLE = "snapshots"
@@ -40,9 +40,8 @@ def open_datastore(params: ConnectionParams, *, pool_size: int = 4) -> PostgresD
     try:
         psycopg.connect(params.conninfo(), connect_timeout=5).close()
     except psycopg.Error as e:
-        reason = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
         raise StoreUnavailable(
-            f"cannot reach the database at {params.describe()}: {reason}"
+            f"cannot reach the database at {params.describe()}: {one_line(e)}"
         ) from e
     datastore = PostgresDatastore(
         dbname=params.dbname,

@@ -33,7 +33,7 @@ from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import StoredEvent
 
 from .codec import GENESIS, EventCodec, Seal
-from .errors import StoreError, StoreUnavailable, VersionConflict
+from .errors import StoreError, StoreUnavailable, VersionConflict, one_line
 from .recorder import EventRecorder
 
 
@@ -193,7 +193,7 @@ class BatchWriter:
                     self._conninfo, autocommit=True, connect_timeout=5
                 )
             except psycopg.Error as e:
-                raise StoreUnavailable(f"could not append: {_one_line(e)}") from e
+                raise StoreUnavailable(f"could not append: {one_line(e)}") from e
         return self._conn
 
     async def _commit(self, batch: list[_Request]) -> None:
@@ -300,14 +300,10 @@ class BatchWriter:
         request.result = Appended(request.stream_id, version, tuple(positions))
 
 
-def _one_line(error: BaseException) -> str:
-    return "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
-
-
 def _unavailable(error: BaseException) -> StoreError:
     if isinstance(error, StoreError):
         return error
-    return StoreUnavailable(f"could not append: {_one_line(error)}")
+    return StoreUnavailable(f"could not append: {one_line(error)}")
 
 
 def _check_versions(stream_id: UUID, events: Sequence[DomainEvent], expected: int) -> None:

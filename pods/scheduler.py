@@ -183,8 +183,7 @@ class Scheduler:
         state = self._state.current
         workspace_path, workspace_id = await self._workspace(job, run_id, state.repo)
         if workspace_path is None:
-            return RunResult(exit_code=None, succeeded=False, duration_seconds=0.0, result={},
-                             reason=f"repository {state.repo} is unavailable")
+            return _failed(f"repository {state.repo} is unavailable")
         recorder = RunRecorder(self._store, UUID(run_id), self._clock)
         try:
             request = RunRequest(run_id=run_id, job_id=job.job_id, agent=job.agent,
@@ -192,8 +191,7 @@ class Scheduler:
             try:
                 runner = self._runner_for(dict(job.spec))
             except RunnerError as e:
-                return RunResult(exit_code=None, succeeded=False, duration_seconds=0.0,
-                                 result={}, reason=str(e))
+                return _failed(str(e))
 
             async def started(pid: int) -> None:
                 await recorder.record(RunStarted, task_id=str(self.task_id), job_id=job.job_id,
@@ -204,9 +202,8 @@ class Scheduler:
                 with anyio.fail_after(job.timeout_seconds):
                     result = await runner.run(request, recorder.output, on_started=started)
             except TimeoutError:
-                result = RunResult(exit_code=None, succeeded=False, duration_seconds=
-                                   job.timeout_seconds, result={},
-                                   reason=f"timed out after {job.timeout_seconds:g} s")
+                result = _failed(f"timed out after {job.timeout_seconds:g} s",
+                                 job.timeout_seconds)
             await recorder.record(RunFinished, succeeded=result.succeeded,
                                   exit_code=result.exit_code, reason=result.reason,
                                   duration_seconds=result.duration_seconds, result=result.result)
@@ -305,3 +302,7 @@ class RunRecorder:
             ])
 
 
+def _failed(reason: str, duration_seconds: float = 0.0) -> RunResult:
+    """The result of a run that failed before or around its process."""
+    return RunResult(exit_code=None, succeeded=False, duration_seconds=duration_seconds,
+                     result={}, reason=reason)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ipa.domain import TaskEvent, TaskState, allowed_commands, evolve, get_workflow
+from ipa.domain import TaskEvent, TaskState, allowed_commands, evolve, fold, get_workflow
 
 
 def apply(state: TaskState | None, event: TaskEvent) -> TaskState:
@@ -20,9 +20,7 @@ def apply(state: TaskState | None, event: TaskEvent) -> TaskState:
 
 def replay(events: Iterable[TaskEvent], state: TaskState | None = None) -> TaskState | None:
     """Fold ``events`` in order, from ``state`` (a snapshot) or from nothing."""
-    for event in events:
-        state = evolve(state, event)
-    return state
+    return fold(events, state)
 
 
 def view(state: TaskState) -> dict[str, Any]:

@@ -149,8 +149,7 @@ async def test_cancel_interrupts_runs_removes_workspaces_and_ends_the_pod(
 
     await pod.execute(Cancel(reason="no longer needed"))
     with anyio.fail_after(20):
-        while pod.status is not PodStatus.stopped:
-            await pod.state.wait_changed(timeout=0.05)
+        await supervisor.wait_stopped(pod.task_id)
 
     state = pod.get_state()
     assert state.status is Status.cancelled

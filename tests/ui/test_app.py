@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from uuid import UUID
 
 import anyio
 import httpx
@@ -29,6 +30,7 @@ async def api(store: EventStore, tmp_path):
         transport = httpx.ASGITransport(app=create_app(supervisor, task_list))
         async with httpx.AsyncClient(transport=transport, base_url="http://ipa") as client:
             client.task_list = task_list  # type: ignore[attr-defined]
+            client.supervisor = supervisor  # type: ignore[attr-defined]
             yield client
         tg.cancel_scope.cancel()
 
@@ -39,11 +41,18 @@ async def create(api, title: str = "Add rate limiting") -> dict:
     return response.json()
 
 
+async def recorded(api, task: dict, event_type: str) -> None:
+    """Wait until the task's stream has an event of ``event_type``."""
+    with anyio.fail_after(15):
+        async with api.supervisor.store.subscribe(UUID(task["id"])) as events:
+            async for event in events:
+                if event.type == event_type:
+                    return
+
+
 async def running(api, task: dict) -> None:
     """Wait until the task's pod has started it."""
-    with anyio.fail_after(10):
-        while (await api.get(f"/api/tasks/{task['id']}")).json()["status"] != "running":
-            await anyio.sleep(0.02)
+    await recorded(api, task, "TaskStarted")
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict:
@@ -151,8 +160,7 @@ async def test_a_command_for_a_finished_task_is_409_pod_not_running(api) -> None
     url = f"/api/tasks/{task['id']}"
     await api.post(f"{url}/cancel")
     with anyio.fail_after(10):
-        while (await api.post(f"{url}/pause")).json()["error"]["code"] != "pod_not_running":
-            await anyio.sleep(0.02)
+        await api.supervisor.wait_stopped(UUID(task["id"]))
 
     response = await api.post(f"{url}/resume")
 
@@ -166,9 +174,7 @@ async def test_a_queued_job_runs_in_the_tasks_pod(api) -> None:
     response = await api.post(f"{url}/queue_job", json={
         "job_id": "hello", "agent": "spec_writer", "spec": {"command": ["true"]}})
     assert response.status_code == 200, response.text
-    with anyio.fail_after(15):
-        while (await api.get(url)).json()["status"] != "waiting":
-            await anyio.sleep(0.02)
+    await recorded(api, task, "ApprovalRequested")
 
     events = (await api.get(f"{url}/events")).json()["items"]
     assert "JobSucceeded" in [e["type"] for e in events]

@@ -182,6 +182,12 @@ class Supervisor:
             raise ShuttingDown("ipa is shutting down and takes no command")
         return await self.get(task_id).execute(command, **options)  # type: ignore[arg-type]
 
+    def interrupt(self, task_id: UUID, job_id: str | None = None, *, actor: str = "system") -> int:
+        """Interrupt the running agent of ``job_id`` (or all) in the task's pod; how many."""
+        if not self._accepting:
+            raise ShuttingDown("ipa is shutting down and takes no command")
+        return self.get(task_id).interrupt(job_id, actor=actor)
+
     async def shutdown(self, deadline: float = 10.0) -> None:
         """Stop taking work; let running steps finish within ``deadline`` seconds (then
         interrupt them, which is recorded); snapshot every pod; stop every pod."""

@@ -119,6 +119,11 @@ class Pod:
             self.scheduler.interrupt(f"interrupted: {command.name} by {actor}")
         return state
 
+    def interrupt(self, job_id: str | None = None, *, actor: str = "system") -> int:
+        """Cut short the run of ``job_id`` (or every run): each is recorded as an interrupted
+        failure, so the job's retry policy applies. Returns how many runs were interrupted."""
+        return self.scheduler.interrupt(f"interrupted by {actor}", job_id)
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run the children until cancelled, restarting them after a crash (see module doc).
 

@@ -135,6 +135,24 @@ async def test_pause_with_interrupt_records_the_run_as_interrupted_and_resume_re
     assert job(state, "long").attempts == 2
 
 
+async def test_interrupting_one_job_records_its_run_as_interrupted_and_leaves_the_other(
+    supervisor, create_task
+) -> None:
+    pod = await supervisor.start(await create_task())
+    sleeper = python("print('go', flush=True); import time; time.sleep(60)")
+    await pod.execute(QueueJob(job_id="a", agent="developer", spec=sleeper))
+    await pod.execute(QueueJob(job_id="b", agent="developer", spec=sleeper))
+    await wait_for(pod, lambda s: all(j.status.value == "running" for j in s.jobs.values()))
+
+    assert supervisor.interrupt(pod.task_id, "a", actor="user:ann") == 1
+    state = await wait_for(pod, lambda s: job(s, "a").status.value != "running")
+
+    assert job(state, "a").last_error == "interrupted by user:ann"
+    assert job(state, "a").retry_at is not None  # the retry policy applies
+    assert job(state, "b").status.value == "running"
+    assert supervisor.interrupt(pod.task_id, "no-such-job") == 0
+
+
 async def test_cancel_interrupts_runs_removes_workspaces_and_ends_the_pod(
     supervisor, create_task, tmp_path: Path
 ) -> None:

@@ -284,6 +284,141 @@ class RecordRepositoryUnavailable(Command):
     reason: str
 
 
+# -- agents: the RARV cycle of a job, usage and cost, rate limits, questions -------------------
+
+
+@dataclass(frozen=True)
+class RecordContext(Command):
+    """*Reason*: the context of the run ``run_id`` was built from ``sections`` (their names, in
+    prompt order) in about ``tokens`` tokens of a ``budget_tokens`` budget; ``dropped`` names
+    what did not fit and was left out or summarised."""
+
+    name: ClassVar[str] = "record_context"
+
+    job_id: str
+    run_id: str
+    sections: Sequence[str]
+    dropped: Sequence[str] = ()
+    tokens: int = 0
+    budget_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class RecordUsage(Command):
+    """The tokens and cost the run ``run_id`` of ``agent`` used (model ``model``)."""
+
+    name: ClassVar[str] = "record_usage"
+
+    job_id: str
+    run_id: str
+    agent: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass(frozen=True)
+class RecordReflection(Command):
+    """*Reflect*: what the run did (``summary``) and what it learned (``learnings``)."""
+
+    name: ClassVar[str] = "record_reflection"
+
+    job_id: str
+    run_id: str
+    summary: str
+    learnings: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class RecordVerification(Command):
+    """*Verify*: the checks run on the run's work; each is ``{"command", "exit_code",
+    "passed", "output", "duration_seconds"}``. A failure becomes a learning of the job."""
+
+    name: ClassVar[str] = "record_verification"
+
+    job_id: str
+    run_id: str
+    checks: Sequence[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class RecordArtifact(Command):
+    """A named piece of the task's work (``spec``, ``plan``, ``review``, ``summary``) made by
+    the job; a newer one of the same name replaces it."""
+
+    name: ClassVar[str] = "record_artifact"
+
+    job_id: str
+    artifact: str
+    content: str
+
+
+@dataclass(frozen=True)
+class RecordRateLimit(Command):
+    """The run ``run_id`` was refused by the model's rate limit (or an outage): the job waits
+    ``base_seconds · 2^(n-1)`` (capped at ``cap_seconds``) for its n-th limit in a row, or
+    until ``resets_at`` (ISO-8601) when the provider said when, and the attempt does not
+    count."""
+
+    name: ClassVar[str] = "record_rate_limit"
+
+    job_id: str
+    run_id: str
+    reason: str
+    base_seconds: float = 60.0
+    cap_seconds: float = 3600.0
+    resets_at: str | None = None
+
+
+@dataclass(frozen=True)
+class AskQuestion(Command):
+    """The run ``run_id`` ended asking a person ``question``; the job waits for the answer
+    (the attempt does not count)."""
+
+    name: ClassVar[str] = "ask_question"
+
+    job_id: str
+    run_id: str
+    question_id: str
+    question: str
+
+
+@dataclass(frozen=True)
+class AnswerQuestion(Command):
+    """A person answers an agent's question; the job's next run sees the answer."""
+
+    name: ClassVar[str] = "answer_question"
+
+    question_id: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class SetBudget(Command):
+    """Cap what the task may spend on models, in US dollars (``None``: no cap). Raising it
+    above what was spent resumes a task paused by its budget."""
+
+    name: ClassVar[str] = "set_budget"
+
+    limit_usd: float | None
+
+
+AGENT_COMMANDS: tuple[type[Command], ...] = (
+    RecordContext,
+    RecordUsage,
+    RecordReflection,
+    RecordVerification,
+    RecordArtifact,
+    RecordRateLimit,
+    AskQuestion,
+    AnswerQuestion,
+    SetBudget,
+)
+"""The commands of agent runs and what they cost: never workflow moves."""
+
 JOB_COMMANDS: tuple[type[Command], ...] = (
     QueueJob,
     StartJob,
@@ -312,6 +447,7 @@ TASK_COMMANDS: tuple[type[Command], ...] = (
     Fail,
     Retry,
     *JOB_COMMANDS,
+    *AGENT_COMMANDS,
 )
 """Every command class: the workflow commands in the order a task usually meets them, then
-``JOB_COMMANDS``."""
+``JOB_COMMANDS`` and ``AGENT_COMMANDS``."""

@@ -219,3 +219,112 @@ class RepositoryUnavailable(TaskEvent):
 
     repo: str
     reason: str
+
+
+# -- agents (see agents.py) ---------------------------------------------------------------------
+
+
+class ContextPrepared(TaskEvent):
+    """*Reason*: the run's context was built from ``sections``; ``dropped`` did not fit."""
+
+    job_id: str
+    run_id: str
+    attempt: int
+    sections: list[str]
+    dropped: list[str]
+    tokens: int
+    budget_tokens: int
+
+
+class UsageRecorded(TaskEvent):
+    """The run ``run_id`` of ``agent`` used these tokens and cost ``cost_usd`` US dollars."""
+
+    job_id: str
+    run_id: str
+    agent: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_usd: float
+
+
+class BudgetSet(TaskEvent):
+    """The task may spend at most ``limit_usd`` (``None``: no limit)."""
+
+    limit_usd: float | None
+
+
+class BudgetReached(TaskEvent):
+    """What the task spent reached its budget; the next event pauses it."""
+
+    limit_usd: float
+    spent_usd: float
+
+
+class ReflectionRecorded(TaskEvent):
+    """*Reflect*: what the run did and what it learned."""
+
+    job_id: str
+    run_id: str
+    attempt: int
+    summary: str
+    learnings: list[str]
+
+
+class VerificationPassed(TaskEvent):
+    """*Verify*: every check of the run's work passed."""
+
+    job_id: str
+    run_id: str
+    attempt: int
+    checks: list[dict]
+
+
+class VerificationFailed(TaskEvent):
+    """*Verify*: a check of the run's work failed; ``learning`` joins the continuity log."""
+
+    job_id: str
+    run_id: str
+    attempt: int
+    checks: list[dict]
+    learning: str
+
+
+class ArtifactRecorded(TaskEvent):
+    """The job made the artifact ``name`` (``spec``, ``plan``, ...) of the task."""
+
+    job_id: str
+    name: str
+    phase: str
+    content: str
+
+
+class JobRateLimited(TaskEvent):
+    """The run was refused by a rate limit or an outage: the job waits until ``retry_at``
+    (``wait_seconds``, the ``consecutive``-th limit in a row); the attempt does not count."""
+
+    job_id: str
+    run_id: str
+    attempt: int
+    reason: str
+    wait_seconds: float
+    retry_at: str
+    consecutive: int
+
+
+class QuestionAsked(TaskEvent):
+    """An agent asked a person ``question``; its job waits for the answer."""
+
+    question_id: str
+    job_id: str
+    run_id: str
+    question: str
+
+
+class QuestionAnswered(TaskEvent):
+    """A person (``actor``) answered the question ``question_id``."""
+
+    question_id: str
+    answer: str

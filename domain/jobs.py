@@ -73,9 +73,12 @@ def ready_jobs(state: TaskState, now: datetime) -> list[Job]:
 
 
 def is_due(job: Job, now: datetime) -> bool:
-    """True when the job's own status lets it start at ``now``: pending, or its retry is due."""
+    """True when the job's own status lets it start at ``now``: pending (not waiting for an
+    answer, nor until a rate limit's ``retry_at``), or failed and its retry is due."""
+    if job.awaiting is not None:
+        return False
     if job.status is JobStatus.pending:
-        return True
+        return job.retry_at is None or job.retry_at <= now
     return job.status is JobStatus.failed and job.retry_at is not None and job.retry_at <= now
 
 
@@ -89,11 +92,14 @@ def waiting_for(state: TaskState, job: Job) -> list[Job]:
 
 
 def next_retry_at(state: TaskState) -> datetime | None:
-    """The earliest time a failed job may try again; ``None`` when no job waits to retry."""
+    """The earliest time a failed (or rate-limited) job may try again; ``None`` when no job
+    waits to retry."""
     due = [
         job.retry_at
         for job in state.jobs.values()
-        if job.status is JobStatus.failed and job.retry_at is not None
+        if job.status in (JobStatus.failed, JobStatus.pending)
+        and job.retry_at is not None
+        and job.awaiting is None
     ]
     return min(due, default=None)
 

@@ -153,6 +153,8 @@ def _start(state: TaskState, command: StartJob, draft: Draft) -> None:
         JobStatus.dead: f"job {name} is dead-lettered; retry_job it first",
         JobStatus.cancelled: f"job {name} is cancelled",
     }.get(job.status)
+    if problem is None and job.awaiting is not None:
+        problem = f"job {name} waits for an answer to question {job.awaiting!r}"
     if problem is None and not is_due(job, draft.ctx.now):
         retry_at = "" if job.retry_at is None else job.retry_at.isoformat()
         problem = f"job {name} waits to retry until {retry_at}"
@@ -305,6 +307,7 @@ def _started(event: JobStarted, state: TaskState) -> dict[str, Any]:
         run_id=event.run_id,
         started_at=event.timestamp,
         retry_at=None,
+        awaiting=None,
     )
 
 
@@ -315,6 +318,7 @@ def _succeeded(event: JobSucceeded, state: TaskState) -> dict[str, Any]:
         event.job_id,
         status=JobStatus.succeeded,
         result=copy.deepcopy(event.result),
+        rate_limits=0,
     )
 
 
@@ -327,6 +331,7 @@ def _failed(event: JobFailed, state: TaskState) -> dict[str, Any]:
         status=JobStatus.failed,
         last_error=event.reason,
         retry_at=retry_at,
+        rate_limits=0,
     )
 
 

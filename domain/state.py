@@ -90,7 +90,8 @@ class Job:
     """One job of the task's queue, as its events left it.
 
     ``queued_seq`` is the task version of its ``JobQueued`` event (first in, first out within a
-    priority). ``attempts`` counts the attempts started since it was queued or requeued;
+    priority). ``rate_limits`` counts the rate limits met in a row (reset by an attempt that
+    ends otherwise); ``awaiting`` is the id of the question its agent asked, until answered. ``attempts`` counts the attempts started since it was queued or requeued;
     ``run_id`` and ``started_at`` are those of the current or last one. ``spec`` and ``result``
     are JSON objects; they take part in equality but not in the hash (dicts have none).
     """
@@ -112,6 +113,8 @@ class Job:
     retry_at: datetime | None = None
     last_error: str | None = None
     result: dict[str, Any] | None = field(default=None, hash=False)
+    rate_limits: int = 0
+    awaiting: str | None = None
 
     @property
     def deadline(self) -> datetime | None:
@@ -140,6 +143,8 @@ class Job:
             "retry_at": _iso(self.retry_at),
             "last_error": self.last_error,
             "result": copy.deepcopy(self.result),
+            "rate_limits": self.rate_limits,
+            "awaiting": self.awaiting,
         }
 
     @classmethod
@@ -163,6 +168,8 @@ class Job:
             retry_at=_from_iso(data["retry_at"]),
             last_error=data["last_error"],
             result=copy.deepcopy(data["result"]),
+            rate_limits=data.get("rate_limits", 0),
+            awaiting=data.get("awaiting"),
         )
 
 
@@ -248,6 +255,140 @@ class PhaseVisit:
 
 
 @dataclass(frozen=True)
+class UsageTotals:
+    """Tokens and cost summed over ``runs`` agent runs."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+    runs: int = 0
+
+    def plus(self, other: UsageTotals) -> UsageTotals:
+        return UsageTotals(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_read_tokens + other.cache_read_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+            self.cost_usd + other.cost_usd,
+            self.runs + other.runs,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "cost_usd": self.cost_usd,
+            "runs": self.runs,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UsageTotals:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What the task's agents used: in all, and per agent type, job and run."""
+
+    total: UsageTotals = UsageTotals()
+    by_agent: FrozenMap[UsageTotals] = field(default_factory=FrozenMap)
+    by_job: FrozenMap[UsageTotals] = field(default_factory=FrozenMap)
+    by_run: FrozenMap[UsageTotals] = field(default_factory=FrozenMap)
+
+    def add(self, agent: str, job_id: str, run_id: str, used: UsageTotals) -> Usage:
+        def grow(totals: FrozenMap[UsageTotals], key: str) -> FrozenMap[UsageTotals]:
+            return totals.with_item(key, totals.get(key, UsageTotals()).plus(used))
+
+        return Usage(
+            self.total.plus(used),
+            grow(self.by_agent, agent),
+            grow(self.by_job, job_id),
+            grow(self.by_run, run_id),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.total.to_dict(),
+            "by_agent": {key: value.to_dict() for key, value in self.by_agent.items()},
+            "by_job": {key: value.to_dict() for key, value in self.by_job.items()},
+            "by_run": {key: value.to_dict() for key, value in self.by_run.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Usage:
+        def totals(key: str) -> FrozenMap[UsageTotals]:
+            return FrozenMap((k, UsageTotals.from_dict(v)) for k, v in data[key].items())
+
+        total = {k: v for k, v in data.items() if not k.startswith("by_")}
+        return cls(UsageTotals.from_dict(total), totals("by_agent"), totals("by_job"),
+                   totals("by_run"))
+
+
+@dataclass(frozen=True)
+class Learning:
+    """An entry of the continuity log: what attempt ``attempt`` of ``job_id`` taught."""
+
+    job_id: str
+    attempt: int
+    text: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Question:
+    """A question an agent asked a person; ``answer`` is ``None`` while it is open."""
+
+    question_id: str
+    job_id: str
+    run_id: str
+    question: str
+    asked_at: datetime
+    answer: str | None = None
+    answered_by: str | None = None
+    answered_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "question_id": self.question_id,
+            "job_id": self.job_id,
+            "run_id": self.run_id,
+            "question": self.question,
+            "asked_at": self.asked_at.isoformat(),
+            "answer": self.answer,
+            "answered_by": self.answered_by,
+            "answered_at": _iso(self.answered_at),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Question:
+        return cls(
+            question_id=data["question_id"],
+            job_id=data["job_id"],
+            run_id=data["run_id"],
+            question=data["question"],
+            asked_at=datetime.fromisoformat(data["asked_at"]),
+            answer=data["answer"],
+            answered_by=data["answered_by"],
+            answered_at=_from_iso(data["answered_at"]),
+        )
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """The newest version of a named piece of the task's work (``spec``, ``plan``, ...)."""
+
+    name: str
+    job_id: str
+    phase: str
+    content: str
+    at: datetime
+
+
+@dataclass(frozen=True)
 class TaskState:
     """Everything known about one task after the events up to ``version``.
 
@@ -256,6 +397,11 @@ class TaskState:
     approval of their phase. ``jobs`` is the job queue and ``workspaces`` the working copies made
     for it, by id in the order they were added; ``repository_error`` says why the task's
     repository could not be reached, until a workspace of it is made again.
+
+    From the agents: ``usage`` sums tokens and cost; ``budget_usd`` caps the cost
+    (``budget_paused`` while the task is paused because it reached it); ``learnings`` is the
+    continuity log of what earlier attempts taught; ``questions`` are the agents' questions to
+    people, by id; ``artifacts`` the newest spec, plan, review ... by name.
     """
 
     id: UUID
@@ -277,6 +423,12 @@ class TaskState:
     jobs: FrozenMap[Job] = field(default_factory=FrozenMap)
     workspaces: FrozenMap[Workspace] = field(default_factory=FrozenMap)
     repository_error: str | None = None
+    usage: Usage = Usage()
+    budget_usd: float | None = None
+    budget_paused: bool = False
+    learnings: tuple[Learning, ...] = ()
+    questions: FrozenMap[Question] = field(default_factory=FrozenMap)
+    artifacts: FrozenMap[Artifact] = field(default_factory=FrozenMap)
 
     def to_dict(self) -> dict[str, Any]:
         """The state as JSON-ready data (str, int, bool, None, lists and dicts only)."""
@@ -309,6 +461,20 @@ class TaskState:
             "jobs": [job.to_dict() for job in self.jobs.values()],
             "workspaces": [workspace.to_dict() for workspace in self.workspaces.values()],
             "repository_error": self.repository_error,
+            "usage": self.usage.to_dict(),
+            "budget_usd": self.budget_usd,
+            "budget_paused": self.budget_paused,
+            "learnings": [
+                {"job_id": x.job_id, "attempt": x.attempt, "text": x.text,
+                 "at": x.at.isoformat()}
+                for x in self.learnings
+            ],
+            "questions": [question.to_dict() for question in self.questions.values()],
+            "artifacts": [
+                {"name": a.name, "job_id": a.job_id, "phase": a.phase, "content": a.content,
+                 "at": a.at.isoformat()}
+                for a in self.artifacts.values()
+            ],
         }
 
     @classmethod
@@ -354,4 +520,19 @@ class TaskState:
                 (w["workspace_id"], Workspace.from_dict(w)) for w in data.get("workspaces", ())
             ),
             repository_error=data.get("repository_error"),
+            usage=Usage.from_dict(data["usage"]) if "usage" in data else Usage(),
+            budget_usd=data.get("budget_usd"),
+            budget_paused=data.get("budget_paused", False),
+            learnings=tuple(
+                Learning(x["job_id"], x["attempt"], x["text"], datetime.fromisoformat(x["at"]))
+                for x in data.get("learnings", ())
+            ),
+            questions=FrozenMap(
+                (q["question_id"], Question.from_dict(q)) for q in data.get("questions", ())
+            ),
+            artifacts=FrozenMap(
+                (a["name"], Artifact(a["name"], a["job_id"], a["phase"], a["content"],
+                                     datetime.fromisoformat(a["at"])))
+                for a in data.get("artifacts", ())
+            ),
         )

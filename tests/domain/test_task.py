@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
@@ -571,6 +572,9 @@ def test_to_dict_holds_only_plain_json_types() -> None:
             return all(isinstance(k, str) and plain(v) for k, v in value.items())
         if isinstance(value, list):
             return all(plain(v) for v in value)
+        # A float is a JSON number (costs, timeouts); it must be finite to survive JSON.
+        if type(value) is float:
+            return math.isfinite(value)
         return value is None or type(value) in (str, int, bool)
 
     assert plain(rich_state().to_dict())

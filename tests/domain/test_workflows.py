@@ -6,6 +6,7 @@ import pytest
 import transitions
 
 from ipa.domain import (
+    AGENT_COMMANDS,
     JOB_COMMANDS,
     TASK_COMMANDS,
     WORKFLOWS,
@@ -114,13 +115,13 @@ def test_every_workflow_command_name_is_a_trigger_somewhere() -> None:
         for status in Status
         for trigger in allowed_commands(workflow, phase.name, status)
     }
-    workflow_commands = set(TASK_COMMANDS) - {CreateTask, *JOB_COMMANDS}
+    workflow_commands = set(TASK_COMMANDS) - {CreateTask, *JOB_COMMANDS, *AGENT_COMMANDS}
     assert reachable == {c.name for c in workflow_commands}
 
 
-def test_job_commands_are_task_commands_but_never_triggers() -> None:
-    assert set(JOB_COMMANDS) <= set(TASK_COMMANDS)
-    job_names = {c.name for c in JOB_COMMANDS}
+def test_job_and_agent_commands_are_task_commands_but_never_triggers() -> None:
+    assert set(JOB_COMMANDS) | set(AGENT_COMMANDS) <= set(TASK_COMMANDS)
+    job_names = {c.name for c in (*JOB_COMMANDS, *AGENT_COMMANDS)}
     for workflow in WORKFLOWS.values():
         for phase in workflow.phases:
             for status in Status:

@@ -248,7 +248,8 @@ def _rate_limit(state: TaskState, command: RecordRateLimit, draft: Draft) -> Non
         try:
             resets_at = datetime.fromisoformat(text(command.resets_at, "resets_at"))
         except ValueError:
-            raise InvalidCommand(f"resets_at is not an ISO-8601 time: {command.resets_at!r}")
+            problem = f"resets_at is not an ISO-8601 time: {command.resets_at!r}"
+            raise InvalidCommand(problem) from None
         if resets_at.tzinfo is None:
             raise InvalidCommand("resets_at must carry a time zone")
     job = _running(state, command, command.job_id, command.run_id)

@@ -91,7 +91,8 @@ class Job:
 
     ``queued_seq`` is the task version of its ``JobQueued`` event (first in, first out within a
     priority). ``rate_limits`` counts the rate limits met in a row (reset by an attempt that
-    ends otherwise); ``awaiting`` is the id of the question its agent asked, until answered. ``attempts`` counts the attempts started since it was queued or requeued;
+    ends otherwise); ``awaiting`` is the id of the question its agent asked, until answered.
+    ``attempts`` counts the attempts started since it was queued or requeued;
     ``run_id`` and ``started_at`` are those of the current or last one. ``spec`` and ``result``
     are JSON objects; they take part in equality but not in the hash (dicts have none).
     """

@@ -130,6 +130,7 @@ from .workflows import (
     destination,
     get_workflow,
 )
+from .workspaces import head_commit
 
 __all__ = [
     # commands
@@ -235,6 +236,7 @@ __all__ = [
     "phase_jobs_done",
     "backoff_delay",
     "dependency_cycle",
+    "head_commit",
     "BACKOFF_BASE",
     "BACKOFF_CAP",
     # workflows

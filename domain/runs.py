@@ -29,8 +29,19 @@ class RunStarted(RunEvent):
     pid: int | None
 
 
+class RunPrompted(RunEvent):
+    """The agent was given ``prompt`` (its *Reason* step's context), as ``agent`` on ``model``."""
+
+    agent: str
+    model: str
+    prompt: str
+
+
 class RunOutput(RunEvent):
-    """Lines the agent printed, in order (``seq`` numbers them across stdout and stderr)."""
+    """Lines the agent printed, in order: ``{"seq", "stream", "text"}`` and, for an agent's
+    messages, ``"kind"`` (``text``, ``tool_use``, ``tool_result`` ...). ``seq`` numbers them
+    across the run; ``stream`` is ``stdout``/``stderr`` (a command), ``agent`` (an agent's
+    messages) or ``verify`` (the verification's output)."""
 
     lines: list[dict]
 

@@ -34,6 +34,16 @@ from .events import (
 )
 from .state import TaskState, Workspace
 
+
+def head_commit(state: TaskState) -> str | None:
+    """The newest commit of the task's work: the last one recorded in its newest workspace
+    that has any. Each run starts from it, so it holds everything the task's jobs committed."""
+    for workspace in reversed(list(state.workspaces.values())):
+        if workspace.commits:
+            return workspace.commits[-1]
+    return None
+
+
 # -- decide --------------------------------------------------------------------------------------
 
 

@@ -2,7 +2,10 @@
 stream), scheduler, sync engine and workspace manager — plus the agent runners they use.
 """
 
+from .agent_types import AgentCatalog, AgentConfigError, AgentType
+from .claude import ClaudeRunner
 from .pod import Pod, PodEnvironment, PodStatus, RestartPolicy
+from .rarv import AgentSettings
 from .runners import (
     AgentRunner,
     CommandRunner,
@@ -24,7 +27,12 @@ from .workspace import (
 )
 
 __all__ = [
+    "AgentCatalog",
+    "AgentConfigError",
     "AgentRunner",
+    "AgentSettings",
+    "AgentType",
+    "ClaudeRunner",
     "CommandRunner",
     "OutputLine",
     "PathOutsideWorkspace",

@@ -20,7 +20,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from uuid import UUID
@@ -39,6 +39,7 @@ from ipa.domain import (
 )
 from ipa.eventstore import EventStore
 
+from .rarv import AgentSettings
 from .runners import AgentRunner
 from .scheduler import Scheduler
 from .state import Clock, PodState, utc_now
@@ -77,6 +78,7 @@ class PodEnvironment:
     clock: Clock = utc_now
     policy: RestartPolicy = RestartPolicy()
     max_parallel: int = 4
+    agents: AgentSettings = field(default_factory=AgentSettings)
 
 
 class Pod:
@@ -98,6 +100,7 @@ class Pod:
             self.state, self._env.store, runner_for=self._env.runner_for,
             workspaces=self._env.workspaces, scratch=self._env.scratch,
             max_parallel=self._env.max_parallel, clock=self._env.clock,
+            agents=self._env.agents,
         )
 
     def get_state(self) -> TaskState:

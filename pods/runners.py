@@ -92,7 +92,7 @@ INHERITED_ENV = (
     "TERM",
 )
 
-StreamName = Literal["stdout", "stderr"]
+StreamName = Literal["stdout", "stderr", "agent", "verify"]
 
 
 class RunnerError(Exception):
@@ -113,11 +113,13 @@ class RunRequest:
 
 @dataclass(frozen=True)
 class OutputLine:
-    """One line the agent printed (without its newline), numbered across both streams."""
+    """One line the agent printed (without its newline), numbered across both streams; an
+    agent runner's messages come on stream ``agent`` with a ``kind`` (``text``, ``tool_use``...)."""
 
     seq: int
     stream: StreamName
     text: str
+    kind: str | None = None
 
 
 @dataclass(frozen=True)

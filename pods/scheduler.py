@@ -36,6 +36,7 @@ from ipa.domain import (
     CompleteJob,
     CompletePhase,
     FailJob,
+    QueueJob,
     RecordCommit,
     RecordRepositoryUnavailable,
     RecordWorkspace,
@@ -45,6 +46,7 @@ from ipa.domain import (
     StartTask,
     Status,
     get_workflow,
+    head_commit,
     next_retry_at,
     phase_jobs_done,
     ready_jobs,
@@ -53,6 +55,7 @@ from ipa.domain import (
 from ipa.domain.runs import RunFinished, RunOutput, RunStarted
 from ipa.eventstore import EventStore
 
+from .rarv import AgentAttempt, AgentSettings, is_agent_job
 from .runners import AgentRunner, OutputLine, RunnerError, RunRequest, RunResult
 from .state import Clock, PodState, utc_now
 from .workspace import RepositoryUnavailable, WorkspaceError, WorkspaceManager
@@ -77,6 +80,7 @@ class Scheduler:
         cooldown: float = 0.02,
         clock: Clock = utc_now,
         jitter: Callable[[], float] = random.random,
+        agents: AgentSettings | None = None,
     ) -> None:
         self._state = state
         self._store = store
@@ -87,6 +91,7 @@ class Scheduler:
         self._cooldown = cooldown
         self._clock = clock
         self._jitter = jitter
+        self._agents = agents or AgentSettings()
         self._runs: dict[str, anyio.CancelScope] = {}
         self._interrupt_reason = "interrupted"
         self.draining = False
@@ -147,7 +152,12 @@ class Scheduler:
         if state.status is Status.pending:
             await self._state.execute(StartTask())
             return
+        if state.budget_paused and self._runs:
+            self.interrupt("interrupted: the task reached its budget")
+            return
         if state.status is not Status.running or self.draining:
+            return
+        if self._agents.auto_queue and await self._queue_phase_agents(state):
             return
         if not self._runs and phase_jobs_done(state):
             phase = get_workflow(state.workflow).phase(state.phase)
@@ -166,6 +176,38 @@ class Scheduler:
             self._runs[job.job_id] = scope
             runs.start_soon(self._run_job, job, run_id, scope)
 
+    async def _queue_phase_agents(self, state: Any) -> bool:
+        """Queue the phase's agent jobs, one per agent type in turn, unless the phase already
+        has jobs queued since the task last entered it (or since changes were last requested
+        for it). True when it queued some."""
+        phase = get_workflow(state.workflow).phase(state.phase)
+        if not phase.agents:
+            return False
+        entered = [visit.entered_at for visit in state.phase_history
+                   if visit.phase == phase.name]
+        requested = [f.at for f in state.feedback if f.phase == phase.name]
+        since = max([*entered, *requested])
+        if any(job.phase == phase.name and job.queued_at >= since
+               for job in state.jobs.values()):
+            return False
+        previous: list[str] = []
+        for name in phase.agents:
+            try:
+                agent = self._agents.catalog.get(name)
+            except KeyError:
+                log.warning("task %s: phase %s names unknown agent type %r", self.task_id,
+                            phase.name, name)
+                continue
+            taken = sum(1 for job_id in self._state.current.jobs if job_id.startswith(name))
+            job_id = f"{name}-{taken + 1}"
+            await self._state.execute(QueueJob(
+                job_id=job_id, agent=name, depends_on=previous,
+                timeout_seconds=agent.timeout_seconds, max_attempts=agent.max_attempts,
+                spec={"runner": "claude"},
+            ))
+            previous = [job_id]
+        return bool(previous)
+
     async def _run_job(self, job: Any, run_id: str, scope: anyio.CancelScope) -> None:
         try:
             with scope:
@@ -181,42 +223,61 @@ class Scheduler:
 
     async def _attempt(self, job: Any, run_id: str) -> RunResult:
         state = self._state.current
-        workspace_path, workspace_id = await self._workspace(job, run_id, state.repo)
+        base = head_commit(state)
+        workspace_path, workspace_id = await self._workspace(job, run_id, state.repo, base)
         if workspace_path is None:
             return _failed(f"repository {state.repo} is unavailable")
         recorder = RunRecorder(self._store, UUID(run_id), self._clock)
         try:
             request = RunRequest(run_id=run_id, job_id=job.job_id, agent=job.agent,
                                  spec=dict(job.spec), workspace=workspace_path)
+            agent_job = is_agent_job(dict(job.spec))
             try:
-                runner = self._runner_for(dict(job.spec))
+                runner_name = "claude" if agent_job else self._runner_for(dict(job.spec)).name
             except RunnerError as e:
-                return _failed(str(e))
+                result = _failed(str(e))
+                await self._finish(recorder, result)
+                return result
 
             async def started(pid: int) -> None:
                 await recorder.record(RunStarted, task_id=str(self.task_id), job_id=job.job_id,
                                       attempt=job.attempts + 1, agent=job.agent,
-                                      runner=runner.name, workspace=str(workspace_path), pid=pid)
+                                      runner=runner_name, workspace=str(workspace_path),
+                                      pid=pid)
+
+            async def commit() -> str | None:
+                return None if workspace_id is None else await self._commit(job, workspace_id)
 
             try:
                 with anyio.fail_after(job.timeout_seconds):
-                    result = await runner.run(request, recorder.output, on_started=started)
+                    if agent_job:
+                        attempt = AgentAttempt(self._state, self._agents, recorder.record, commit)
+                        result = await attempt.run(
+                            job, run_id, workspace_path, base or "",
+                            on_output=recorder.output, on_started=started,
+                        )
+                    else:
+                        runner = self._runner_for(dict(job.spec))
+                        result = await runner.run(request, recorder.output, on_started=started)
             except TimeoutError:
                 result = _failed(f"timed out after {job.timeout_seconds:g} s",
                                  job.timeout_seconds)
-            await recorder.record(RunFinished, succeeded=result.succeeded,
-                                  exit_code=result.exit_code, reason=result.reason,
-                                  duration_seconds=result.duration_seconds, result=result.result)
-            if workspace_id is not None:
-                await self._commit(job, workspace_id)
+            await self._finish(recorder, result)
+            if not agent_job:
+                await commit()
             return result
         finally:
             if workspace_id is not None:
                 with anyio.CancelScope(shield=True):
                     await self.remove_workspace(workspace_id, "the run ended")
 
+    async def _finish(self, recorder: RunRecorder, result: RunResult) -> None:
+        await recorder.record(RunFinished, succeeded=result.succeeded,
+                              exit_code=result.exit_code, reason=result.reason,
+                              duration_seconds=result.duration_seconds, result=result.result)
+
     async def _workspace(
-        self, job: Any, run_id: str, repo: str | None
+        self, job: Any, run_id: str, repo: str | None, base: str | None
     ) -> tuple[Path | None, str | None]:
         """The run's working directory: a worktree of the task's repo, or a scratch dir."""
         if repo is None:
@@ -226,7 +287,7 @@ class Scheduler:
         workspace_id = f"{job.job_id}-{run_id[:8]}"
         try:
             workspace = await self._workspaces.create(
-                task_id=self.task_id, workspace_id=workspace_id, repo=repo
+                task_id=self.task_id, workspace_id=workspace_id, repo=repo, base=base
             )
         except RepositoryUnavailable as e:
             await self._state.execute(RecordRepositoryUnavailable(repo=repo, reason=str(e)))
@@ -238,7 +299,7 @@ class Scheduler:
         ))
         return info.path, workspace_id
 
-    async def _commit(self, job: Any, workspace_id: str) -> None:
+    async def _commit(self, job: Any, workspace_id: str) -> str | None:
         workspace = self._workspaces.open(self.task_id, workspace_id)
         message = (f"ipa: task {self.task_id} job {job.job_id} "
                    f"(task version {self._state.current.version})")
@@ -248,6 +309,8 @@ class Scheduler:
                 workspace_id=workspace_id, commit=commit.sha, message=message,
                 files=list(commit.files),
             ))
+            return commit.sha
+        return None
 
     async def remove_workspace(
         self, workspace_id: str, reason: str, *, keep_branch: bool = True
@@ -264,6 +327,8 @@ class Scheduler:
     async def _record_outcome(
         self, job: Any, run_id: str, result: RunResult | None, interrupted: str | None
     ) -> None:
+        if result is not None and result.result.get("deferred"):
+            return  # a rate limit or a question: recorded, the job waits without a failure
         if result is not None and result.succeeded:
             await self._state.execute(CompleteJob(job_id=job.job_id, run_id=run_id,
                                                   result=dict(result.result)))
@@ -283,6 +348,7 @@ class RunRecorder:
         self._run_id = run_id
         self._clock = clock
         self._version = 0
+        self._seq = 0
         self._lock = anyio.Lock()
 
     async def record(self, event_type: type, **fields: Any) -> None:
@@ -296,10 +362,17 @@ class RunRecorder:
             self._version += 1
 
     async def output(self, lines: list[OutputLine]) -> None:
-        if lines:
-            await self.record(RunOutput, lines=[
-                {"seq": line.seq, "stream": line.stream, "text": line.text} for line in lines
-            ])
+        """Record ``lines``, numbered in the order they reach the run (across runners)."""
+        if not lines:
+            return
+        recorded = []
+        for line in lines:
+            self._seq += 1
+            entry = {"seq": self._seq, "stream": line.stream, "text": line.text}
+            if line.kind is not None:
+                entry["kind"] = line.kind
+            recorded.append(entry)
+        await self.record(RunOutput, lines=recorded)
 
 
 def _failed(reason: str, duration_seconds: float = 0.0) -> RunResult:

@@ -28,6 +28,7 @@ OWNED = {
     "starlette": {"ui"},
     "uvicorn": {"ui"},
     "transitions": {"domain"},
+    "claude_agent_sdk": {"pods"},
 }
 
 

@@ -40,7 +40,7 @@ def test_public_names_are_pinned() -> None:
             "decide", "evolve", "fold",
             "Job", "JobStatus", "Workspace", "FrozenMap", "BlockedJob", "ready_jobs",
             "running_jobs", "blocked_jobs", "timed_out_jobs", "next_retry_at", "phase_jobs_done",
-            "backoff_delay", "dependency_cycle", "BACKOFF_BASE", "BACKOFF_CAP",
+            "backoff_delay", "dependency_cycle", "head_commit", "BACKOFF_BASE", "BACKOFF_CAP",
             "Status", "Phase", "Workflow", "Position", "WORKFLOWS", "get_workflow",
             "allowed_commands", "destination",
             "DomainError", "CommandRejected", "InvalidCommand", "TaskNotFound", "UnknownWorkflow",

@@ -1,0 +1,280 @@
+"""The Claude Code runner: an agent run through ``claude-agent-sdk``, streamed as it happens.
+
+The SDK starts the Claude Code CLI (the one it bundles, or ``IPA_CLAUDE_CLI`` / the runner's
+``cli_path``) in the run's workspace and speaks its stream-json protocol. Every message becomes
+:class:`~ipa.pods.runners.OutputLine`\\ s on stream ``agent`` with a ``kind``: ``text``,
+``thinking``, ``tool_use`` (the tool's name and input), ``tool_result``, ``system``, ``result``.
+
+The job spec (made by the scheduler from the agent type) holds the filled ``prompt`` and the
+options: ``model``, ``allowed_tools``, ``permission_mode``, ``max_turns``, ``system_prompt``.
+
+The :class:`~ipa.pods.runners.RunResult`'s ``result`` carries what the pod records next:
+``text`` (the final answer), ``usage`` (tokens), ``cost_usd``, ``model``, ``session_id``,
+``num_turns`` — and, for a run that did not succeed, ``error``: ``rate_limit`` (with
+``resets_at`` when the CLI said), ``auth`` (the CLI cannot log in; the reason says how to),
+``cli`` (no result, malformed output, a crash) or ``agent`` (the CLI's own error result).
+
+Cancellation (timeout, interrupt) terminates the CLI process at once, then re-raises.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import anyio
+from claude_agent_sdk import (
+    AssistantMessage,
+    ClaudeAgentOptions,
+    ClaudeSDKError,
+    CLIJSONDecodeError,
+    CLINotFoundError,
+    ProcessError,
+    RateLimitEvent,
+    ResultMessage,
+    SystemMessage,
+    TextBlock,
+    ThinkingBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+    UserMessage,
+    query,
+)
+from claude_agent_sdk._internal.transport.subprocess_cli import SubprocessCLITransport
+
+from .runners import OnOutput, OnStarted, OutputLine, RunnerError, RunRequest, RunResult
+
+CLI_ENV = "IPA_CLAUDE_CLI"
+"""The environment variable naming the Claude Code CLI to run instead of the bundled one."""
+
+LOGIN_HINT = (
+    "log in once with `claude /login` (or run `claude setup-token`), or set ANTHROPIC_API_KEY "
+    "in the environment of `ipa serve`"
+)
+_RATE_LIMIT = re.compile(r"rate.?limit|overloaded|too many requests|\b429\b|\b529\b", re.I)
+_AUTH = re.compile(
+    r"invalid api key|authentication|not logged in|/login|unauthori[sz]ed|oauth|\b401\b", re.I
+)
+_MAX_TEXT = 16_000
+
+
+class _Transport(SubprocessCLITransport):
+    """The SDK's subprocess transport, telling us the CLI's pid, and stopping it at once when
+    the run is cancelled instead of waiting for it to notice its closed input."""
+
+    def __init__(self, *, on_started: OnStarted | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._on_started = on_started
+        self.cancelled = False
+
+    async def connect(self) -> None:
+        await super().connect()
+        process = self._process
+        if process is not None and self._on_started is not None:
+            ready = self._on_started(process.pid)
+            if inspect.isawaitable(ready):
+                await ready
+
+    async def close(self) -> None:
+        process = self._process
+        if self.cancelled and process is not None and process.returncode is None:
+            try:
+                process.terminate()
+            except ProcessLookupError:
+                pass
+        await super().close()
+
+
+@dataclass(frozen=True)
+class ClaudeRunner:
+    """Runs a job's prompt through Claude Code (see the module docstring)."""
+
+    name: ClassVar[str] = "claude"
+
+    cli_path: str | None = None
+
+    def check(self, spec: Mapping[str, Any]) -> None:
+        _options(spec, None, self._cli())
+
+    def _cli(self) -> str | None:
+        return self.cli_path or os.environ.get(CLI_ENV) or None
+
+    async def run(
+        self, request: RunRequest, on_output: OnOutput, *, on_started: OnStarted | None = None
+    ) -> RunResult:
+        options = _options(request.spec, str(request.workspace), self._cli(), request.env)
+        prompt: str = request.spec["prompt"]
+        transport = _Transport(prompt=prompt, options=options, on_started=on_started)
+        lines = _Lines()
+        result: ResultMessage | None = None
+        rate_limit: dict[str, Any] | None = None
+        model = str(request.spec.get("model") or "")
+        begin = time.monotonic()
+        messages = query(prompt=prompt, options=options, transport=transport)
+        try:
+            async for message in messages:
+                if isinstance(message, AssistantMessage):
+                    model = message.model or model
+                elif isinstance(message, ResultMessage):
+                    result = message
+                elif isinstance(message, RateLimitEvent):
+                    info = message.rate_limit_info
+                    if info.status == "rejected":
+                        rate_limit = {"resets_at": _iso(info.resets_at)}
+                await on_output(lines.of(message))
+        except anyio.get_cancelled_exc_class():
+            transport.cancelled = True
+            with anyio.CancelScope(shield=True):
+                await messages.aclose()
+            raise
+        except CLINotFoundError as e:
+            return _failure("cli", f"Claude Code CLI not found ({e}); set {CLI_ENV} to its path",
+                            begin, model, result)
+        except CLIJSONDecodeError as e:
+            return _failure("cli", f"malformed output from the Claude Code CLI: {e}",
+                            begin, model, result)
+        except ProcessError as e:
+            if result is None:
+                return _failure("cli", f"the Claude Code CLI exited (status {e.exit_code}) "
+                                       "before giving a result", begin, model, result)
+        except ClaudeSDKError as e:
+            return _failure("cli", f"the Claude Code CLI failed: {e}", begin, model, result)
+        finally:
+            await messages.aclose()
+        if result is None:
+            return _failure("cli", "the Claude Code CLI exited without a result", begin, model,
+                            result)
+        return _outcome(result, rate_limit, model, time.monotonic() - begin)
+
+
+def _options(
+    spec: Mapping[str, Any], cwd: str | None, cli_path: str | None,
+    env: Mapping[str, str] | None = None,
+) -> ClaudeAgentOptions:
+    prompt = spec.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise RunnerError("a claude job spec needs a non-empty 'prompt'")
+    tools = spec.get("allowed_tools", [])
+    if not isinstance(tools, list | tuple) or not all(isinstance(t, str) for t in tools):
+        raise RunnerError(f"'allowed_tools' must be a list of tool names, got {tools!r}")
+    max_turns = spec.get("max_turns")
+    if max_turns is not None and (not isinstance(max_turns, int) or max_turns < 1):
+        raise RunnerError(f"'max_turns' must be a whole number ≥ 1, got {max_turns!r}")
+    for key in ("model", "system_prompt", "permission_mode"):
+        if spec.get(key) is not None and not isinstance(spec[key], str):
+            raise RunnerError(f"{key!r} must be text, got {spec[key]!r}")
+    return ClaudeAgentOptions(
+        cwd=cwd,
+        model=spec.get("model"),
+        allowed_tools=list(tools),
+        permission_mode=spec.get("permission_mode") or None,
+        max_turns=max_turns,
+        system_prompt=spec.get("system_prompt"),
+        cli_path=cli_path,
+        env=dict(env or {}),
+    )
+
+
+class _Lines:
+    """Turns SDK messages into numbered output lines."""
+
+    def __init__(self) -> None:
+        self.seq = 0
+
+    def _line(self, kind: str, text: str) -> OutputLine:
+        self.seq += 1
+        return OutputLine(self.seq, "agent", text[:_MAX_TEXT], kind)
+
+    def of(self, message: object) -> list[OutputLine]:
+        if isinstance(message, AssistantMessage | UserMessage):
+            content = message.content
+            if isinstance(content, str):
+                return [self._line("text", content)]
+            return [self._block(block) for block in content]
+        if isinstance(message, SystemMessage):
+            return [self._line("system", message.subtype)]
+        if isinstance(message, ResultMessage):
+            status = "error" if message.is_error else "success"
+            return [self._line("result", f"{status}: {message.result or message.subtype}")]
+        if isinstance(message, RateLimitEvent):
+            return [self._line("system", f"rate limit {message.rate_limit_info.status}")]
+        return []
+
+    def _block(self, block: object) -> OutputLine:
+        if isinstance(block, TextBlock):
+            return self._line("text", block.text)
+        if isinstance(block, ThinkingBlock):
+            return self._line("thinking", block.thinking)
+        if isinstance(block, ToolUseBlock):
+            return self._line("tool_use", f"{block.name} {json.dumps(block.input)}")
+        if isinstance(block, ToolResultBlock):
+            content = block.content
+            if not isinstance(content, str):
+                content = json.dumps(content)
+            prefix = "error: " if block.is_error else ""
+            return self._line("tool_result", prefix + (content or ""))
+        return self._line("other", type(block).__name__)
+
+
+def _usage(result: ResultMessage | None) -> dict[str, int]:
+    usage = (result.usage if result is not None else None) or {}
+
+    def count(key: str) -> int:
+        value = usage.get(key, 0)
+        return value if isinstance(value, int) and value >= 0 else 0
+
+    return {
+        "input_tokens": count("input_tokens"),
+        "output_tokens": count("output_tokens"),
+        "cache_read_tokens": count("cache_read_input_tokens"),
+        "cache_write_tokens": count("cache_creation_input_tokens"),
+    }
+
+
+def _summary(result: ResultMessage | None, model: str) -> dict[str, Any]:
+    cost = result.total_cost_usd if result is not None else None
+    return {
+        "text": (result.result or "") if result is not None else "",
+        "usage": _usage(result),
+        "cost_usd": float(cost) if isinstance(cost, int | float) and cost >= 0 else 0.0,
+        "model": model,
+        "session_id": result.session_id if result is not None else None,
+        "num_turns": result.num_turns if result is not None else 0,
+    }
+
+
+def _failure(kind: str, reason: str, begin: float, model: str,
+             result: ResultMessage | None) -> RunResult:
+    return RunResult(exit_code=None, succeeded=False, reason=reason,
+                     duration_seconds=time.monotonic() - begin,
+                     result={**_summary(result, model), "error": kind})
+
+
+def _outcome(result: ResultMessage, rate_limit: dict[str, Any] | None, model: str,
+             duration: float) -> RunResult:
+    summary = _summary(result, model)
+    if not result.is_error:
+        return RunResult(0, True, None, duration, summary)
+    text = " ".join(filter(None, [result.result, *(result.errors or [])])) or result.subtype
+    status = result.api_error_status
+    if status in (429, 529) or rate_limit is not None or _RATE_LIMIT.search(text):
+        return RunResult(None, False, f"rate limited: {text}", duration,
+                         {**summary, "error": "rate_limit", **(rate_limit or {})})
+    if status in (401, 403) or _AUTH.search(text):
+        return RunResult(None, False, f"Claude Code cannot authenticate ({text}): {LOGIN_HINT}",
+                         duration, {**summary, "error": "auth"})
+    return RunResult(None, False, f"the agent ended with an error: {text}", duration,
+                     {**summary, "error": "agent"})
+
+
+def _iso(timestamp: int | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat()

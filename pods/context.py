@@ -1,0 +1,184 @@
+"""*Reason*: the context an agent run starts from, built from the task's state within a budget.
+
+Sections, in prompt order: the task (title and description), its spec and plan (the newest
+``spec``/``plan`` artifacts), the change requests for the job's phase, the answers people gave
+to this job's questions, the results of the jobs that succeeded before it, and the continuity
+log (what earlier attempts learned, this job's first).
+
+The context must fit the agent type's ``context_tokens`` (estimated at four characters a
+token). The task, feedback and answers are never dropped; when the rest does not fit, the
+results of earlier jobs go first, oldest first, then the continuity log's oldest entries from
+other jobs, then this job's oldest. A section that does not fit on its own is shortened to
+its beginning and end. Whatever was dropped or shortened is named, and recorded by the pod in
+``ContextPrepared``.
+
+The prompt is the agent type's template (``string.Template``: ``$name`` or ``${name}``) filled
+with ``task_title``, ``task_id``, ``workflow``, ``phase``, ``agent``, ``job_id``, ``attempt``,
+``base_commit``, ``context`` and ``rules``. A template that names another field fails with a
+:class:`PromptError` naming it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+from ipa.domain import Job, JobStatus, TaskState
+
+CHARS_PER_TOKEN = 4
+
+RULES = """\
+If you cannot go on without a decision from a person, stop and end your reply with one line:
+QUESTION: <your question>
+Your next run will see the answer."""
+
+QUESTION_PREFIX = "QUESTION:"
+
+
+class PromptError(Exception):
+    """A prompt template cannot be filled (unknown field, bad placeholder, unreadable)."""
+
+
+@dataclass(frozen=True)
+class Section:
+    """One part of the context; ``keep`` sections are never dropped."""
+
+    name: str
+    title: str
+    text: str
+    keep: bool = False
+
+    def render(self) -> str:
+        return f"## {self.title}\n\n{self.text.strip()}\n"
+
+
+@dataclass(frozen=True)
+class PreparedContext:
+    """The filled prompt, and what went into it."""
+
+    prompt: str
+    sections: list[str]
+    dropped: list[str]
+    tokens: int
+    budget_tokens: int
+
+
+def estimate_tokens(text: str) -> int:
+    return (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+
+
+def gather(state: TaskState, job: Job) -> list[Section]:
+    """Every section the job's context could hold, in prompt order (see the module doc)."""
+    sections = [Section("task", "Task", f"# {state.title}\n\n{state.description or '(none)'}",
+                        keep=True)]
+    for name in ("spec", "plan"):
+        artifact = state.artifacts.get(name)
+        if artifact is not None:
+            sections.append(Section(name, name.capitalize(), artifact.content))
+    feedback = [f for f in state.feedback if f.phase == job.phase]
+    if feedback:
+        text = "\n\n".join(f"From {f.actor}:\n{f.feedback}" for f in feedback)
+        sections.append(Section("feedback", "Changes requested", text, keep=True))
+    answers = [q for q in state.questions.values()
+               if q.job_id == job.job_id and q.answer is not None]
+    if answers:
+        text = "\n\n".join(f"Q: {q.question}\nA ({q.answered_by}): {q.answer}" for q in answers)
+        sections.append(Section("answers", "Answers to your questions", text, keep=True))
+    for earlier in state.jobs.values():
+        if earlier.status is JobStatus.succeeded and earlier.job_id != job.job_id:
+            summary = str((earlier.result or {}).get("summary", "")).strip()
+            if summary:
+                sections.append(Section(f"result:{earlier.job_id}",
+                                        f"Result of {earlier.job_id} ({earlier.agent})", summary))
+    for i, learning in enumerate(state.learnings):
+        sections.append(Section(f"learning:{learning.job_id}:{i + 1}",
+                                f"Learned by {learning.job_id}, attempt {learning.attempt}",
+                                learning.text))
+    return sections
+
+
+def _drop_order(sections: list[Section], job: Job) -> list[Section]:
+    """The droppable sections, the first to drop first."""
+    results = [s for s in sections if s.name.startswith("result:")]
+    learnings = [s for s in sections if s.name.startswith("learning:")]
+    others = [s for s in learnings if not s.name.startswith(f"learning:{job.job_id}:")]
+    own = [s for s in learnings if s.name.startswith(f"learning:{job.job_id}:")]
+    rest = [s for s in sections if not s.keep and s not in results and s not in learnings]
+    return [*results, *others, *own, *rest]
+
+
+def fit(sections: list[Section], job: Job, budget_tokens: int) -> tuple[list[Section], list[str]]:
+    """The sections that fit ``budget_tokens`` (in order) and the names of those dropped or
+    shortened."""
+    kept = list(sections)
+    dropped: list[str] = []
+
+    def size() -> int:
+        return sum(estimate_tokens(s.render()) for s in kept)
+
+    for section in _drop_order(sections, job):
+        if size() <= budget_tokens:
+            break
+        kept.remove(section)
+        dropped.append(section.name)
+    if size() > budget_tokens:
+        # What is left is kept whole in name; the largest parts are cut to their two ends.
+        for i in sorted(range(len(kept)), key=lambda i: -len(kept[i].text)):
+            over = size() - budget_tokens
+            if over <= 0:
+                break
+            section = kept[i]
+            room = max(200, len(section.text) - over * CHARS_PER_TOKEN - 100)
+            head, tail = section.text[: room // 2], section.text[-room // 2 :]
+            text = f"{head}\n\n[... {len(section.text) - room} characters left out ...]\n\n{tail}"
+            kept[i] = Section(section.name, section.title, text, section.keep)
+            dropped.append(f"{section.name} (shortened)")
+    return kept, dropped
+
+
+def prepare(
+    state: TaskState, job: Job, *, template: Path, agent: str, budget_tokens: int,
+    base_commit: str = "",
+) -> PreparedContext:
+    """The prompt of the job's next run (see the module doc)."""
+    kept, dropped = fit(gather(state, job), job, budget_tokens)
+    context = "\n".join(section.render() for section in kept)
+    try:
+        source = template.read_text()
+    except OSError as e:
+        raise PromptError(f"prompt template {template}: {e.strerror or e}") from None
+    fields = {
+        "task_title": state.title,
+        "task_id": str(state.id),
+        "workflow": state.workflow,
+        "phase": job.phase,
+        "agent": agent,
+        "job_id": job.job_id,
+        "attempt": str(job.attempts),
+        "base_commit": base_commit,
+        "context": context,
+        "rules": RULES,
+    }
+    try:
+        prompt = Template(source).substitute(fields)
+    except KeyError as e:
+        known = ", ".join(sorted(fields))
+        raise PromptError(f"prompt template {template.name}: unknown field ${e.args[0]} "
+                          f"(known: {known})") from None
+    except ValueError as e:
+        raise PromptError(f"prompt template {template.name}: {e}") from None
+    return PreparedContext(prompt, [s.name for s in kept], dropped,
+                           estimate_tokens(prompt), budget_tokens)
+
+
+def question_in(answer: str) -> str | None:
+    """The question an agent's final answer ends with (see ``RULES``), if any."""
+    for line in reversed(answer.strip().splitlines()):
+        line = line.strip()
+        if line.startswith(QUESTION_PREFIX):
+            question = line[len(QUESTION_PREFIX):].strip()
+            return question or None
+        if line:
+            return None
+    return None

@@ -1,0 +1,207 @@
+"""The RARV cycle of one attempt of an agent job: Reason, Act, Reflect, Verify.
+
+- **Reason**: build the run's context from the task's state within the agent type's budget
+  (:mod:`ipa.pods.context`); record ``ContextPrepared`` (task stream) and the prompt
+  (``RunPrompted``, the run's stream).
+- **Act**: run the agent (Claude Code by default) in the workspace, its messages streamed to the
+  run's stream; record its usage and cost (``UsageRecorded``) and commit its changes.
+- **Reflect**: record what was done and learned (``ReflectionRecorded``) and the artifact its
+  agent type makes (``ArtifactRecorded``: the spec, the plan, the review ...).
+- **Verify**: run the agent type's checks in the workspace (``VerificationPassed`` /
+  ``VerificationFailed``). A failure is a learning in the continuity log and fails the attempt,
+  so the job's retry policy applies and the next attempt's *Reason* sees it; after the last
+  attempt the job is dead-lettered.
+
+Two endings are not failures: a **rate limit** (``JobRateLimited``: the job waits with
+exponential backoff, its attempt kept) and a **question** to a person (``QuestionAsked``: the
+job waits for the answer). Both return a result marked ``deferred``, which the scheduler does not
+report as the job's outcome.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ipa.domain import (
+    AskQuestion,
+    Job,
+    RecordArtifact,
+    RecordContext,
+    RecordRateLimit,
+    RecordReflection,
+    RecordUsage,
+    RecordVerification,
+)
+from ipa.domain.runs import RunPrompted
+
+from .agent_types import REPOSITORY, AgentCatalog, AgentConfigError, AgentType, repository_checks
+from .claude import ClaudeRunner
+from .context import PromptError, prepare, question_in
+from .runners import AgentRunner, OnOutput, OnStarted, RunnerError, RunRequest, RunResult
+from .state import PodState
+from .verification import run_checks
+
+SUMMARY_CHARS = 2000
+_LEARNED = re.compile(r"^\s*LEARNED:\s*(.+)$", re.M)
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """How a process runs its agents (shared by its pods)."""
+
+    catalog: AgentCatalog = field(default_factory=AgentCatalog)
+    runner: Callable[[], AgentRunner] = ClaudeRunner
+    """Makes the runner of agent jobs (Claude Code; tests may give it another CLI path)."""
+    auto_queue: bool = False
+    """Queue each phase's agent jobs when the task enters it (``ipa serve`` turns it on)."""
+    rate_limit_base: float = 60.0
+    rate_limit_cap: float = 3600.0
+    verify_timeout: float = 600.0
+
+
+def is_agent_job(spec: dict[str, Any]) -> bool:
+    """A job run through the RARV cycle: its spec names the agent runner
+    (``{"runner": "claude", ...}``); other jobs run their runner (a command) as they are."""
+    return spec.get("runner") == ClaudeRunner.name
+
+
+@dataclass
+class AgentAttempt:
+    """One attempt of an agent job (see the module docstring)."""
+
+    state: PodState
+    settings: AgentSettings
+    record_run: Callable[..., Awaitable[None]]
+    """Appends an event to the run's stream: ``record_run(EventType, **fields)``."""
+    commit: Callable[[], Awaitable[str | None]]
+    """Commits the workspace's changes; returns the commit's sha (``None``: nothing changed)."""
+
+    async def run(
+        self, job: Job, run_id: str, workspace: Path, base_commit: str, *,
+        on_output: OnOutput, on_started: OnStarted,
+    ) -> RunResult:
+        try:
+            agent = self.settings.catalog.get(job.agent)
+        except KeyError as e:
+            return _failed(str(e.args[0]))
+        # Reason
+        state = self.state.current
+        current = state.jobs[job.job_id]
+        try:
+            prepared = prepare(state, current, template=agent.prompt_path(), agent=agent.name,
+                               budget_tokens=agent.context_tokens, base_commit=base_commit)
+        except PromptError as e:
+            return _failed(str(e))
+        await self.state.execute(RecordContext(
+            job_id=job.job_id, run_id=run_id, sections=prepared.sections,
+            dropped=prepared.dropped, tokens=prepared.tokens,
+            budget_tokens=prepared.budget_tokens,
+        ))
+        await self.record_run(RunPrompted, agent=agent.name, model=agent.model or "",
+                              prompt=prepared.prompt)
+        # Act
+        request = RunRequest(run_id=run_id, job_id=job.job_id, agent=agent.name,
+                             spec=_spec(agent, job.spec, prepared.prompt), workspace=workspace)
+        try:
+            runner = self.settings.runner()
+            runner.check(request.spec)
+        except RunnerError as e:
+            return _failed(str(e))
+        result = await runner.run(request, on_output, on_started=on_started)
+        await self._usage(job, run_id, agent, result)
+        commit = await self.commit()
+        if result.result.get("error") == "rate_limit":
+            await self.state.execute(RecordRateLimit(
+                job_id=job.job_id, run_id=run_id, reason=result.reason or "rate limited",
+                base_seconds=self.settings.rate_limit_base,
+                cap_seconds=self.settings.rate_limit_cap,
+                resets_at=result.result.get("resets_at"),
+            ))
+            return _deferred(result)
+        if not result.succeeded:
+            return result
+        answer = str(result.result.get("text", ""))
+        question = question_in(answer)
+        if question is not None:
+            await self.state.execute(AskQuestion(job_id=job.job_id, run_id=run_id,
+                                                 question_id=uuid.uuid4().hex[:12],
+                                                 question=question))
+            return _deferred(result)
+        # Reflect
+        await self.state.execute(RecordReflection(
+            job_id=job.job_id, run_id=run_id, summary=_summary(answer, commit),
+            learnings=[m.strip() for m in _LEARNED.findall(answer)],
+        ))
+        if agent.artifact:
+            await self.state.execute(RecordArtifact(job_id=job.job_id, artifact=agent.artifact,
+                                                    content=answer))
+        # Verify
+        try:
+            commands = self._checks(agent, job, workspace)
+        except AgentConfigError as e:
+            return _failed(f"verification: {e}")
+        checks = await run_checks(commands, request, on_output,
+                                  timeout=self.settings.verify_timeout)
+        await self.state.execute(RecordVerification(job_id=job.job_id, run_id=run_id,
+                                                    checks=checks))
+        failed = [check for check in checks if not check["passed"]]
+        if failed:
+            status = failed[0]["exit_code"]
+            how = "timed out" if status is None else f"exit status {status}"
+            return RunResult(None, False, f"verification failed: `{failed[0]['command']}` ({how})",
+                             result.duration_seconds, {"commit": commit})
+        return RunResult(0, True, None, result.duration_seconds,
+                         {"summary": _summary(answer, commit), "commit": commit,
+                          "artifact": agent.artifact})
+
+    def _checks(self, agent: AgentType, job: Job, workspace: Path) -> tuple[str, ...]:
+        verify = job.spec.get("verify", agent.verify)
+        if verify == REPOSITORY:
+            return repository_checks(workspace)
+        if not isinstance(verify, list | tuple) or not all(isinstance(v, str) for v in verify):
+            raise AgentConfigError(f"'verify' must be a list of commands, got {verify!r}")
+        return tuple(verify)
+
+    async def _usage(self, job: Job, run_id: str, agent: AgentType, result: RunResult) -> None:
+        usage = result.result.get("usage")
+        if not isinstance(usage, dict):
+            return
+        await self.state.execute(RecordUsage(
+            job_id=job.job_id, run_id=run_id, agent=agent.name,
+            model=str(result.result.get("model") or agent.model or ""),
+            cost_usd=float(result.result.get("cost_usd") or 0.0), **usage,
+        ))
+
+
+def _spec(agent: AgentType, spec: dict[str, Any], prompt: str) -> dict[str, Any]:
+    """The runner's spec: the agent type's options, the job's overrides, the prompt."""
+    options = {
+        "model": agent.model,
+        "allowed_tools": list(agent.allowed_tools),
+        "permission_mode": agent.permission_mode,
+        "max_turns": agent.max_turns,
+        "system_prompt": agent.system_prompt,
+    }
+    overrides = {k: v for k, v in spec.items() if k in options}
+    return {**options, **overrides, "prompt": prompt}
+
+
+def _summary(answer: str, commit: str | None) -> str:
+    text = answer.strip()
+    if len(text) > SUMMARY_CHARS:
+        text = text[:SUMMARY_CHARS] + " [...]"
+    return f"{text}\n\n(commit {commit[:12]})" if commit else text
+
+
+def _failed(reason: str) -> RunResult:
+    return RunResult(None, False, reason, 0.0, {})
+
+
+def _deferred(result: RunResult) -> RunResult:
+    return RunResult(result.exit_code, False, result.reason, result.duration_seconds,
+                     {**result.result, "deferred": True})

@@ -262,6 +262,10 @@ class Scheduler:
             except TimeoutError:
                 result = _failed(f"timed out after {job.timeout_seconds:g} s",
                                  job.timeout_seconds)
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True):  # the run's stream says how it ended
+                    await self._finish(recorder, _failed(self._interrupt_reason))
+                raise
             await self._finish(recorder, result)
             if not agent_job:
                 await commit()

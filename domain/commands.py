@@ -315,3 +315,9 @@ TASK_COMMANDS: tuple[type[Command], ...] = (
 )
 """Every command class: the workflow commands in the order a task usually meets them, then
 ``JOB_COMMANDS``."""
+
+# -- the sync engine (sync_commands.py builds on Command, so it is imported last) -------------
+
+from .sync_commands import SYNC_COMMANDS, ReturnToPhase  # noqa: E402
+
+TASK_COMMANDS = (*TASK_COMMANDS, ReturnToPhase, *SYNC_COMMANDS)

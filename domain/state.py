@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
+from .outbox import Outbox
 from .workflows import Status
 
 V = TypeVar("V")
@@ -277,6 +278,7 @@ class TaskState:
     jobs: FrozenMap[Job] = field(default_factory=FrozenMap)
     workspaces: FrozenMap[Workspace] = field(default_factory=FrozenMap)
     repository_error: str | None = None
+    outbox: Outbox = field(default_factory=Outbox)  # the sync engine's (outbox.py)
 
     def to_dict(self) -> dict[str, Any]:
         """The state as JSON-ready data (str, int, bool, None, lists and dicts only)."""
@@ -309,6 +311,7 @@ class TaskState:
             "jobs": [job.to_dict() for job in self.jobs.values()],
             "workspaces": [workspace.to_dict() for workspace in self.workspaces.values()],
             "repository_error": self.repository_error,
+            **self.outbox.to_dict(),
         }
 
     @classmethod
@@ -354,4 +357,5 @@ class TaskState:
                 (w["workspace_id"], Workspace.from_dict(w)) for w in data.get("workspaces", ())
             ),
             repository_error=data.get("repository_error"),
+            outbox=Outbox.from_dict(data),
         )

@@ -19,7 +19,7 @@ from functools import singledispatch
 from typing import Any
 from uuid import UUID
 
-from . import queue, workspaces
+from . import queue, sync, workspaces
 from .commands import (
     Approve,
     Cancel,
@@ -228,6 +228,7 @@ _DECIDERS: dict[type[Command], Callable[[TaskState, Any, Draft], None]] = {
     Retry: _retry,
     **queue.DECIDERS,
     **workspaces.DECIDERS,
+    **sync.DECIDERS,
 }
 
 
@@ -372,5 +373,7 @@ def _completed(event: TaskCompleted, state: TaskState) -> dict[str, Any]:
     }
 
 
-for _event_type, _fold in (*queue.FOLDS.items(), *workspaces.FOLDS.items()):
+for _event_type, _fold in (
+    *queue.FOLDS.items(), *workspaces.FOLDS.items(), *sync.FOLDS.items()
+):
     _changes.register(_event_type, _fold)

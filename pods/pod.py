@@ -42,7 +42,7 @@ from ipa.eventstore import EventStore
 from .runners import AgentRunner
 from .scheduler import Scheduler
 from .state import Clock, PodState, utc_now
-from .sync import SyncEngine
+from .sync import SyncEngine, SyncSettings
 from .workspace import WorkspaceManager
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,7 @@ class PodEnvironment:
     clock: Clock = utc_now
     policy: RestartPolicy = RestartPolicy()
     max_parallel: int = 4
+    sync: SyncSettings = SyncSettings()  # GitHub/JIRA: URLs, credentials, timings
 
 
 class Pod:
@@ -87,7 +88,7 @@ class Pod:
         self._env = env
         self.state = PodState(task_id, env.store, clock=env.clock)
         self.scheduler = self._new_scheduler()
-        self.sync = SyncEngine(self.state)
+        self.sync = SyncEngine(self.state, env.sync, workspaces=env.workspaces, clock=env.clock)
         self.status = PodStatus.starting
         self.crashes: deque[float] = deque()
         self.last_error: str | None = None

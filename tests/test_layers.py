@@ -28,6 +28,7 @@ OWNED = {
     "starlette": {"ui"},
     "uvicorn": {"ui"},
     "transitions": {"domain"},
+    "httpx": {"pods"},  # outside systems (GitHub, JIRA): the sync engine
 }
 
 

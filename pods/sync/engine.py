@@ -90,12 +90,17 @@ class SyncEngine:
         """Transient errors in a row, per connector (reset by a success)."""
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        # Most tasks follow no outside system: their engine is one waiting task until one is
+        # configured (pods are meant to be cheap by the thousand).
+        async for state in self._state.changes():
+            if state.outbox.config:
+                break
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._plan_loop)
                 tg.start_soon(self._deliver_loop)
                 tg.start_soon(self._poll_loop)
-                task_status.started()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._close()

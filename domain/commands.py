@@ -450,4 +450,10 @@ TASK_COMMANDS: tuple[type[Command], ...] = (
     *AGENT_COMMANDS,
 )
 """Every command class: the workflow commands in the order a task usually meets them, then
-``JOB_COMMANDS`` and ``AGENT_COMMANDS``."""
+``JOB_COMMANDS`` and ``AGENT_COMMANDS`` (then the sync engine's, added below)."""
+
+# -- the sync engine (sync_commands.py builds on Command, so it is imported last) -------------
+
+from .sync_commands import SYNC_COMMANDS, ReturnToPhase  # noqa: E402
+
+TASK_COMMANDS = (*TASK_COMMANDS, ReturnToPhase, *SYNC_COMMANDS)

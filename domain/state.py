@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
+from .outbox import Outbox
 from .workflows import Status
 
 V = TypeVar("V")
@@ -430,6 +431,7 @@ class TaskState:
     learnings: tuple[Learning, ...] = ()
     questions: FrozenMap[Question] = field(default_factory=FrozenMap)
     artifacts: FrozenMap[Artifact] = field(default_factory=FrozenMap)
+    outbox: Outbox = field(default_factory=Outbox)  # the sync engine's (outbox.py)
 
     def to_dict(self) -> dict[str, Any]:
         """The state as JSON-ready data (str, int, bool, None, lists and dicts only)."""
@@ -476,6 +478,7 @@ class TaskState:
                  "at": a.at.isoformat()}
                 for a in self.artifacts.values()
             ],
+            **self.outbox.to_dict(),
         }
 
     @classmethod
@@ -536,4 +539,5 @@ class TaskState:
                                      datetime.fromisoformat(a["at"])))
                 for a in data.get("artifacts", ())
             ),
+            outbox=Outbox.from_dict(data),
         )

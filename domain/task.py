@@ -19,7 +19,7 @@ from functools import singledispatch
 from typing import Any
 from uuid import UUID
 
-from . import agents, queue, workspaces
+from . import agents, queue, sync, workspaces
 from .commands import (
     Approve,
     Cancel,
@@ -229,6 +229,7 @@ _DECIDERS: dict[type[Command], Callable[[TaskState, Any, Draft], None]] = {
     **queue.DECIDERS,
     **workspaces.DECIDERS,
     **agents.DECIDERS,
+    **sync.DECIDERS,
 }
 
 
@@ -374,6 +375,7 @@ def _completed(event: TaskCompleted, state: TaskState) -> dict[str, Any]:
 
 
 for _event_type, _fold in (
-    *queue.FOLDS.items(), *workspaces.FOLDS.items(), *agents.FOLDS.items()
+    *queue.FOLDS.items(), *workspaces.FOLDS.items(), *agents.FOLDS.items(),
+    *sync.FOLDS.items(),
 ):
     _changes.register(_event_type, _fold)

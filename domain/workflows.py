@@ -60,6 +60,7 @@ from .commands import (
     UpdateSpec,
 )
 from .errors import CommandRejected, UnknownWorkflow
+from .sync_commands import ReturnToPhase
 
 
 class Status(StrEnum):
@@ -149,7 +150,8 @@ class Position:
 # Commands whose meaning depends on the phase; the others (start, pause, ...) mean the same in
 # every phase and are governed by the status alone.
 _PHASE_BOUND = frozenset(
-    {RequestApproval.name, RequestChanges.name, Approve.name, CompletePhase.name}
+    {RequestApproval.name, RequestChanges.name, Approve.name, CompletePhase.name,
+     ReturnToPhase.name}
 )
 
 _FINISHES = "finishes_workflow"
@@ -188,6 +190,7 @@ _LIFECYCLE_TRANSITIONS: list[dict[str, Any]] = [
     dict(trigger=Fail.name, source=list(_PAUSABLE), dest=Status.failed),
     dict(trigger=Retry.name, source=Status.failed, dest=Status.running),
     dict(trigger=UpdateSpec.name, source=_NON_TERMINAL, dest="="),
+    dict(trigger=ReturnToPhase.name, source=[Status.running, Status.waiting], dest=Status.running),
 ]
 
 _LIFECYCLE = Machine(
@@ -200,8 +203,12 @@ _LIFECYCLE = Machine(
 
 
 def _phase_transitions(workflow: Workflow) -> Iterator[dict[str, Any]]:
-    for phase, following in zip(workflow.phases, workflow.phases[1:], strict=False):
+    for index, (phase, following) in enumerate(
+        zip(workflow.phases, workflow.phases[1:], strict=False)
+    ):
         if phase.gated:
+            if index > 0:  # back to an earlier phase: the command names which one
+                yield dict(trigger=ReturnToPhase.name, source=phase.name, dest="=")
             yield dict(trigger=RequestApproval.name, source=phase.name, dest="=")
             yield dict(trigger=RequestChanges.name, source=phase.name, dest="=")
             yield dict(trigger=Approve.name, source=phase.name, dest=following.name)

@@ -17,7 +17,7 @@ from .runners import (
 )
 from .scheduler import Scheduler
 from .state import PodState
-from .sync import SyncEngine
+from .sync import SyncEngine, SyncError, SyncSettings
 from .workspace import (
     PathOutsideWorkspace,
     RepositoryUnavailable,
@@ -47,6 +47,8 @@ __all__ = [
     "RunnerError",
     "Scheduler",
     "SyncEngine",
+    "SyncError",
+    "SyncSettings",
     "Workspace",
     "WorkspaceError",
     "WorkspaceManager",

@@ -43,7 +43,7 @@ from .rarv import AgentSettings
 from .runners import AgentRunner
 from .scheduler import Scheduler
 from .state import Clock, PodState, utc_now
-from .sync import SyncEngine
+from .sync import SyncEngine, SyncSettings
 from .workspace import WorkspaceManager
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ class PodEnvironment:
     policy: RestartPolicy = RestartPolicy()
     max_parallel: int = 4
     agents: AgentSettings = field(default_factory=AgentSettings)
+    sync: SyncSettings = SyncSettings()  # GitHub/JIRA: URLs, credentials, timings
 
 
 class Pod:
@@ -89,7 +90,7 @@ class Pod:
         self._env = env
         self.state = PodState(task_id, env.store, clock=env.clock)
         self.scheduler = self._new_scheduler()
-        self.sync = SyncEngine(self.state)
+        self.sync = SyncEngine(self.state, env.sync, workspaces=env.workspaces, clock=env.clock)
         self.status = PodStatus.starting
         self.crashes: deque[float] = deque()
         self.last_error: str | None = None

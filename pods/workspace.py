@@ -536,6 +536,14 @@ class WorkspaceManager:
             with contextlib.suppress(OSError):
                 await anyio.Path(path.parent).rmdir()  # the task's directory, once empty
 
+    async def git_dir(self, repo: str) -> Path:
+        """The git directory that holds the branches of ``repo``'s workspaces: the repository's
+        own (a local one) or its cached clone (a URL). The sync engine pushes from it.
+
+        Raises :class:`RepositoryUnavailable` as :meth:`create` does.
+        """
+        return (await self._source(repo)).git_dir
+
     async def remove_task(self, task_id: UUID) -> None:
         """Remove every workspace of a task (a cancelled or finished task)."""
         task_dir = self.root / str(task_id)

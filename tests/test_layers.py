@@ -29,6 +29,7 @@ OWNED = {
     "uvicorn": {"ui"},
     "transitions": {"domain"},
     "claude_agent_sdk": {"pods"},
+    "httpx": {"pods"},  # outside systems (GitHub, JIRA): the sync engine
 }
 
 

@@ -365,7 +365,7 @@ def test_approve_while_running_is_rejected_with_a_clear_message() -> None:
         decide(state, Approve(), context(), TASK_ID)
     assert str(caught.value) == (
         "cannot approve: task is running in phase planning; "
-        "allowed: cancel, fail, pause, request_approval, update_spec"
+        "allowed: cancel, fail, pause, request_approval, return_to_phase, update_spec"
     )
 
 

@@ -8,6 +8,7 @@ import transitions
 from ipa.domain import (
     AGENT_COMMANDS,
     JOB_COMMANDS,
+    SYNC_COMMANDS,
     TASK_COMMANDS,
     WORKFLOWS,
     CommandRejected,
@@ -115,7 +116,9 @@ def test_every_workflow_command_name_is_a_trigger_somewhere() -> None:
         for status in Status
         for trigger in allowed_commands(workflow, phase.name, status)
     }
-    workflow_commands = set(TASK_COMMANDS) - {CreateTask, *JOB_COMMANDS, *AGENT_COMMANDS}
+    workflow_commands = set(TASK_COMMANDS) - {
+        CreateTask, *JOB_COMMANDS, *AGENT_COMMANDS, *SYNC_COMMANDS
+    }
     assert reachable == {c.name for c in workflow_commands}
 
 
@@ -134,6 +137,7 @@ def test_running_in_a_gated_phase_allows_request_approval() -> None:
         "fail",
         "pause",
         "request_approval",
+        "return_to_phase",
         "update_spec",
     ]
 
@@ -155,6 +159,7 @@ def test_waiting_allows_approve_and_request_changes() -> None:
         "fail",
         "pause",
         "request_changes",
+        "return_to_phase",
         "update_spec",
     ]
 
@@ -238,14 +243,16 @@ def test_rejection_names_command_phase_status_and_allowed() -> None:
         destination(TASK, "planning", Status.running, "approve")
     assert str(caught.value) == (
         "cannot approve: task is running in phase planning; "
-        "allowed: cancel, fail, pause, request_approval, update_spec"
+        "allowed: cancel, fail, pause, request_approval, return_to_phase, update_spec"
     )
     assert (caught.value.command, caught.value.phase, caught.value.status) == (
         "approve",
         "planning",
         Status.running,
     )
-    assert caught.value.allowed == ("cancel", "fail", "pause", "request_approval", "update_spec")
+    assert caught.value.allowed == (
+        "cancel", "fail", "pause", "request_approval", "return_to_phase", "update_spec"
+    )
 
 
 def test_rejection_in_a_terminal_status_says_nothing_is_allowed() -> None:

@@ -1,0 +1,135 @@
+"""What the outside systems should show for a task, computed from its state alone.
+
+:func:`desired` returns one :class:`Desired` update per target the task's configuration asks
+for; the engine queues those whose payload differs from what is unsent or was last delivered
+(:func:`needed`). Payloads hold only what changes the outside: a status comment names phase
+and status, not the version, so a job's events do not make a new comment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ipa.domain import REVIEW_PHASE, Outbox, TaskState, payload_hash
+
+DEFAULT_JIRA_STATUSES = {
+    "development": "In Progress",
+    "review": "In Review",
+    "completed": "Done",
+}
+"""The JIRA status each phase moves the linked issue to, unless ``jira.statuses`` says."""
+
+ARTIFACTS = ("spec", "plan", "summary")
+
+
+@dataclass(frozen=True)
+class Desired:
+    connector: str
+    kind: str
+    payload: dict[str, Any]
+
+    @property
+    def target(self) -> str:
+        return f"{self.connector}:{self.kind}"
+
+
+def task_branch(state: TaskState) -> str:
+    """The remote branch that carries the task's work."""
+    return f"ipa/{state.id.hex[:8]}"
+
+
+def task_commit(state: TaskState) -> tuple[str, str] | None:
+    """The repository and the newest commit of the task's work: the last commit of the last
+    workspace that has one (each run starts from the newest recorded commit)."""
+    for workspace in reversed(list(state.workspaces.values())):
+        if workspace.commits:
+            return workspace.repo, workspace.commits[-1]
+    return None
+
+
+def status_text(state: TaskState) -> str:
+    return (f"**ipa**: task “{state.title}” is **{state.status.value}** "
+            f"in phase **{state.phase}**.")
+
+
+def pull_request_body(state: TaskState) -> str:
+    parts = [state.description.strip()] if state.description.strip() else []
+    artifacts = _artifacts(state)
+    for name in ARTIFACTS:
+        if artifacts.get(name):
+            parts.append(f"## {name.capitalize()}\n\n{artifacts[name].strip()}")
+    parts.append(f"---\nOpened by ipa for task `{state.id}`.")
+    return "\n\n".join(parts)
+
+
+def _artifacts(state: TaskState) -> dict[str, str]:
+    """The task's spec/plan/summary, when its state has them (``artifacts`` in its JSON, as a
+    name → text mapping or a list of ``{name, content|text}``)."""
+    raw = state.to_dict().get("artifacts")
+    found: dict[str, str] = {}
+    if isinstance(raw, dict):
+        items = [{"name": k, "content": v} for k, v in raw.items()]
+    elif isinstance(raw, list):
+        items = [i for i in raw if isinstance(i, dict)]
+    else:
+        return found
+    for item in items:
+        value = item.get("content", item.get("text"))
+        if isinstance(value, dict):
+            value = value.get("content", value.get("text"))
+        if isinstance(item.get("name"), str) and isinstance(value, str):
+            found[item["name"]] = value
+    return found
+
+
+def desired(state: TaskState) -> list[Desired]:
+    """The updates the task's configured connectors should show now, in delivery order."""
+    config = state.outbox.config
+    wanted: list[Desired] = []
+    work = task_commit(state)
+    in_review = state.phase == REVIEW_PHASE and work is not None
+    remote = config.get("git", {}).get("remote")
+    if "github" in config:
+        options = config["github"]
+        if in_review:
+            assert work is not None
+            wanted.append(Desired("github", "pull_request", {
+                "title": state.title,
+                "body": pull_request_body(state),
+                "head": task_branch(state),
+                "base": options.get("base"),
+                "commit": work[1],
+                "source": work[0],
+                "remote": remote,
+            }))
+        pull = state.outbox.delivered.get("github:pull_request")
+        if pull is not None:
+            wanted.append(Desired("github", "status_comment", {
+                "number": pull["result"]["number"], "body": status_text(state),
+            }))
+    elif remote and in_review:
+        assert work is not None
+        wanted.append(Desired("git", "push", {
+            "remote": remote, "branch": task_branch(state), "commit": work[1], "source": work[0],
+        }))
+    if "jira" in config:
+        options = config["jira"]
+        statuses = {**DEFAULT_JIRA_STATUSES, **options.get("statuses", {})}
+        if state.phase in statuses:
+            wanted.append(Desired("jira", "issue_status", {
+                "issue": options["issue"], "status": statuses[state.phase],
+            }))
+        wanted.append(Desired("jira", "comment", {
+            "issue": options["issue"], "body": status_text(state),
+        }))
+    return wanted
+
+
+def needed(outbox: Outbox, update: Desired) -> bool:
+    """True when ``update`` is news: its payload is neither waiting nor last delivered."""
+    digest = payload_hash(update.payload)
+    unsent = outbox.unsent(update.target)
+    if unsent is not None:
+        return unsent.payload_hash != digest
+    return outbox.last_delivered_hash(update.target) != digest

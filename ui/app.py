@@ -41,6 +41,8 @@ from ipa.eventstore import StoreUnavailable, StreamNotFound, VersionConflict
 from ipa.projections import TaskList, task_state
 from ipa.supervisor import PodNotRunning, ShuttingDown, Supervisor
 
+from . import pages
+
 MAX_PAGE = 500
 COMMANDS = {command.name: command for command in TASK_COMMANDS if command is not CreateTask}
 """The commands ``POST /api/tasks/{id}/{name}`` accepts, by name."""
@@ -173,6 +175,7 @@ def create_app(supervisor: Supervisor, task_list: TaskList) -> Starlette:
             Route("/api/tasks/{task_id}", get_task),
             Route("/api/tasks/{task_id}/events", task_events),
             Route("/api/tasks/{task_id}/{command}", task_command, methods=["POST"]),
+            *pages.routes(supervisor, task_list),
         ],
         exception_handlers=handlers,
     )

@@ -494,6 +494,12 @@ class WorkspaceManager:
                 raise WorkspaceError(f"workspace {task_id}/{workspace_id}: {e}") from e
         return Workspace(info, self._git, read_limit=self._read_limit)
 
+    async def git_dir(self, repo: str) -> Path:
+        """Where the branches and commits of ``repo``'s workspaces live (they outlive the
+        worktrees): the repository's own git dir, or its cached clone for a URL or a bare
+        repository. Raises :class:`RepositoryUnavailable`."""
+        return (await self._source(repo)).git_dir
+
     def open(self, task_id: UUID, workspace_id: str) -> Workspace:
         """Re-attach to an existing workspace (after a restart, or from another component).
 

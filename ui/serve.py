@@ -1,9 +1,21 @@
 """``ipa serve``: the store, the supervisor with a pod per unfinished task, the task list
-projection and the HTTP API, until SIGINT/SIGTERM."""
+projection and the web app, until SIGINT/SIGTERM.
+
+Shutdown (the first SIGINT or SIGTERM): open SSE streams end at once with ``event: shutdown``,
+uvicorn stops taking connections and drains requests, pods reach a safe point (or are
+interrupted, recorded), every pod is snapshotted, the store closes; exit status 0. A second
+signal stops waiting for requests. ipa handles the signals itself (uvicorn's own handlers are
+not installed): uvicorn would re-raise the signal after its shutdown, killing the process
+before the pods are snapshotted.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+import signal
 import sys
+from collections.abc import Iterator, Mapping
 
 import anyio
 import uvicorn
@@ -19,10 +31,42 @@ SHUTDOWN_DEADLINE = 10.0
 """Seconds running steps get to finish at shutdown before they are interrupted."""
 
 
-async def serve(settings: Settings, host: str, port: int) -> int:
-    """Run until a signal; then uvicorn drains requests, pods reach a safe point (or are
-    interrupted, recorded), every pod is snapshotted, and the store closes."""
+class NotLoopback(ValueError):
+    """A host other than a loopback address without API keys."""
+
+
+def check_host(host: str, keys: Mapping[str, str]) -> None:
+    """Without API keys ipa listens on a loopback address only."""
+    if keys:
+        return
+    if host == "localhost":
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise NotLoopback(
+            f"refusing to listen on {host}: without API keys ipa listens on a loopback address "
+            "only (set IPA_API_KEYS=name:key or --api-keys-file to serve other hosts)"
+        )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handlers (``serve`` handles the signals)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(settings: Settings, host: str, port: int,
+                keys: Mapping[str, str] | None = None) -> int:
+    """Run until a signal; then shut down as the module docstring says."""
+    keys = dict(keys or {})
+    check_host(host, keys)
     data_dir = settings.data_dir.expanduser()
+    shutdown = anyio.Event()
     async with open_store(settings, create=True) as store, anyio.create_task_group() as tg:
         supervisor = Supervisor(PodEnvironment(
             store=store,
@@ -33,9 +77,9 @@ async def serve(settings: Settings, host: str, port: int) -> int:
         task_list = TaskList(store)
         await tg.start(task_list.run)
         await tg.start(supervisor.run)
-        server = uvicorn.Server(
+        server = _Server(
             uvicorn.Config(
-                create_app(supervisor, task_list),
+                create_app(supervisor, task_list, api_keys=keys, shutdown=shutdown),
                 host=host,
                 port=port,
                 lifespan="off",
@@ -43,12 +87,33 @@ async def serve(settings: Settings, host: str, port: int) -> int:
                 timeout_graceful_shutdown=5,
             )
         )
+
+        async def on_signals() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    if shutdown.is_set():
+                        server.force_exit = True
+                        continue
+                    print(f"ipa: {signal.Signals(signum).name}: shutting down",
+                          file=sys.stderr, flush=True)
+                    shutdown.set()
+                    server.should_exit = True
+
+        tg.start_soon(on_signals)
         where = settings.database_url and "the database at IPA_DATABASE_URL" or (
             f"the embedded PostgreSQL in {settings.data_dir}"
         )
-        print(f"ipa: serving on http://{host}:{port}/ with {where} "
-              f"({len(supervisor.pods())} pods recovered)", file=sys.stderr, flush=True)
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        access = (f"API keys required ({len(keys)} configured)" if keys
+                  else f"no API keys: listening on {host} only")
+        print(f"ipa: open http://{shown}:{port}/ ({access}; {where}; "
+              f"{len(supervisor.pods())} pods recovered)", file=sys.stderr, flush=True)
         await server.serve()
+        shutdown.set()
+        if not server.started:
+            tg.cancel_scope.cancel()
+            print(f"ipa: cannot listen on {host}:{port}", file=sys.stderr, flush=True)
+            return 1
         print("ipa: stopping: letting running steps finish, then snapshotting",
               file=sys.stderr, flush=True)
         await supervisor.shutdown(deadline=SHUTDOWN_DEADLINE)

@@ -236,16 +236,32 @@
     return block;
   }
 
-  async function browse(ws, view, path = "") {
+  const commitSelect = document.getElementById("ws-commit");
+  let browsing = null; // {ws, view, path}
+  commitSelect.addEventListener("change", () => {
+    if (browsing) browse(browsing.ws, browsing.view, browsing.path, commitSelect.value);
+  });
+
+  async function browse(ws, view, path = "", commit = null) {
+    if (!browsing || browsing.ws !== ws) {
+      const button = state.querySelector(`[data-ws="${CSS.escape(ws)}"]`);
+      const commits = button ? JSON.parse(button.dataset.commits || "[]") : [];
+      commitSelect.replaceChildren(...commits.map((sha, i) => el("option", { value: sha,
+        text: `${sha.slice(0, 10)}${i === 0 ? " (base)" : ""}` })));
+      commitSelect.value = commits.length ? commits[commits.length - 1] : "";
+    }
+    if (commit) commitSelect.value = commit;
+    browsing = { ws, view, path };
     viewer.hidden = false;
     document.getElementById("ws-name").textContent = ws;
     document.getElementById("ws-where").textContent = view === "diff" ? "changes" : "/" + path;
     wsBody.replaceChildren(el("p", { class: "muted", text: "loading…" }));
     const base = `/api/tasks/${taskId}/workspaces/${encodeURIComponent(ws)}`;
+    const at = commitSelect.value ? `commit=${encodeURIComponent(commitSelect.value)}` : "";
     try {
       const data = view === "diff"
-        ? await ipa.request("GET", `${base}/diff`)
-        : await ipa.request("GET", `${base}/files?path=${encodeURIComponent(path)}`);
+        ? await ipa.request("GET", `${base}/diff?${at}`)
+        : await ipa.request("GET", `${base}/files?path=${encodeURIComponent(path)}&${at}`);
       wsBody.replaceChildren(...renderWorkspace(ws, data, path));
     } catch (error) {
       wsBody.replaceChildren(el("p", { class: "error-text", text: error.message }));
@@ -265,8 +281,11 @@
     if (typeof data.diff === "string" || typeof data.patch === "string") {
       const text = data.diff ?? data.patch;
       nodes.push(text ? diffBlock(text) : el("p", { class: "muted", text: "no changes" }));
-    } else if (typeof data.content === "string") {
-      nodes.push(el("pre", { class: "file", text: data.content }));
+      if (data.truncated) nodes.push(el("p", { class: "muted", text: "(diff truncated)" }));
+    } else if (data.type === "file" || typeof data.content === "string") {
+      if (typeof data.content === "string") nodes.push(el("pre", { class: "file", text: data.content }));
+      else nodes.push(el("p", { class: "muted", text: data.binary ? "a binary file"
+        : data.too_large ? `too large to show (${data.size} bytes)` : "no content" }));
     } else if (Array.isArray(entries)) {
       const list = el("ul", { class: "files" });
       for (const entry of entries) {

@@ -32,13 +32,6 @@ CHROMIUM_ARGS = [
 IPA = shutil.which("ipa", path=os.path.dirname(sys.executable))
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(item.fspath).parents:
-            item.add_marker(pytest.mark.browser)
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,9 +6,12 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import Page, expect
 
 from .conftest import Server
+
+pytestmark = pytest.mark.browser
 
 
 def row(page: Page, task_id: str):
@@ -270,3 +273,35 @@ def test_an_unknown_task_is_a_404_page(page: Page, server: Server) -> None:
         assert response is not None and response.status == 404
         expect(page.locator("h1")).to_have_text("Not found")
         expect(page.locator("main")).to_contain_text(task_id)
+
+
+def test_a_running_job_is_interrupted_and_a_dead_job_retried_from_the_board(
+    page: Page, server: Server
+) -> None:
+    task = server.create("Board")
+    server.wait_for(task["id"], lambda t: t["status"] == "running")
+    open_pod(page, task)
+
+    server.command(task["id"], "queue_job", job_id="stuck", agent="developer", max_attempts=1,
+                   spec=job_spec("import time", "print('working', flush=True)",
+                                 "time.sleep(60)"))
+    running = page.locator('.column[data-column="running"] .job[data-job-id="stuck"]')
+    expect(running).to_be_visible()
+    expect(page.locator("#runs .run .output")).to_contain_text("working")
+    running.get_by_role("button", name="interrupt").click()
+
+    dead = page.locator('.column[data-column="dead"] .job[data-job-id="stuck"]')
+    expect(dead).to_be_visible()
+    expect(dead).to_contain_text("interrupt")
+    dead.get_by_role("button", name="retry").click()
+
+    expect(page.locator("#history")).to_contain_text("JobRequeued")
+    again = page.locator('.column[data-column="running"] .job[data-job-id="stuck"]')
+    expect(again).to_be_visible()
+    again.get_by_role("button", name="interrupt").click()
+    expect(dead).to_be_visible()
+    page.once("dialog", lambda dialog: dialog.accept())
+    dead.get_by_role("button", name="cancel").click()
+    cancelled = page.locator('.column[data-column="cancelled"] .job[data-job-id="stuck"]')
+    expect(cancelled).to_be_visible()
+

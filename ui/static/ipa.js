@@ -20,7 +20,9 @@ const ipa = (() => {
     } catch (e) {
       throw new Error("cannot reach ipa (" + e.message + ")");
     }
-    if (response.status === 401) {
+    // 401 from the API; a page request without a session is redirected to the login form.
+    if (response.status === 401 || (response.redirected &&
+                                     new URL(response.url).pathname === "/login")) {
       toLogin();
       throw new Error("please log in");
     }

@@ -41,7 +41,9 @@ def free_port() -> int:
 class Server:
     """One ``ipa serve`` process; ``restart`` brings it back on the same port and data."""
 
-    def __init__(self, database: ConnectionParams, data_dir: Path) -> None:
+    def __init__(self, database: ConnectionParams, data_dir: Path,
+                 env: dict[str, str] | None = None) -> None:
+        self.env = env or {}
         query = urlencode({"host": database.host, "port": database.port})
         self.database_url = f"postgresql://{database.user}@/{database.dbname}?{query}"
         self.data_dir = data_dir
@@ -53,7 +55,7 @@ class Server:
 
     def start(self) -> None:
         assert IPA is not None, "the ipa console script is not installed in this environment"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IPA_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IPA_")} | self.env
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [IPA, "serve", "--port", str(self.port), "--data-dir", str(self.data_dir),

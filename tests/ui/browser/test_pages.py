@@ -305,3 +305,30 @@ def test_a_running_job_is_interrupted_and_a_dead_job_retried_from_the_board(
     cancelled = page.locator('.column[data-column="cancelled"] .job[data-job-id="stuck"]')
     expect(cancelled).to_be_visible()
 
+
+
+def test_with_api_keys_the_pages_ask_for_a_login_and_then_work_live(
+    browser, database, tmp_path: Path
+) -> None:
+    server = Server(database, tmp_path, env={"IPA_API_KEYS": "ann:s3cret-key"})
+    server.api.headers["X-API-Key"] = "s3cret-key"
+    server.start()
+    context = browser.new_context(base_url=server.url)
+    try:
+        page = context.new_page()
+        page.goto("/")
+        expect(page).to_have_url(f"{server.url}/login?next=/")
+        page.fill("#key", "s3cret-key")
+        page.click("button[type=submit]")
+        expect(page.locator("#live")).to_have_attribute("data-state", "live")
+
+        page.fill("#create-form [name=title]", "Behind a key")
+        page.click("#create-form button[type=submit]")
+        created = page.locator("tr.task", has_text="Behind a key")
+        expect(created.locator(".badge")).to_have_text("running")  # live, with the cookie
+        events = server.api.get(f"/api/tasks/{created.get_attribute('data-id')}/events").json()
+        assert events["items"][0]["actor"] == "api-key:ann"
+    finally:
+        context.close()
+        server.stop()
+        server.api.close()

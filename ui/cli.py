@@ -1,7 +1,8 @@
 """The ``ipa`` command line.
 
 Store-reading commands (``events``, ``replay``, ``audit verify``, ``projections rebuild``,
-``snapshot``) open the store directly, so they work whether or not a server is running.
+``snapshot``) open the store directly, so they work whether or not a server is running;
+``ipa task ...`` acts through a running server's HTTP API (:mod:`.client`).
 Errors are one line on stderr, ``ipa: <what> ...``, with exit status 1 (2 for bad usage).
 """
 
@@ -21,6 +22,8 @@ from ipa.domain import DomainError
 from ipa.eventstore import StoreError, StreamNotFound, verify_stream
 from ipa.projections import TaskList, task_state
 
+from .auth import KeysError, load_keys
+from .client import ApiCallError, add_task_commands
 from .runtime import Settings, open_store
 
 
@@ -33,12 +36,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         settings = Settings.resolve(
-            data_dir=args.data_dir,
-            database_url=args.database_url,
+            data_dir=getattr(args, "data_dir", None),
+            database_url=getattr(args, "database_url", None),
             live=getattr(args, "live", False),
         )
         return anyio.run(args.run, settings, args)
-    except (StoreError, DomainError) as e:
+    except (StoreError, DomainError, ApiCallError, KeysError) as e:
         print(f"ipa: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -123,7 +126,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
     serve.add_argument("--port", type=port, default=8765, help="default: 8765")
+    serve.add_argument("--api-keys-file", metavar="FILE",
+                       help="API keys, one name:key a line (env IPA_API_KEYS_FILE; or "
+                       "IPA_API_KEYS=name:key,...); without keys ipa listens on loopback only")
     serve.set_defaults(run=cmd_serve, live=True)
+
+    add_task_commands(commands, _Parser)
 
     events = commands.add_parser(
         "events", parents=[store_options], help="print a task's events in order"
@@ -171,9 +179,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from .serve import serve  # uvicorn is only needed here
+    from ipa.pods import AgentConfigError
+    from ipa.pods.sync import SettingsError
 
-    return await serve(settings, args.host, args.port)
+    from .serve import NotLoopback, serve  # uvicorn is only needed here
+
+    keys = load_keys(args.api_keys_file)
+    try:
+        return await serve(settings, args.host, args.port, keys)
+    except (NotLoopback, AgentConfigError, SettingsError) as e:
+        print(f"ipa: {e}", file=sys.stderr)
+        return 2
 
 
 async def cmd_events(settings: Settings, args: argparse.Namespace) -> int:

@@ -1,14 +1,36 @@
 """``ipa serve``: the store, the supervisor with a pod per unfinished task, the task list
-projection and the HTTP API, until SIGINT/SIGTERM."""
+projection and the web app, until SIGINT/SIGTERM.
+
+Shutdown (the first SIGINT or SIGTERM): open SSE streams end at once with ``event: shutdown``,
+uvicorn stops taking connections and drains requests, pods reach a safe point (or are
+interrupted, recorded), every pod is snapshotted, the store closes; exit status 0. A second
+signal stops waiting for requests. ipa handles the signals itself (uvicorn's own handlers are
+not installed): uvicorn would re-raise the signal after its shutdown, killing the process
+before the pods are snapshotted.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+import os
+import signal
 import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import anyio
 import uvicorn
 
-from ipa.pods import PodEnvironment, WorkspaceManager, runner_for
+from ipa.pods import (
+    AgentCatalog,
+    AgentConfigError,
+    AgentSettings,
+    PodEnvironment,
+    SyncSettings,
+    WorkspaceManager,
+    runner_for,
+)
 from ipa.projections import TaskList
 from ipa.supervisor import Supervisor
 
@@ -19,23 +41,90 @@ SHUTDOWN_DEADLINE = 10.0
 """Seconds running steps get to finish at shutdown before they are interrupted."""
 
 
-async def serve(settings: Settings, host: str, port: int) -> int:
-    """Run until a signal; then uvicorn drains requests, pods reach a safe point (or are
-    interrupted, recorded), every pod is snapshotted, and the store closes."""
+class NotLoopback(ValueError):
+    """A host other than a loopback address without API keys."""
+
+
+def agent_settings(environ: Mapping[str, str]) -> AgentSettings:
+    """How ``ipa serve`` runs agents: each phase's agents queued as the task enters it, the
+    catalog from ``IPA_AGENTS_FILE`` (TOML) over the built-in one, the Claude Code CLI from
+    ``IPA_CLAUDE_CLI`` (else the SDK's bundled one), rate-limit waits from
+    ``IPA_RATE_LIMIT_BASE`` (seconds, default 60) doubling up to ``IPA_RATE_LIMIT_CAP``
+    (default 3600). Raises ``AgentConfigError`` naming what is wrong."""
+    agents_file = environ.get("IPA_AGENTS_FILE")
+    catalog = AgentCatalog.load(Path(agents_file) if agents_file else None)
+
+    def seconds(name: str, default: float) -> float:
+        text = environ.get(name)
+        if text is None:
+            return default
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not value > 0:
+            raise AgentConfigError(f"{name}={text!r}: expected a number of seconds > 0")
+        return value
+
+    base = seconds("IPA_RATE_LIMIT_BASE", 60.0)
+    cap = seconds("IPA_RATE_LIMIT_CAP", 3600.0)
+    if cap < base:
+        raise AgentConfigError(
+            f"IPA_RATE_LIMIT_CAP ({cap:g}) is below IPA_RATE_LIMIT_BASE ({base:g})"
+        )
+    return AgentSettings(catalog=catalog, auto_queue=True, rate_limit_base=base,
+                         rate_limit_cap=cap)
+
+
+def check_host(host: str, keys: Mapping[str, str]) -> None:
+    """Without API keys ipa listens on a loopback address only."""
+    if keys:
+        return
+    if host == "localhost":
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise NotLoopback(
+            f"refusing to listen on {host}: without API keys ipa listens on a loopback address "
+            "only (set IPA_API_KEYS=name:key or --api-keys-file to serve other hosts)"
+        )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handlers (``serve`` handles the signals)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(settings: Settings, host: str, port: int,
+                keys: Mapping[str, str] | None = None) -> int:
+    """Run until a signal; then shut down as the module docstring says."""
+    keys = dict(keys or {})
+    check_host(host, keys)
     data_dir = settings.data_dir.expanduser()
+    shutdown = anyio.Event()
+    agents = agent_settings(os.environ)
+    sync = SyncSettings.from_environment()
     async with open_store(settings, create=True) as store, anyio.create_task_group() as tg:
         supervisor = Supervisor(PodEnvironment(
             store=store,
             workspaces=WorkspaceManager(data_dir / "workspaces"),
             scratch=data_dir / "scratch",
             runner_for=runner_for,
+            agents=agents,
+            sync=sync,
         ))
         task_list = TaskList(store)
         await tg.start(task_list.run)
         await tg.start(supervisor.run)
-        server = uvicorn.Server(
+        server = _Server(
             uvicorn.Config(
-                create_app(supervisor, task_list),
+                create_app(supervisor, task_list, api_keys=keys, shutdown=shutdown),
                 host=host,
                 port=port,
                 lifespan="off",
@@ -43,12 +132,33 @@ async def serve(settings: Settings, host: str, port: int) -> int:
                 timeout_graceful_shutdown=5,
             )
         )
+
+        async def on_signals() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    if shutdown.is_set():
+                        server.force_exit = True
+                        continue
+                    print(f"ipa: {signal.Signals(signum).name}: shutting down",
+                          file=sys.stderr, flush=True)
+                    shutdown.set()
+                    server.should_exit = True
+
+        tg.start_soon(on_signals)
         where = settings.database_url and "the database at IPA_DATABASE_URL" or (
             f"the embedded PostgreSQL in {settings.data_dir}"
         )
-        print(f"ipa: serving on http://{host}:{port}/ with {where} "
-              f"({len(supervisor.pods())} pods recovered)", file=sys.stderr, flush=True)
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        access = (f"API keys required ({len(keys)} configured)" if keys
+                  else f"no API keys: listening on {host} only")
+        print(f"ipa: open http://{shown}:{port}/ ({access}; {where}; "
+              f"{len(supervisor.pods())} pods recovered)", file=sys.stderr, flush=True)
         await server.serve()
+        shutdown.set()
+        if not server.started:
+            tg.cancel_scope.cancel()
+            print(f"ipa: cannot listen on {host}:{port}", file=sys.stderr, flush=True)
+            return 1
         print("ipa: stopping: letting running steps finish, then snapshotting",
               file=sys.stderr, flush=True)
         await supervisor.shutdown(deadline=SHUTDOWN_DEADLINE)

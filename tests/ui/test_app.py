@@ -133,7 +133,7 @@ async def test_command_not_allowed_now_is_409_naming_the_allowed_ones(api) -> No
         ("get", "/api/tasks/not-a-uuid", None, 400, "bad_request"),
         ("get", f"/api/tasks/{uuid.UUID(int=1)}/events", None, 404, "task_not_found"),
         ("get", "/api/tasks?limit=0", None, 400, "bad_request"),
-        ("post", f"/api/tasks/{uuid.UUID(int=1)}/explode", None, 404, "not_found"),
+        ("post", f"/api/tasks/{uuid.UUID(int=1)}/explode", None, 404, "unknown_command"),
         ("get", "/nowhere", None, 404, "not_found"),
     ],
 )

@@ -1,0 +1,191 @@
+"""The read endpoints under load: ``--clients`` (200) concurrent clients, p50/p95 per request.
+
+This process runs a private embedded PostgreSQL (fresh temp dir), ``--tasks`` (200) tasks of a
+few events each with their pods, and ``create_app`` under uvicorn on 127.0.0.1. The clients run
+in a separate process (``bench/api.py client ...``): raw asyncio sockets with HTTP/1.1
+keep-alive, each client sending its next request when the previous answer is in, for
+``--seconds`` (5) per endpoint. Endpoints: the task list, one task (from its pod's memory), a
+task's events, its jobs, and a past version with its diff. Baseline, in the same run and the
+same server process: a trivial Starlette endpoint returning a fixed small JSON body on a
+second uvicorn.
+
+Read the targets lines last; performance never makes this script fail.
+
+    .venv/bin/python bench/api.py [--quick] [options]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+SCRIPT = os.path.abspath(__file__)
+
+
+async def client_main(port: int, clients: int, seconds: float, paths: list[str]) -> None:
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def one(index: int) -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        i = index
+        while time.perf_counter() < deadline:
+            path = paths[i % len(paths)]
+            i += 1
+            started = time.perf_counter()
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: b\r\n\r\n".encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for header in head.split(b"\r\n"):
+                if header.lower().startswith(b"content-length:"):
+                    length = int(header.split(b":")[1])
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - started)
+            if not head.startswith(b"HTTP/1.1 200"):
+                errors += 1
+        writer.close()
+
+    await asyncio.gather(*(one(i) for i in range(clients)))
+    ordered = sorted(latencies)
+    print(json.dumps({
+        "requests": len(ordered), "errors": errors, "rate": len(ordered) / seconds,
+        "p50": ordered[len(ordered) // 2] * 1000,
+        "p95": ordered[int(len(ordered) * 0.95)] * 1000,
+    }))
+
+
+def run_clients(port: int, clients: int, seconds: float, paths: list[str]) -> dict:
+    out = subprocess.run([sys.executable, SCRIPT, "client", str(port), str(clients),
+                          str(seconds), *paths], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def server_main(args: argparse.Namespace) -> None:
+    import contextlib
+    from datetime import UTC, datetime
+
+    import anyio
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from ipa.domain import Context, CreateTask, Pause, Resume, decide
+    from ipa.eventstore import EventStore, StoreSettings, embedded_postgres
+    from ipa.pods import PodEnvironment, WorkspaceManager, runner_for
+    from ipa.projections import TaskList
+    from ipa.supervisor import Supervisor
+    from ipa.ui.app import create_app
+
+    def serve(app, port: int):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", port))
+        server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="error",
+                                               backlog=4096, timeout_graceful_shutdown=1))
+        server.capture_signals = contextlib.nullcontext
+        return server, sock
+
+    async def trivial(request):
+        return JSONResponse({"status": "ok", "items": [1, 2, 3]})
+
+    with tempfile.TemporaryDirectory(prefix="ipa-bench-") as tmp:
+        with embedded_postgres(Path(tmp) / "pg") as params:
+            settings = replace(StoreSettings(), snapshot_interval=0)
+            async with EventStore.open(params, settings) as store:
+                task_list = TaskList(store)
+                supervisor = Supervisor(PodEnvironment(
+                    store=store, workspaces=WorkspaceManager(Path(tmp) / "ws"),
+                    scratch=Path(tmp) / "scratch", runner_for=runner_for))
+                ids = []
+                for i in range(args.tasks):
+                    ctx = Context(actor="bench", now=datetime.now(UTC), correlation_id=f"c{i}")
+                    events = decide(None, CreateTask(title=f"task {i}", description="d"), ctx,
+                                    task_id := __import__("uuid").uuid4())
+                    await store.append(task_id, events, 0)
+                    ids.append(task_id)
+                async with anyio.create_task_group() as tg:
+                    await tg.start(task_list.run)
+                    await tg.start(supervisor.run)  # starts every task (TaskStarted)
+                    for task_id in ids:  # a few more events each
+                        for command in (Pause(reason="p"), Resume()):
+                            await supervisor.execute(task_id, command, actor="bench")
+                    await task_list.wait_for(await store.head_position())
+                    app = create_app(supervisor, task_list)
+                    port, base_port = free_port(), free_port()
+                    ipa_server, ipa_sock = serve(app, port)
+                    base_server, base_sock = serve(
+                        Starlette(routes=[Route("/trivial", trivial)]), base_port)
+                    tg.start_soon(ipa_server.serve, [ipa_sock])
+                    tg.start_soon(base_server.serve, [base_sock])
+                    while not (ipa_server.started and base_server.started):
+                        await asyncio.sleep(0.05)
+                    endpoints = {
+                        "GET /api/tasks": ["/api/tasks?limit=50"],
+                        "GET /api/tasks/{id}": [f"/api/tasks/{t}" for t in ids],
+                        "GET /api/tasks/{id}/events": [f"/api/tasks/{t}/events" for t in ids],
+                        "GET /api/tasks/{id}/jobs": [f"/api/tasks/{t}/jobs" for t in ids],
+                        "GET /api/tasks/{id}/versions/3": [f"/api/tasks/{t}/versions/3"
+                                                           for t in ids],
+                    }
+                    print(f"bench/api: {args.clients} clients, {args.seconds:g} s per "
+                          f"endpoint, {args.tasks} tasks, {os.cpu_count()} cores; clients in "
+                          "a separate process")
+                    base = await anyio.to_thread.run_sync(
+                        run_clients, base_port, args.clients, args.seconds, ["/trivial"])
+                    show("baseline: trivial Starlette JSON", base)
+                    worst = 0.0
+                    for label, paths in endpoints.items():
+                        result = await anyio.to_thread.run_sync(
+                            run_clients, port, args.clients, args.seconds, paths)
+                        show(label, result)
+                        worst = max(worst, result["p95"])
+                        print(f"  {'':<36} p95 / baseline p95: {result['p95'] / base['p95']:.2f}")
+                    print("targets:")
+                    print(f"  worst p95 <= 50 ms        {worst:>8.1f} ms   "
+                          f"{'met' if worst <= 50 else 'NOT met'}")
+                    ipa_server.should_exit = base_server.should_exit = True
+                    await asyncio.sleep(1.5)
+                    await supervisor.shutdown(deadline=1)
+                    tg.cancel_scope.cancel()
+
+
+def show(label: str, result: dict) -> None:
+    print(f"  {label:<36} {result['rate']:>8,.0f} req/s   p50 {result['p50']:>6.1f} ms   "
+          f"p95 {result['p95']:>6.1f} ms   errors {result['errors']}")
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "client":
+        port, clients, seconds, *paths = sys.argv[2:]
+        asyncio.run(client_main(int(port), int(clients), float(seconds), paths))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--tasks", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--quick", action="store_true", help="50 clients, 20 tasks, 1 s")
+    args = parser.parse_args()
+    if args.quick:
+        args.clients, args.tasks, args.seconds = 50, 20, 1
+    asyncio.run(server_main(args))
+
+
+if __name__ == "__main__":
+    main()

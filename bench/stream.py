@@ -1,0 +1,383 @@
+"""SSE fan-out: append → frame received, p50/p99, against a bare sse-starlette broadcast.
+
+This process runs a private embedded PostgreSQL (fresh temp dir), the real ``EventStore`` (live
+tail on), ``TaskList``, ``Supervisor`` and ``create_app`` under uvicorn on 127.0.0.1, and the
+appender. The clients run in a separate process (``bench/stream.py client ...``): raw asyncio
+sockets, one per SSE connection, so their parsing does not share the server's event loop. Each
+appended event carries its send time (``time.perf_counter()``, CLOCK_MONOTONIC, the same clock
+in both processes) in its ``correlation_id``; a client takes ``now - stamp`` for every frame.
+
+- (a) ``--clients`` (1,000) clients on one task, ``--rate-a`` (20) events/s;
+- (b) the clients spread over ``--tasks`` (100) tasks, ``--rate-b`` (500) events/s in all;
+- (c) one task, the clients all on it, rates stepped up (``--rates``); for each rate the
+  delivery rate (frames/s summed over clients) and p99, for ipa and for the baseline; the
+  highest delivered rate keeping p99 ≤ 100 ms, and ipa/baseline.
+
+Baseline, measured in the same run on a second uvicorn in this process: a bare
+``EventSourceResponse`` per client fed from an in-memory broadcast (one bounded memory stream
+per client), with messages of the same size as ipa's frames, stamped the same way.
+
+Read the targets lines last; performance never makes this script fail.
+
+    .venv/bin/python bench/stream.py [--quick] [options]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import uuid4
+
+SCRIPT = os.path.abspath(__file__)
+
+
+# The client process ----------------------------------------------------------------------------
+
+
+async def client_main(port: int, paths: list[str], count: int) -> None:
+    latencies: list[float] = []
+    frames = 0
+    marker = b'"correlation_id":"t'
+    bare = b"data: t"
+
+    async def one(path: str) -> None:
+        nonlocal frames
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 22)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: b\r\nAccept: text/event-stream\r\n\r\n"
+                     .encode())
+        await writer.drain()
+        await reader.readuntil(b"\r\n\r\n")  # the response head
+        ready.append(1)
+        buffer = b""
+        while True:
+            chunk = await reader.read(1 << 16)
+            if not chunk:
+                return
+            now = time.perf_counter()
+            parts = (buffer + chunk).split(b"\r\n\r\n")
+            buffer = parts.pop()
+            for part in parts:
+                at = part.find(marker)
+                if at >= 0:
+                    start = at + len(marker)
+                    end = part.find(b'"', start)
+                else:
+                    at = part.find(bare)
+                    if at < 0:
+                        continue
+                    start = at + len(bare)
+                    end = part.find(b"\r", start)
+                latencies.append(now - float(part[start:end]))
+                frames += 1
+
+    ready: list[int] = []
+    tasks = [asyncio.ensure_future(one(paths[i % len(paths)])) for i in range(count)]
+    while len(ready) < count:
+        await asyncio.sleep(0.05)
+    print("ready", flush=True)
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if line.strip() == "reset" or not line:
+            latencies.clear()
+            frames = 0
+            started = time.perf_counter()
+            print("reset", flush=True)
+            if not line:
+                break
+        elif line.strip() == "report":
+            seconds = time.perf_counter() - started
+            print(json.dumps(summary(latencies, frames, seconds)), flush=True)
+        elif line.strip() == "stop":
+            break
+    for task in tasks:
+        task.cancel()
+
+
+def summary(latencies: list[float], frames: int, seconds: float) -> dict:
+    if not latencies:
+        return {"frames": 0, "rate": 0, "p50": None, "p99": None}
+    ordered = sorted(latencies)
+    return {"frames": frames, "rate": frames / seconds,
+            "p50": ordered[len(ordered) // 2] * 1000,
+            "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000}
+
+
+class Clients:
+    """The client process: connect, reset, report."""
+
+    def __init__(self, port: int, paths: list[str], count: int) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, SCRIPT, "client", str(port), str(count), *paths],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    async def _line(self) -> str:
+        return await asyncio.get_running_loop().run_in_executor(
+            None, self.process.stdout.readline)
+
+    async def ready(self) -> None:
+        assert (await self._line()).strip() == "ready"
+
+    async def command(self, word: str) -> str:
+        self.process.stdin.write(word + "\n")
+        self.process.stdin.flush()
+        return await self._line()
+
+    def close(self) -> None:
+        try:
+            self.process.stdin.write("stop\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            pass
+        self.process.wait(timeout=30)
+
+
+# The server side ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def measure(clients: Clients, seconds: float, produce) -> dict:
+    await clients.command("reset")
+    stop = asyncio.Event()
+    producer = asyncio.ensure_future(produce(stop))
+    await asyncio.sleep(seconds)
+    stop.set()
+    await producer
+    await asyncio.sleep(0.3)  # the last frames in flight
+    return json.loads(await clients.command("report"))
+
+
+async def paced(rate: float, stop: asyncio.Event, step) -> None:
+    interval = 1 / rate
+    next_at = time.perf_counter()
+    while not stop.is_set():
+        await step()
+        next_at += interval
+        delay = next_at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+async def server_main(args: argparse.Namespace) -> None:
+    import anyio
+    import uvicorn
+    from sse_starlette import EventSourceResponse
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    from ipa.domain import Context, CreateTask, Pause, Resume, StartTask, decide, fold
+    from ipa.eventstore import EventStore, StoreSettings, embedded_postgres
+    from ipa.pods import PodEnvironment, WorkspaceManager, runner_for
+    from ipa.projections import TaskList
+    from ipa.supervisor import Supervisor
+    from ipa.ui.app import create_app
+
+    class Task:
+        def __init__(self) -> None:
+            self.id = uuid4()
+            self.state = None
+            self.lock = asyncio.Lock()
+
+        async def step(self, store: EventStore) -> None:
+            async with self.lock:
+                ctx = Context(actor="bench", now=datetime.now(UTC),
+                              correlation_id=f"t{time.perf_counter():.6f}")
+                if self.state is None:
+                    command = CreateTask(title="bench", description="")
+                elif self.state.version == 1:
+                    command = StartTask()
+                elif self.state.status.value == "paused":
+                    command = Resume()
+                else:
+                    command = Pause(reason="bench")
+                events = decide(self.state, command, ctx, self.id)
+                await store.append(self.id, events, self.state.version if self.state else 0)
+                self.state = fold(events, self.state)
+
+    # The bare baseline: one memory stream per client, filled by the producer.
+    subscribers: set = set()
+
+    async def bare(request):
+        send, receive = anyio.create_memory_object_stream(1000)
+        subscribers.add(send)
+
+        async def content():
+            try:
+                async with receive:
+                    async for message in receive:
+                        yield message
+            finally:
+                subscribers.discard(send)
+
+        return EventSourceResponse(content())
+
+    pad = "x" * 330  # about the size of ipa's frame of a Pause event
+
+    async def broadcast() -> None:
+        message = f"id: 1\r\nevent: Bench\r\ndata: t{time.perf_counter():.6f}\r{pad}\r\n\r\n"
+        frame = message.encode()
+        for send in list(subscribers):
+            try:
+                send.send_nowait(frame)
+            except anyio.WouldBlock:
+                pass
+
+    def serve(app, port: int):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", port))
+        server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="error",
+                                               timeout_graceful_shutdown=1, backlog=4096))
+        server.capture_signals = _no_signals
+        return server, sock
+
+    with tempfile.TemporaryDirectory(prefix="ipa-bench-") as tmp:
+        with embedded_postgres(Path(tmp) / "pg") as params:
+            settings = replace(StoreSettings(), snapshot_interval=0)
+            async with EventStore.open(params, settings) as store:
+                task_list = TaskList(store)
+                supervisor = Supervisor(PodEnvironment(
+                    store=store, workspaces=WorkspaceManager(Path(tmp) / "ws"),
+                    scratch=Path(tmp) / "scratch", runner_for=runner_for))
+                async with anyio.create_task_group() as tg:
+                    await tg.start(task_list.run)
+                    await tg.start(supervisor.run)
+                    app = create_app(supervisor, task_list, client_buffer=1000)
+                    port, bare_port = free_port(), free_port()
+                    ipa_server, ipa_sock = serve(app, port)
+                    bare_server, bare_sock = serve(
+                        Starlette(routes=[Route("/bare", bare)]), bare_port)
+                    tg.start_soon(ipa_server.serve, [ipa_sock])
+                    tg.start_soon(bare_server.serve, [bare_sock])
+                    while not (ipa_server.started and bare_server.started):
+                        await asyncio.sleep(0.05)
+                    await run_scenarios(args, store, Task, port, bare_port, broadcast,
+                                        subscribers)
+                    ipa_server.should_exit = bare_server.should_exit = True
+                    await asyncio.sleep(1.5)
+                    tg.cancel_scope.cancel()
+
+
+def _no_signals():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def line(label: str, result: dict) -> str:
+    p50 = "-" if result["p50"] is None else f"{result['p50']:.1f}"
+    p99 = "-" if result["p99"] is None else f"{result['p99']:.1f}"
+    return (f"  {label:<34} {result['rate']:>10,.0f} frames/s   p50 {p50:>7} ms   "
+            f"p99 {p99:>7} ms")
+
+
+async def run_scenarios(args, store, Task, port: int, bare_port: int, broadcast,
+                        subscribers) -> None:
+    n = args.clients
+    seconds = args.seconds
+    targets = []
+
+    # (a) one task ---------------------------------------------------------------------
+    task = Task()
+    await task.step(store)
+    await task.step(store)
+    clients = Clients(port, [f"/api/tasks/{task.id}/stream?after={task.state.version}"], n)
+    await clients.ready()
+    result_a = await measure(clients, seconds, lambda stop: paced(
+        args.rate_a, stop, lambda: task.step(store)))
+    print(f"(a) {n} clients on one task, {args.rate_a} events/s appended")
+    print(line("ipa", result_a))
+    targets.append(("(a) p99 <= 50 ms", result_a["p99"] is not None and result_a["p99"] <= 50,
+                    result_a["p99"]))
+
+    # (c) rates on the same clients, then the baseline -----------------------------------
+    print(f"(c) {n} clients on one task, rising rates (delivery = frames/s over clients)")
+    best_ipa = 0.0
+    for rate in args.rates:
+        result = await measure(clients, seconds, lambda stop, rate=rate: paced(
+            rate, stop, lambda: task.step(store)))
+        print(line(f"ipa at {rate} events/s", result))
+        if result["p99"] is not None and result["p99"] <= 100:
+            best_ipa = max(best_ipa, result["rate"])
+    clients.close()
+
+    bare_clients = Clients(bare_port, ["/bare"], n)
+    await bare_clients.ready()
+    best_bare = 0.0
+    for rate in args.rates:
+        result = await measure(bare_clients, seconds, lambda stop, rate=rate: paced(
+            rate, stop, broadcast))
+        print(line(f"bare sse-starlette at {rate} msg/s", result))
+        if result["p99"] is not None and result["p99"] <= 100:
+            best_bare = max(best_bare, result["rate"])
+    bare_clients.close()
+    ratio = best_ipa / best_bare if best_bare else float("nan")
+    print(f"  highest delivery with p99 <= 100 ms: ipa {best_ipa:,.0f} frames/s, "
+          f"bare {best_bare:,.0f} frames/s, ratio {ratio:.2f}")
+    targets.append(("(c) ipa/bare >= 0.7", ratio >= 0.7, ratio))
+
+    # (b) many tasks ----------------------------------------------------------------------
+    tasks = [Task() for _ in range(args.tasks)]
+    for t in tasks:
+        await t.step(store)
+        await t.step(store)
+    paths = [f"/api/tasks/{t.id}/stream?after={t.state.version}" for t in tasks]
+    clients = Clients(port, paths, n)
+    await clients.ready()
+
+    async def many(stop: asyncio.Event) -> None:
+        per_task = args.rate_b / len(tasks)
+        await asyncio.gather(*(paced(per_task, stop, lambda t=t: t.step(store))
+                               for t in tasks))
+
+    result_b = await measure(clients, seconds, many)
+    clients.close()
+    print(f"(b) {n} clients over {args.tasks} tasks, {args.rate_b} events/s in all")
+    print(line("ipa", result_b))
+    targets.append(("(b) p99 <= 50 ms", result_b["p99"] is not None and result_b["p99"] <= 50,
+                    result_b["p99"]))
+
+    print("targets:")
+    for label, met, value in targets:
+        shown = "-" if value is None else f"{value:.2f}"
+        print(f"  {label:<24} {shown:>10}   {'met' if met else 'NOT met'}")
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "client":
+        port, count, *paths = sys.argv[2:]
+        asyncio.run(client_main(int(port), paths, int(count)))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--tasks", type=int, default=100)
+    parser.add_argument("--rate-a", type=float, default=20)
+    parser.add_argument("--rate-b", type=float, default=500)
+    parser.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")],
+                        default=[20, 50, 100, 200])
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--quick", action="store_true", help="100 clients, 2 s per step")
+    args = parser.parse_args()
+    if args.quick:
+        args.clients, args.tasks, args.seconds = 100, 10, 2
+    print(f"bench/stream: {args.clients} clients, {args.seconds:g} s per measurement, "
+          f"{os.cpu_count()} cores; clients in a separate process")
+    asyncio.run(server_main(args))
+
+
+if __name__ == "__main__":
+    main()

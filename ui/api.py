@@ -1,0 +1,373 @@
+"""The REST API (JSON): tasks and their commands, jobs, agent runs, artifacts, workspace files
+and time travel.
+
+Every list answers ``{"items": [...], "next_cursor": ...}``; pass ``next_cursor`` back as
+``?cursor=`` for the next page (cursors are opaque). Commands go to the task's pod (the single
+writer of its stream) through the supervisor; reads come from the pod's memory when it runs,
+else from the store. The task state view is ``task_state.view`` (``state.to_dict()`` plus
+``allowed_commands``) and is served as is: keys added by other parts of ipa (``usage``,
+``questions``, ``artifacts``, ``outbox`` ...) pass through untouched.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from ipa.domain import (
+    TASK_COMMANDS,
+    CancelJob,
+    Context,
+    CreateTask,
+    Pause,
+    RetryJob,
+    TaskState,
+    decide,
+    fold,
+)
+from ipa.eventstore import StreamNotFound
+from ipa.pods.browse import BrowseError, CommitBrowser
+from ipa.projections import TaskList, task_state
+from ipa.supervisor import PodNotRunning, Supervisor
+
+from .auth import actor
+from .errors import (
+    BadCursor,
+    BadRequest,
+    NotFound,
+    build,
+    int_param,
+    json_body,
+    page_of,
+    task_id_param,
+)
+
+MAX_PAGE = 500
+COMMANDS = {command.name: command for command in TASK_COMMANDS if command is not CreateTask}
+"""The commands ``POST /api/tasks/{id}/{name}`` accepts, by name."""
+JOB_EVENTS = ("JobStarted", "JobSucceeded", "JobFailed")
+
+
+def context(request: Request) -> Context:
+    return Context(
+        actor=actor(request),
+        now=datetime.now(UTC),
+        correlation_id=request.headers.get("x-request-id") or uuid.uuid4().hex,
+    )
+
+
+class Api:
+    """The REST endpoints over a supervisor (commands, pods) and its store."""
+
+    def __init__(self, supervisor: Supervisor, task_list: TaskList) -> None:
+        self.supervisor = supervisor
+        self.store = supervisor.store
+        self.task_list = task_list
+        self.browser = CommitBrowser(supervisor.env.workspaces)
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/healthz", self.healthz, methods=["GET"]),
+            Route("/api/tasks", self.list_tasks, methods=["GET"]),
+            Route("/api/tasks", self.create_task, methods=["POST"]),
+            Route("/api/tasks/{task_id}", self.get_task, methods=["GET"]),
+            Route("/api/tasks/{task_id}/events", self.task_events, methods=["GET"]),
+            Route("/api/tasks/{task_id}/versions/{version}", self.task_version,
+                  methods=["GET"]),
+            Route("/api/tasks/{task_id}/jobs", self.list_jobs, methods=["GET"]),
+            Route("/api/tasks/{task_id}/jobs/{job_id}", self.get_job, methods=["GET"]),
+            Route("/api/tasks/{task_id}/jobs/{job_id}/{action}", self.job_action,
+                  methods=["POST"]),
+            Route("/api/tasks/{task_id}/runs", self.list_runs, methods=["GET"]),
+            Route("/api/tasks/{task_id}/artifacts", self.list_artifacts, methods=["GET"]),
+            Route("/api/tasks/{task_id}/workspaces", self.list_workspaces, methods=["GET"]),
+            Route("/api/tasks/{task_id}/workspaces/{workspace_id}/files", self.workspace_files,
+                  methods=["GET"]),
+            Route("/api/tasks/{task_id}/workspaces/{workspace_id}/diff", self.workspace_diff,
+                  methods=["GET"]),
+            Route("/api/tasks/{task_id}/{command}", self.task_command, methods=["POST"]),
+            Route("/api/runs/{run_id}/events", self.run_events, methods=["GET"]),
+        ]
+
+    # Helpers ---------------------------------------------------------------------------------
+
+    async def state(self, task_id: UUID) -> TaskState:
+        """The task's current state: from its pod's memory, else the store."""
+        try:
+            return self.supervisor.get(task_id).get_state()
+        except PodNotRunning:
+            return await self.store.load(task_id)
+
+    async def view(self, request: Request) -> dict[str, Any]:
+        return task_state.view(await self.state(task_id_param(request)))
+
+    # Tasks -----------------------------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "log_position": self.store.tail.position})
+
+    async def list_tasks(self, request: Request) -> JSONResponse:
+        limit = int_param(request, "limit", 50, 1, MAX_PAGE)
+        cursor = request.query_params.get("cursor", "")
+        if cursor:
+            try:
+                UUID(cursor)
+            except ValueError:
+                raise BadCursor(f"cursor {cursor!r} was not handed out by this API") from None
+        page = await self.store.read_model_page("task_list", after=cursor, limit=limit + 1)
+        items = [{k: v for k, v in row.items() if k != "state"} for _, row in page[:limit]]
+        next_cursor = page[limit - 1][0] if len(page) > limit else None
+        return JSONResponse({"items": items, "next_cursor": next_cursor})
+
+    async def create_task(self, request: Request) -> JSONResponse:
+        body = await json_body(request)
+        body.setdefault("description", "")
+        command = build(CreateTask, body, "create_task")
+        task_id = uuid.uuid4()
+        events = decide(None, command, context(request), task_id)
+        await self.store.append(task_id, events, 0)
+        await self.supervisor.start(task_id)
+        return JSONResponse(task_state.view(fold(events)), 201)
+
+    async def get_task(self, request: Request) -> JSONResponse:
+        task_id = task_id_param(request)
+        if request.query_params.get("version") is not None:
+            at = int_param(request, "version", 0, 1, 2**62)
+            return JSONResponse(task_state.view(await self.store.load(task_id, at)))
+        return JSONResponse(task_state.view(await self.state(task_id)))
+
+    async def task_events(self, request: Request) -> JSONResponse:
+        task_id = task_id_param(request)
+        return JSONResponse(await self._events_page(request, task_id, "task"))
+
+    async def _events_page(self, request: Request, stream_id: UUID, what: str) -> dict:
+        after = int_param(request, "after", 0, 0, 2**62)
+        cursor = request.query_params.get("cursor")
+        if cursor:
+            if not cursor.isdigit() or len(cursor) > 18:
+                raise BadCursor(f"cursor {cursor!r} was not handed out by this API")
+            after = int(cursor)
+        limit = int_param(request, "limit", 100, 1, MAX_PAGE)
+        if await self.store.version(stream_id) == 0:
+            if what == "task":
+                raise StreamNotFound(stream_id)
+            raise NotFound("run_not_found", f"run {stream_id} has no events")
+        page = await self.store.read(stream_id, after=after, limit=limit + 1)
+        items = [recorded.to_json() for recorded in page[:limit]]
+        next_cursor = str(page[limit - 1].version) if len(page) > limit else None
+        return {"items": items, "next_cursor": next_cursor}
+
+    async def task_version(self, request: Request) -> JSONResponse:
+        """The state as of version N, what changed from N-1, and the event N itself."""
+        task_id = task_id_param(request)
+        text = request.path_params["version"]
+        if not text.isdigit() or not 1 <= int(text) <= 2**62:
+            raise BadRequest(f"version {text!r}: expected a whole number ≥ 1")
+        version = int(text)
+        after = task_state.view(await self.store.load(task_id, version))
+        before = (task_state.view(await self.store.load(task_id, version - 1))
+                  if version > 1 else None)
+        [event] = await self.store.read(task_id, after=version - 1, upto=version)
+        return JSONResponse({
+            "version": version,
+            "state": after,
+            "changed": task_state.diff(before, after),
+            "event": event.to_json(),
+        })
+
+    async def task_command(self, request: Request) -> JSONResponse:
+        task_id = task_id_param(request)
+        name = request.path_params["command"]
+        command_type = COMMANDS.get(name)
+        if command_type is None:
+            known = ", ".join(sorted(COMMANDS))
+            raise NotFound("unknown_command", f"unknown command {name!r}; known: {known}")
+        body = await json_body(request, required=False)
+        expected = body.pop("expected_version", None)
+        interrupt = body.pop("interrupt", False) if command_type is Pause else False
+        if not isinstance(interrupt, bool):
+            raise BadRequest("interrupt must be true or false")
+        if expected is not None and (
+            not isinstance(expected, int) or isinstance(expected, bool) or expected < 1
+        ):
+            raise BadRequest("expected_version must be a whole number ≥ 1")
+        command = build(command_type, body, name)
+        ctx = context(request)
+        state = await self.supervisor.execute(
+            task_id, command, actor=ctx.actor, correlation_id=ctx.correlation_id,
+            expected_version=expected, interrupt=interrupt,
+        )
+        return JSONResponse(task_state.view(state))
+
+    # Jobs and runs ---------------------------------------------------------------------------
+
+    async def list_jobs(self, request: Request) -> JSONResponse:
+        view = await self.view(request)
+        jobs = sorted(view.get("jobs") or [], key=lambda job: job.get("queued_seq", 0))
+        status = request.query_params.get("status")
+        if status:
+            jobs = [job for job in jobs if job.get("status") == status]
+        return JSONResponse(page_of(jobs, request))
+
+    async def get_job(self, request: Request) -> JSONResponse:
+        view = await self.view(request)
+        job_id = request.path_params["job_id"]
+        job = next((j for j in view.get("jobs") or [] if j.get("job_id") == job_id), None)
+        if job is None:
+            raise NotFound("job_not_found", f"task {view['id']} has no job {job_id!r}")
+        return JSONResponse(job)
+
+    async def job_action(self, request: Request) -> JSONResponse:
+        """``retry`` (a dead-lettered job), ``cancel`` (``{"reason"}``), ``interrupt`` (its
+        running agent; the job's retry policy applies)."""
+        task_id = task_id_param(request)
+        job_id = request.path_params["job_id"]
+        action = request.path_params["action"]
+        if action not in ("retry", "cancel", "interrupt"):
+            raise NotFound("unknown_action", f"unknown job action {action!r}; known: "
+                           "cancel, interrupt, retry")
+        body = await json_body(request, required=False)
+        expected = body.pop("expected_version", None)
+        if expected is not None and (
+            not isinstance(expected, int) or isinstance(expected, bool) or expected < 1
+        ):
+            raise BadRequest("expected_version must be a whole number ≥ 1")
+        state = await self.state(task_id)
+        if job_id not in state.jobs:
+            raise NotFound("job_not_found", f"task {task_id} has no job {job_id!r}")
+        ctx = context(request)
+        if action == "interrupt":
+            if body:
+                raise BadRequest(f"interrupt: unknown field(s) {', '.join(map(repr, body))}")
+            count = self.supervisor.interrupt(task_id, job_id, actor=ctx.actor)
+            return JSONResponse({"interrupted": count})
+        if action == "retry":
+            command = build(RetryJob, {**body, "job_id": job_id}, "retry")
+        else:
+            command = build(CancelJob, {**body, "job_id": job_id}, "cancel")
+        state = await self.supervisor.execute(
+            task_id, command, actor=ctx.actor, correlation_id=ctx.correlation_id,
+            expected_version=expected,
+        )
+        return JSONResponse(task_state.view(state))
+
+    async def list_runs(self, request: Request) -> JSONResponse:
+        """Every agent run of the task, from its job events, in start order."""
+        task_id = task_id_param(request)
+        if await self.store.version(task_id) == 0:
+            raise StreamNotFound(task_id)
+        runs: dict[str, dict[str, Any]] = {}
+        async for recorded in self._all_events(task_id):
+            if recorded.type not in JOB_EVENTS:
+                continue
+            run_id = recorded.data.get("run_id")
+            if not run_id:
+                continue
+            if recorded.type == "JobStarted":
+                runs[run_id] = {
+                    "run_id": run_id, "job_id": recorded.data.get("job_id"),
+                    "attempt": recorded.data.get("attempt"), "status": "running",
+                    "started_at": recorded.timestamp.isoformat(), "finished_at": None,
+                    "reason": None,
+                }
+            elif run_id in runs:
+                runs[run_id].update(
+                    status="succeeded" if recorded.type == "JobSucceeded" else (
+                        "interrupted" if recorded.data.get("interrupted") else "failed"),
+                    finished_at=recorded.timestamp.isoformat(),
+                    reason=recorded.data.get("reason"),
+                )
+        return JSONResponse(page_of(list(runs.values()), request))
+
+    async def _all_events(self, stream_id: UUID):
+        after = 0
+        while True:
+            page = await self.store.read(stream_id, after=after, limit=1000)
+            for recorded in page:
+                yield recorded
+            if len(page) < 1000:
+                return
+            after = page[-1].version
+
+    async def run_events(self, request: Request) -> JSONResponse:
+        text = request.path_params["run_id"]
+        try:
+            run_id = UUID(text)
+        except ValueError:
+            raise BadRequest(f"{text!r} is not a run id (expected a UUID)") from None
+        return JSONResponse(await self._events_page(request, run_id, "run"))
+
+    # Artifacts and workspaces ----------------------------------------------------------------
+
+    async def list_artifacts(self, request: Request) -> JSONResponse:
+        view = await self.view(request)
+        artifacts = list(view.get("artifacts") or [])
+        name = request.query_params.get("name")
+        if name:
+            artifacts = [a for a in artifacts if a.get("name") == name]
+        return JSONResponse(page_of(artifacts, request))
+
+    async def list_workspaces(self, request: Request) -> JSONResponse:
+        view = await self.view(request)
+        return JSONResponse(page_of(list(view.get("workspaces") or []), request))
+
+    async def _workspace(self, request: Request) -> tuple[dict[str, Any], str]:
+        """The workspace named in the path, and the commit asked (default: its newest)."""
+        view = await self.view(request)
+        workspace_id = request.path_params["workspace_id"]
+        workspace = next((w for w in view.get("workspaces") or []
+                          if w.get("workspace_id") == workspace_id), None)
+        if workspace is None:
+            raise NotFound("workspace_not_found",
+                           f"task {view['id']} has no workspace {workspace_id!r}")
+        known = [workspace["base_commit"], *workspace["commits"]]
+        commit = request.query_params.get("commit") or known[-1]
+        if commit not in known:
+            raise BadRequest(f"commit {commit!r} is not one of workspace {workspace_id}'s "
+                             f"commits ({', '.join(c[:12] for c in known)})")
+        return workspace, commit
+
+    async def workspace_files(self, request: Request) -> JSONResponse:
+        """A directory listing (``type: "dir"``) or a file (``type: "file"``) at a commit."""
+        workspace, commit = await self._workspace(request)
+        path = request.query_params.get("path", "")
+        try:
+            kind = await self.browser.kind(workspace["repo"], commit, path)
+            if kind == "tree":
+                entries = await self.browser.list(workspace["repo"], commit, path)
+                listing = page_of([vars(e) for e in entries], request, limit_default=500,
+                                  limit_max=5000)
+                return JSONResponse({"type": "dir", "path": path, "commit": commit, **listing})
+            file = await self.browser.read(workspace["repo"], commit, path)
+        except BrowseError as e:
+            raise NotFound("path_not_found", str(e)) from None
+        content, binary = None, False
+        if file.content is not None:
+            try:
+                content = file.content.decode("utf-8")
+            except UnicodeDecodeError:
+                binary = True
+        return JSONResponse({
+            "type": "file", "path": file.path, "commit": commit, "size": file.size,
+            "symlink": file.is_symlink, "binary": binary, "content": content,
+            "too_large": file.content is None, "limit": self.browser.read_limit,
+        })
+
+    async def workspace_diff(self, request: Request) -> JSONResponse:
+        """The diff from the workspace's base commit (or ``?base=``) to a commit."""
+        workspace, commit = await self._workspace(request)
+        base = request.query_params.get("base") or workspace["base_commit"]
+        if base not in [workspace["base_commit"], *workspace["commits"]]:
+            raise BadRequest(f"base {base!r} is not one of the workspace's commits")
+        diff = await self.browser.diff(workspace["repo"], base, commit)
+        return JSONResponse({
+            "base": base, "commit": commit, "diff": diff.text, "truncated": diff.truncated,
+            "files": [{"status": status, "path": path} for status, path in diff.files],
+        })
+

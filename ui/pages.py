@@ -1,0 +1,166 @@
+"""The HTML pages: the central task list (``/``) and the per-pod live page (``/pods/{id}``).
+
+Server-rendered HTML (Jinja2, autoescaped; markdown through markdown-it with raw HTML escaped)
+with small vanilla JS and no build step. The server renders every piece of a task's state —
+the full pages, one list row (``/pods/{id}/row``) and the state panel of a pod page
+(``/pods/{id}/state[?version=N]``, with what changed at N) — and the scripts swap those
+fragments in when the SSE streams of :mod:`ipa.ui.app` say the task changed. Everything a page
+does goes through the JSON API; the pages only read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from ipa.domain import TaskState
+from ipa.eventstore import StreamNotFound
+from ipa.projections import TaskList, task_state
+from ipa.supervisor import PodNotRunning, Supervisor
+
+from . import page_model as model
+
+HERE = Path(__file__).resolve().parent
+LIST_LIMIT = 2000
+"""The most tasks the list page renders (newest first)."""
+
+templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.filters.update(
+    markdown=model.markdown, pretty=model.pretty, when=model.when, money=model.money,
+    number=model.number,
+)
+
+
+def routes(supervisor: Supervisor, task_list: TaskList) -> list[BaseRoute]:
+    """The page routes (and their static files), mounted by ``create_app``."""
+    store = supervisor.store
+
+    async def current(task_id: UUID) -> TaskState:
+        try:
+            return supervisor.get(task_id).get_state()
+        except (PodNotRunning, RuntimeError):  # no pod, or its state is still loading
+            return await store.load(task_id)
+
+    async def task_or_none(request: Request, version: int | None = None) -> TaskState | None:
+        try:
+            task_id = UUID(request.path_params["task_id"])
+        except ValueError:
+            return None
+        try:
+            if version is not None:
+                return await store.load(task_id, version)
+            return await current(task_id)
+        except StreamNotFound:
+            return None
+
+    def not_found(request: Request, what: str) -> Response:
+        return templates.TemplateResponse(
+            request, "not_found.html", {"what": what}, status_code=404)
+
+    async def task_list_page(request: Request) -> Response:
+        # Read before the rows, so a change made while they are read is sent again, not lost.
+        position = await store.read_model_position(task_list.model)
+        rows: list[dict[str, Any]] = []
+        after = ""
+        while len(rows) < LIST_LIMIT:
+            page = await store.read_model_page(task_list.model, after=after, limit=500)
+            rows += [model.list_row(row) for _, row in page]
+            if len(page) < 500:
+                break
+            after = page[-1][0]
+        rows.sort(key=lambda row: row["created_at"], reverse=True)
+        return templates.TemplateResponse(request, "index.html", {
+            "rows": rows[:LIST_LIMIT],
+            "truncated": len(rows) > LIST_LIMIT,
+            "statuses": model.STATUSES,
+            "status": request.query_params.get("status", ""),
+            "query": request.query_params.get("q", ""),
+            "event_types": model.task_event_types(),
+            "after": position,
+        })
+
+    async def row(request: Request) -> Response:
+        state = await task_or_none(request)
+        if state is None:
+            return not_found(request, request.path_params["task_id"])
+        return templates.TemplateResponse(request, "_row.html", {
+            "row": model.list_row(task_state.view(state))})
+
+    async def pod_page(request: Request) -> Response:
+        state = await task_or_none(request)
+        if state is None:
+            return not_found(request, request.path_params["task_id"])
+        view = task_state.view(state)
+        return templates.TemplateResponse(request, "pod.html", {
+            **panel(view),
+            "task_event_types": model.task_event_types(),
+            "run_event_types": model.run_event_types(),
+        })
+
+    async def state_fragment(request: Request) -> Response:
+        text = request.query_params.get("version")
+        version = None
+        if text is not None:
+            version = int(text) if text.isdigit() and int(text) >= 1 else -1
+        if version == -1:
+            return not_found(request, f"version {text}")
+        state = await task_or_none(request, version)
+        if state is None:
+            return not_found(request, request.path_params["task_id"])
+        view = task_state.view(state)
+        context = panel(view)
+        if version is not None:
+            previous = await store.load(state.id, version - 1) if version > 1 else None
+            before = task_state.view(previous) if previous else None
+            events = await store.read(state.id, after=version - 1, upto=version)
+            context["travel"] = {
+                "version": version,
+                "head": await store.version(state.id),
+                "changed": [
+                    change for key, value in task_state.diff(before, view).items()
+                    if key != "version"
+                    for change in model.changes(None if before is None else before.get(key),
+                                                value, key)
+                ],
+                "event": events[0].to_json() if events else None,
+            }
+        return templates.TemplateResponse(request, "_state.html", context)
+
+    return [
+        Route("/", task_list_page),
+        Route("/pods/{task_id}", pod_page),
+        Route("/pods/{task_id}/row", row),
+        Route("/pods/{task_id}/state", state_fragment),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+
+
+def panel(view: dict[str, Any]) -> dict[str, Any]:
+    """What the state panel of a pod page shows, from the task's view."""
+    spec = model.latest_artifact(view, "spec")
+    plan = model.latest_artifact(view, "plan")
+    return {
+        "task": view,
+        "allowed": set(model.allowed_commands(view)),
+        "spec": spec["content"] if spec else view.get("description", ""),
+        "spec_from": spec,
+        "plan": plan,
+        "timeline": model.timeline(view),
+        "board": model.job_board(view),
+        "usage": model.usage_of(view),
+        "has_usage": "usage" in view,
+        "questions": model.open_questions(view),
+        "updates": model.pending_updates(view),
+        "workspaces": model.items(view.get("workspaces")),
+        "learnings": model.items(view.get("learnings")),
+        "artifacts": [a for a in model.items(view.get("artifacts"))
+                      if a.get("name") not in ("spec", "plan")],
+        "travel": None,
+    }

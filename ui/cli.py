@@ -21,6 +21,7 @@ import anyio
 from ipa.domain import DomainError
 from ipa.eventstore import StoreError, StreamNotFound, verify_stream
 from ipa.projections import TaskList, task_state
+from ipa.projections.transcript import transcript
 
 from .auth import KeysError, load_keys
 from .client import ApiCallError, add_task_commands
@@ -159,6 +160,15 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("task_id", type=task_id, nargs="?", metavar="TASK_ID",
                         help="one task (default: every task)")
     verify.set_defaults(run=cmd_audit_verify)
+    shown = audit_commands.add_parser(
+        "transcript", parents=[store_options],
+        help="print an agent run's transcript from its events (no call to the model)",
+    )
+    shown.add_argument("run_id", type=task_id, metavar="RUN_ID",
+                       help="the run (a job's run_id, from `ipa events`)")
+    shown.add_argument("--no-prompt", action="store_true", help="leave the prompt's text out")
+    shown.add_argument("--json", action="store_true", help="the run's events as JSON Lines")
+    shown.set_defaults(run=cmd_audit_transcript)
 
     projections = commands.add_parser("projections", help="read models")
     projection_commands = projections.add_subparsers(
@@ -223,6 +233,22 @@ async def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         for key, value in view.items():
             shown = value if isinstance(value, str) else json.dumps(value)
             print(f"{key:>18}: {shown}")
+    return 0
+
+
+async def cmd_audit_transcript(settings: Settings, args: argparse.Namespace) -> int:
+    async with open_store(settings, create=False) as store:
+        if await store.version(args.run_id) == 0:
+            raise StreamNotFound(args.run_id)
+        after = 0
+        while page := await store.read(args.run_id, after=after, limit=1000):
+            if args.json:
+                for recorded in page:
+                    print(json.dumps(recorded.to_json()))
+            else:
+                for line in transcript(page, prompt=not args.no_prompt):
+                    print(line)
+            after = page[-1].version
     return 0
 
 

@@ -155,7 +155,7 @@ def panel(view: dict[str, Any]) -> dict[str, Any]:
         "timeline": model.timeline(view),
         "board": model.job_board(view),
         "usage": model.usage_of(view),
-        "has_usage": "usage" in view,
+        "has_usage": bool((view.get("usage") or {}).get("runs")),
         "questions": model.open_questions(view),
         "updates": model.pending_updates(view),
         "workspaces": model.items(view.get("workspaces")),

@@ -46,7 +46,8 @@ class NotLoopback(ValueError):
 
 
 def agent_settings(environ: Mapping[str, str]) -> AgentSettings:
-    """How ``ipa serve`` runs agents: each phase's agents queued as the task enters it, the
+    """How ``ipa serve`` runs agents: each phase's agents queued as the task enters it
+    (``IPA_AUTO_AGENTS=0``: only jobs queued by hand run), the
     catalog from ``IPA_AGENTS_FILE`` (TOML) over the built-in one, the Claude Code CLI from
     ``IPA_CLAUDE_CLI`` (else the SDK's bundled one), rate-limit waits from
     ``IPA_RATE_LIMIT_BASE`` (seconds, default 60) doubling up to ``IPA_RATE_LIMIT_CAP``
@@ -72,8 +73,11 @@ def agent_settings(environ: Mapping[str, str]) -> AgentSettings:
         raise AgentConfigError(
             f"IPA_RATE_LIMIT_CAP ({cap:g}) is below IPA_RATE_LIMIT_BASE ({base:g})"
         )
-    return AgentSettings(catalog=catalog, auto_queue=True, rate_limit_base=base,
-                         rate_limit_cap=cap)
+    auto = environ.get("IPA_AUTO_AGENTS", "1").strip().lower()
+    if auto not in ("1", "0", "true", "false", "on", "off", "yes", "no"):
+        raise AgentConfigError(f"IPA_AUTO_AGENTS={auto!r}: expected 1 or 0")
+    return AgentSettings(catalog=catalog, auto_queue=auto in ("1", "true", "on", "yes"),
+                         rate_limit_base=base, rate_limit_cap=cap)
 
 
 def check_host(host: str, keys: Mapping[str, str]) -> None:

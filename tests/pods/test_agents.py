@@ -17,6 +17,7 @@ from ipa.pods import AgentCatalog, AgentSettings, AgentType, ClaudeRunner, PodEn
 from ipa.supervisor import Supervisor
 
 from ..fakes.claude import FakeClaude
+from ..ui.test_cli import ipa, url_of
 from .helpers import job, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -66,7 +67,7 @@ async def types_of(store, stream_id) -> list[str]:
 
 
 async def test_a_task_runs_end_to_end_through_the_rarv_cycle(
-    start, create_task, fake: FakeClaude, tmp_path: Path, store
+    start, create_task, fake: FakeClaude, tmp_path: Path, store, database
 ) -> None:
     check = "grep -q fixed feature.py"
     repo = git_repo(tmp_path / "repo", {".ipa.toml": f'[verify]\ncommands = ["{check}"]\n'})
@@ -130,6 +131,21 @@ async def test_a_task_runs_end_to_end_through_the_rarv_cycle(
     # The developer's first run, offline from its own stream: prompt, messages, end.
     run_types = await types_of(store, developer.run_id)
     assert run_types[:2] == ["RunPrompted", "RunStarted"] and run_types[-1] == "RunFinished"
+
+    # Every step is visible in `ipa events`; the run's transcript replays from events alone.
+    url = url_of(database)
+    shown = await ipa("events", str(task_id), "--database-url", url)
+    assert shown.status == 0
+    for step in ("ContextPrepared", "UsageRecorded", "ReflectionRecorded", "ArtifactRecorded",
+                 "VerificationFailed", "VerificationPassed", "TaskCompleted"):
+        assert step in shown.out
+    shown = await ipa("audit", "transcript", developer.run_id, "--database-url", url)
+    assert shown.status == 0, shown.err
+    assert "prompt to developer" in shown.out
+    assert f"> Attempt 1: verification failed. `{check}` failed" in shown.out
+    assert "result | success: Fixed feature.py." in shown.out
+    assert f"verify/command | $ {check}" in shown.out
+    assert shown.lines[-1].endswith("succeeded")
 
 
 # -- usage, budget -------------------------------------------------------------------------------

@@ -63,7 +63,8 @@ class Run:
 def environment(**extra: str) -> dict[str, str]:
     """This process's environment without any ``IPA_*`` setting, plus ``extra``."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("IPA_")}
-    return {**env, **extra}
+    # A server started by these tests queues no agent per phase (jobs are queued by hand).
+    return {**env, "IPA_AUTO_AGENTS": "0", **extra}
 
 
 async def ipa(*args: str, **env: str) -> Run:

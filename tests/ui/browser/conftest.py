@@ -55,7 +55,9 @@ class Server:
 
     def start(self) -> None:
         assert IPA is not None, "the ipa console script is not installed in this environment"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IPA_")} | self.env
+        # These tests queue their jobs by hand: no agent is queued per phase.
+        env = ({k: v for k, v in os.environ.items() if not k.startswith("IPA_")}
+               | {"IPA_AUTO_AGENTS": "0"} | self.env)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [IPA, "serve", "--port", str(self.port), "--data-dir", str(self.data_dir),

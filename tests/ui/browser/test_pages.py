@@ -291,7 +291,8 @@ def test_a_running_job_is_interrupted_and_a_dead_job_retried_from_the_board(
     running.get_by_role("button", name="interrupt").click()
 
     dead = page.locator('.column[data-column="dead"] .job[data-job-id="stuck"]')
-    expect(dead).to_be_visible()
+    # The interrupted run ends, is recorded and reaches the page over SSE: slower under load.
+    expect(dead).to_be_visible(timeout=15_000)
     expect(dead).to_contain_text("interrupt")
     dead.get_by_role("button", name="retry").click()
 
@@ -299,7 +300,7 @@ def test_a_running_job_is_interrupted_and_a_dead_job_retried_from_the_board(
     again = page.locator('.column[data-column="running"] .job[data-job-id="stuck"]')
     expect(again).to_be_visible()
     again.get_by_role("button", name="interrupt").click()
-    expect(dead).to_be_visible()
+    expect(dead).to_be_visible(timeout=15_000)
     page.once("dialog", lambda dialog: dialog.accept())
     dead.get_by_role("button", name="cancel").click()
     cancelled = page.locator('.column[data-column="cancelled"] .job[data-job-id="stuck"]')

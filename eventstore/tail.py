@@ -11,6 +11,10 @@ first, reads the backlog from the store, then drains the live buffer skipping wh
 already gave. A subscriber whose buffer overflows (it reads slower than events arrive) is
 detached; its subscription reads the missed events from the store and re-attaches, so a slow
 reader never blocks the tail or other readers, and never misses an event.
+
+An *observer* (:meth:`LiveTail.observe`) is the cheaper form for a fan-out of its own (the SSE
+hub): a plain function the tail calls with every event it hands out, in log order, from the
+tail's own task, and with ``None`` when the tail stops. It must be quick and never block.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ ReadLog = Callable[[int, int], Awaitable[list[RecordedEvent]]]
 ReadStream = Callable[[UUID, int, int], Awaitable[list[RecordedEvent]]]
 
 _PAGE = 1000
+
+Observer = Callable[[RecordedEvent | None], None]
 
 _Channel = tuple[MemoryObjectSendStream[RecordedEvent], MemoryObjectReceiveStream[RecordedEvent]]
 
@@ -62,12 +68,18 @@ class LiveTail:
         self._position = 0
         self._all: set[MemoryObjectSendStream[RecordedEvent]] = set()
         self._streams: dict[UUID, set[MemoryObjectSendStream[RecordedEvent]]] = {}
+        self._observers: list[Observer] = []
         self._running = False
 
     @property
     def position(self) -> int:
         """The global position of the last event handed to subscribers."""
         return self._position
+
+    @property
+    def running(self) -> bool:
+        """Whether the tail is following the log (events after :attr:`position` will come)."""
+        return self._running
 
     def poke(self) -> None:
         """Wake the tail now (called after this process commits)."""
@@ -77,6 +89,14 @@ class LiveTail:
         """Events of ``stream_id`` after version ``after``, or of every stream after global
         position ``after`` when ``stream_id`` is None."""
         return Subscription(self, stream_id, after)
+
+    def observe(self, observer: Observer) -> Callable[[], None]:
+        """Call ``observer(recorded)`` for every event handed out from now on (every event
+        after :attr:`position`, in log order), and ``observer(None)`` when the tail stops.
+        It runs in the tail's task: it must be quick and must not block. Returns a function
+        that ends the calls."""
+        self._observers.append(observer)
+        return lambda: self._observers.remove(observer) if observer in self._observers else None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Follow the log until cancelled; subscriptions end when it stops."""
@@ -94,6 +114,8 @@ class LiveTail:
                     await self._drain()
         finally:
             self._running = False
+            for observer in list(self._observers):
+                _notify(observer, None)
             for send in [*self._all, *(s for ss in self._streams.values() for s in ss)]:
                 send.close()
             self._all.clear()
@@ -113,6 +135,8 @@ class LiveTail:
                 return
 
     def _fan_out(self, recorded: RecordedEvent) -> None:
+        for observer in self._observers:
+            _notify(observer, recorded)
         self._send(self._all, recorded)
         subscribers = self._streams.get(recorded.stream_id)
         if subscribers:
@@ -169,6 +193,14 @@ class LiveTail:
             self._streams.pop(stream_id, None)
         send.close()
         receive.close()
+
+
+def _notify(observer: Observer, recorded: RecordedEvent | None) -> None:
+    try:
+        observer(recorded)
+    except Exception:  # a broken observer must not stop the tail for everyone else
+        where = "the tail's stop" if recorded is None else f"position {recorded.position}"
+        log.exception("live tail: observer %r failed at %s", observer, where)
 
 
 class Subscription:

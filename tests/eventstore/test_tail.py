@@ -108,3 +108,33 @@ async def test_subscription_without_live_tail_ends_after_history(database) -> No
             got = [r.version async for r in subscription]
 
     assert got == [2, 3, 4]
+
+
+async def test_an_observer_sees_every_later_event_in_log_order_then_none_at_stop(
+    database,
+) -> None:
+    (first, early), (second, late) = task_history(3), task_history(4)
+    seen: list = []
+
+    def broken(recorded) -> None:
+        raise RuntimeError("an observer's bug")
+
+    async with EventStore.open(database, StoreSettings()) as store:
+        await store.append(first, early, 0)
+        with anyio.fail_after(20):
+            while store.tail.position < 3:  # the tail handed these out before the observer
+                await anyio.sleep(0.01)
+        store.tail.observe(broken)  # must not stop the tail for the next one
+        store.tail.observe(seen.append)
+        stop = store.tail.observe(lambda recorded: None)
+        stop()
+        for version, event in enumerate(late):
+            await store.append(second, [event], version)
+        with anyio.fail_after(20):
+            while len(seen) < 4:
+                await anyio.sleep(0.01)
+        assert store.tail.running
+
+    assert [(r.stream_id, r.version, r.position) for r in seen[:4]] == [
+        (second, version, 3 + version) for version in range(1, 5)]
+    assert seen[4:] == [None]

@@ -115,13 +115,24 @@ async def test_serve_refuses_a_public_host_without_keys(database: ConnectionPara
     assert "refusing to listen on 0.0.0.0" in run.error_line()
 
 
+async def test_serve_on_a_port_in_use_says_so_and_exits_1(database: ConnectionParams) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = await ipa("serve", "--database-url", url_of(database), "--port", str(port))
+
+    assert run.status == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in run.error_line()
+
+
 async def test_sigterm_ends_open_streams_and_exits_0(database: ConnectionParams) -> None:
     async with served(database) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=20) as client:
             task = (await client.post("/api/tasks", json={"title": "t"})).json()
             async with client.stream("GET", f"/api/tasks/{task['id']}/stream") as stream:
                 lines = stream.aiter_lines()
-                assert await anext(lines) == "id: 1"
+                assert [await anext(lines) for _ in range(3)] == ["retry: 1000", "", "id: 1"]
                 server.process.send_signal(signal.SIGTERM)
                 with anyio.fail_after(10):
                     rest = [line async for line in lines]

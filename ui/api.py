@@ -101,10 +101,11 @@ class Api:
     # Helpers ---------------------------------------------------------------------------------
 
     async def state(self, task_id: UUID) -> TaskState:
-        """The task's current state: from its pod's memory, else the store."""
+        """The task's current state: from its pod's memory, else (no pod, or a pod still
+        loading it) the store."""
         try:
             return self.supervisor.get(task_id).get_state()
-        except PodNotRunning:
+        except (PodNotRunning, RuntimeError):
             return await self.store.load(task_id)
 
     def live_version(self, task_id: UUID) -> int | None:

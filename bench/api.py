@@ -23,13 +23,11 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import replace
-from pathlib import Path
+
+from serving import private_ipa, served
 
 SCRIPT = os.path.abspath(__file__)
 
@@ -108,106 +106,77 @@ def run_clients(port: int, clients: int, seconds: float, paths: list[str]) -> di
     return json.loads(out.stdout)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def server_main(args: argparse.Namespace) -> None:
-    import contextlib
     from datetime import UTC, datetime
 
     import anyio
-    import uvicorn
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
     from ipa.domain import Context, CreateTask, Pause, Resume, decide
-    from ipa.eventstore import EventStore, StoreSettings, embedded_postgres
-    from ipa.pods import PodEnvironment, WorkspaceManager, runner_for
-    from ipa.projections import TaskList
-    from ipa.supervisor import Supervisor
     from ipa.ui.app import create_app
-    from ipa.ui.serve import listen
-
-    def serve(app, port: int):
-        sock = listen("127.0.0.1", port)  # as ipa serve listens
-        server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="error",
-                                               backlog=4096, timeout_graceful_shutdown=1))
-        server.capture_signals = contextlib.nullcontext
-        return server, sock
 
     async def trivial(request):
         return JSONResponse({"status": "ok", "items": [1, 2, 3]})
 
-    with tempfile.TemporaryDirectory(prefix="ipa-bench-") as tmp:
-        with embedded_postgres(Path(tmp) / "pg") as params:
-            settings = replace(StoreSettings(), snapshot_interval=0)
-            async with EventStore.open(params, settings) as store:
-                task_list = TaskList(store)
-                supervisor = Supervisor(PodEnvironment(
-                    store=store, workspaces=WorkspaceManager(Path(tmp) / "ws"),
-                    scratch=Path(tmp) / "scratch", runner_for=runner_for))
-                ids = []
-                for i in range(args.tasks):
-                    ctx = Context(actor="bench", now=datetime.now(UTC), correlation_id=f"c{i}")
-                    events = decide(None, CreateTask(title=f"task {i}", description="d"), ctx,
-                                    task_id := __import__("uuid").uuid4())
-                    await store.append(task_id, events, 0)
-                    ids.append(task_id)
-                async with anyio.create_task_group() as tg:
-                    await tg.start(task_list.run)
-                    await tg.start(supervisor.run)  # starts every task (TaskStarted)
-                    for task_id in ids:  # a few more events each
-                        for command in (Pause(reason="p"), Resume()):
-                            await supervisor.execute(task_id, command, actor="bench")
-                    await task_list.wait_for(await store.head_position())
-                    app = create_app(supervisor, task_list)
-                    port, base_port = free_port(), free_port()
-                    ipa_server, ipa_sock = serve(app, port)
-                    base_server, base_sock = serve(
-                        Starlette(routes=[Route("/trivial", trivial)]), base_port)
-                    tg.start_soon(ipa_server.serve, [ipa_sock])
-                    tg.start_soon(base_server.serve, [base_sock])
-                    while not (ipa_server.started and base_server.started):
-                        await asyncio.sleep(0.05)
-                    endpoints = {
-                        "GET /api/tasks": ["/api/tasks?limit=50"],
-                        "GET /api/tasks/{id}": [f"/api/tasks/{t}" for t in ids],
-                        "GET /api/tasks/{id}/events": [f"/api/tasks/{t}/events" for t in ids],
-                        "GET /api/tasks/{id}/jobs": [f"/api/tasks/{t}/jobs" for t in ids],
-                        "GET /api/tasks/{id}/versions/3": [f"/api/tasks/{t}/versions/3"
-                                                           for t in ids],
-                    }
-                    print(f"bench/api: {args.clients} clients, {args.seconds:g} s per "
-                          f"endpoint, {args.tasks} tasks, {os.cpu_count()} cores; clients in "
-                          "a separate process")
-                    base = await anyio.to_thread.run_sync(
-                        run_clients, base_port, args.clients, args.seconds, ["/trivial"])
-                    show("baseline: trivial Starlette JSON", base)
-                    worst = 0.0
-                    for label, paths in endpoints.items():
-                        if args.only and args.only not in label:
-                            continue
-                        if label in CACHED:
-                            # Every path once, all at once, before any was asked: misses.
-                            cold = await anyio.to_thread.run_sync(
-                                run_clients, port, len(paths), 0, paths)
-                            show(f"{label} (cold)", cold)
-                        result = await anyio.to_thread.run_sync(
-                            run_clients, port, args.clients, args.seconds, paths)
-                        show(label, result)
-                        worst = max(worst, result["p95"])
-                        print(f"  {'':<36} p95 / baseline p95: {result['p95'] / base['p95']:.2f}")
-                    print("targets:")
-                    print(f"  worst p95 <= 50 ms        {worst:>8.1f} ms   "
-                          f"{'met' if worst <= 50 else 'NOT met'}")
-                    ipa_server.should_exit = base_server.should_exit = True
-                    await asyncio.sleep(1.5)
-                    await supervisor.shutdown(deadline=1)
-                    tg.cancel_scope.cancel()
+    async with private_ipa() as (store, task_list, supervisor):
+        ids = []
+        for i in range(args.tasks):
+            ctx = Context(actor="bench", now=datetime.now(UTC), correlation_id=f"c{i}")
+            events = decide(None, CreateTask(title=f"task {i}", description="d"), ctx,
+                            task_id := __import__("uuid").uuid4())
+            await store.append(task_id, events, 0)
+            ids.append(task_id)
+        async with anyio.create_task_group() as tg:
+            await tg.start(task_list.run)
+            await tg.start(supervisor.run)  # starts every task (TaskStarted)
+            for task_id in ids:  # a few more events each
+                for command in (Pause(reason="p"), Resume()):
+                    await supervisor.execute(task_id, command, actor="bench")
+            await task_list.wait_for(await store.head_position())
+            baseline = Starlette(routes=[Route("/trivial", trivial)])
+            async with served(tg, create_app(supervisor, task_list),
+                              baseline) as (port, base_port):
+                await measure_all(args, ids, port, base_port)
+            await supervisor.shutdown(deadline=1)
+            tg.cancel_scope.cancel()
+
+
+async def measure_all(args: argparse.Namespace, ids: list, port: int, base_port: int) -> None:
+    import anyio
+
+    endpoints = {
+        "GET /api/tasks": ["/api/tasks?limit=50"],
+        "GET /api/tasks/{id}": [f"/api/tasks/{t}" for t in ids],
+        "GET /api/tasks/{id}/events": [f"/api/tasks/{t}/events" for t in ids],
+        "GET /api/tasks/{id}/jobs": [f"/api/tasks/{t}/jobs" for t in ids],
+        "GET /api/tasks/{id}/versions/3": [f"/api/tasks/{t}/versions/3"
+                                           for t in ids],
+    }
+    print(f"bench/api: {args.clients} clients, {args.seconds:g} s per "
+          f"endpoint, {args.tasks} tasks, {os.cpu_count()} cores; clients in "
+          "a separate process")
+    base = await anyio.to_thread.run_sync(
+        run_clients, base_port, args.clients, args.seconds, ["/trivial"])
+    show("baseline: trivial Starlette JSON", base)
+    worst = 0.0
+    for label, paths in endpoints.items():
+        if args.only and args.only not in label:
+            continue
+        if label in CACHED:
+            # Every path once, all at once, before any was asked: misses.
+            cold = await anyio.to_thread.run_sync(
+                run_clients, port, len(paths), 0, paths)
+            show(f"{label} (cold)", cold)
+        result = await anyio.to_thread.run_sync(
+            run_clients, port, args.clients, args.seconds, paths)
+        show(label, result)
+        worst = max(worst, result["p95"])
+        print(f"  {'':<36} p95 / baseline p95: {result['p95'] / base['p95']:.2f}")
+    print("targets:")
+    print(f"  worst p95 <= 50 ms        {worst:>8.1f} ms   "
+          f"{'met' if worst <= 50 else 'NOT met'}")
 
 
 CACHED = ("GET /api/tasks/{id}/events", "GET /api/tasks/{id}/versions/3")

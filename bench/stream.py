@@ -29,15 +29,13 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 from uuid import uuid4
+
+from serving import private_ipa, served
 
 SCRIPT = os.path.abspath(__file__)
 
@@ -164,12 +162,6 @@ class Clients:
 # The server side ----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def measure(clients: Clients, seconds: float, produce) -> dict:
     await clients.command("reset")
     stop = asyncio.Event()
@@ -196,18 +188,14 @@ async def paced(rate: float, stop: asyncio.Event, step, offset: float = 0.0) -> 
 
 async def server_main(args: argparse.Namespace) -> None:
     import anyio
-    import uvicorn
     from sse_starlette import EventSourceResponse
     from starlette.applications import Starlette
     from starlette.routing import Route
 
     from ipa.domain import Context, CreateTask, Pause, Resume, StartTask, decide, fold
-    from ipa.eventstore import EventStore, StoreSettings, embedded_postgres
-    from ipa.pods import PodEnvironment, WorkspaceManager, runner_for
-    from ipa.projections import TaskList
-    from ipa.supervisor import Supervisor
+    from ipa.eventstore import EventStore
     from ipa.ui.app import create_app
-    from ipa.ui.serve import listen, tune_gc
+    from ipa.ui.serve import tune_gc
 
     class Task:
         def __init__(self) -> None:
@@ -259,44 +247,16 @@ async def server_main(args: argparse.Namespace) -> None:
             except anyio.WouldBlock:
                 pass
 
-    def serve(app, port: int):
-        sock = listen("127.0.0.1", port)  # as ipa serve listens
-        server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="error",
-                                               timeout_graceful_shutdown=1, backlog=4096))
-        server.capture_signals = _no_signals
-        return server, sock
-
-    with tempfile.TemporaryDirectory(prefix="ipa-bench-") as tmp:
-        with embedded_postgres(Path(tmp) / "pg") as params:
-            settings = replace(StoreSettings(), snapshot_interval=0)
-            async with EventStore.open(params, settings) as store:
-                task_list = TaskList(store)
-                supervisor = Supervisor(PodEnvironment(
-                    store=store, workspaces=WorkspaceManager(Path(tmp) / "ws"),
-                    scratch=Path(tmp) / "scratch", runner_for=runner_for))
-                async with anyio.create_task_group() as tg:
-                    await tg.start(task_list.run)
-                    await tg.start(supervisor.run)
-                    app = create_app(supervisor, task_list, client_buffer=1000)
-                    tune_gc()  # as ipa serve does
-                    port, bare_port = free_port(), free_port()
-                    ipa_server, ipa_sock = serve(app, port)
-                    bare_server, bare_sock = serve(
-                        Starlette(routes=[Route("/bare", bare)]), bare_port)
-                    tg.start_soon(ipa_server.serve, [ipa_sock])
-                    tg.start_soon(bare_server.serve, [bare_sock])
-                    while not (ipa_server.started and bare_server.started):
-                        await asyncio.sleep(0.05)
-                    await run_scenarios(args, store, Task, port, bare_port, broadcast)
-                    ipa_server.should_exit = bare_server.should_exit = True
-                    await asyncio.sleep(1.5)
-                    tg.cancel_scope.cancel()
-
-
-def _no_signals():
-    import contextlib
-
-    return contextlib.nullcontext()
+    async with private_ipa() as (store, task_list, supervisor):
+        async with anyio.create_task_group() as tg:
+            await tg.start(task_list.run)
+            await tg.start(supervisor.run)
+            app = create_app(supervisor, task_list, client_buffer=1000)
+            tune_gc()  # as ipa serve does
+            bare_app = Starlette(routes=[Route("/bare", bare)])
+            async with served(tg, app, bare_app) as (port, bare_port):
+                await run_scenarios(args, store, Task, port, bare_port, broadcast)
+            tg.cancel_scope.cancel()
 
 
 def line(label: str, result: dict) -> str:

@@ -1,0 +1,56 @@
+"""What ``api.py`` and ``stream.py`` share: a private ipa on a fresh embedded PostgreSQL, and
+apps served by uvicorn as ``ipa serve`` serves its own (``listen``, no signal handlers)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+
+@contextlib.asynccontextmanager
+async def private_ipa() -> AsyncIterator[tuple]:
+    """``(store, task_list, supervisor)`` on a fresh store (no automatic snapshots); the
+    caller runs the task list and the supervisor."""
+    from ipa.eventstore import EventStore, StoreSettings, embedded_postgres
+    from ipa.pods import PodEnvironment, WorkspaceManager, runner_for
+    from ipa.projections import TaskList
+    from ipa.supervisor import Supervisor
+
+    with tempfile.TemporaryDirectory(prefix="ipa-bench-") as tmp:
+        with embedded_postgres(Path(tmp) / "pg") as params:
+            settings = replace(StoreSettings(), snapshot_interval=0)
+            async with EventStore.open(params, settings) as store:
+                supervisor = Supervisor(PodEnvironment(
+                    store=store, workspaces=WorkspaceManager(Path(tmp) / "ws"),
+                    scratch=Path(tmp) / "scratch", runner_for=runner_for))
+                yield store, TaskList(store), supervisor
+
+
+@contextlib.asynccontextmanager
+async def served(tg, *apps) -> AsyncIterator[list[int]]:
+    """Serve each app on its own port on 127.0.0.1 (in ``tg``) until the block ends; yields
+    the ports once every server has started."""
+    import uvicorn
+
+    from ipa.ui.serve import _Server, listen
+
+    servers, ports = [], []
+    for app in apps:
+        sock = listen("127.0.0.1", 0)
+        server = _Server(uvicorn.Config(app, lifespan="off", log_level="error",
+                                        timeout_graceful_shutdown=1, backlog=4096))
+        tg.start_soon(server.serve, [sock])
+        servers.append(server)
+        ports.append(sock.getsockname()[1])
+    while not all(server.started for server in servers):
+        await asyncio.sleep(0.05)
+    try:
+        yield ports
+    finally:
+        for server in servers:
+            server.should_exit = True
+        await asyncio.sleep(1.5)

@@ -52,6 +52,22 @@ const ipa = (() => {
     return send("GET", url, undefined, "text/html");
   }
 
+  /**
+   * A fragment showing a task at `version` or later (its root's data-version). A stream can
+   * announce an event a moment before the task's pod has applied it; then ask again, briefly.
+   */
+  async function fragmentAt(url, version) {
+    for (let tries = 1; ; tries++) {
+      const html = await fragment(url);
+      const template = document.createElement("template");
+      template.innerHTML = html.trim();
+      const root = template.content.firstElementChild;
+      const shown = Number(root ? root.dataset.version : NaN);
+      if (!(shown < version) || tries >= 40) return html;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
   let noticeTimer = null;
   /** Show `message` at the top of the page (errors stay until dismissed). */
   function notify(message, kind = "error") {
@@ -238,5 +254,5 @@ const ipa = (() => {
     if (e.target.id === "notice-close") document.getElementById("notice").hidden = true;
   });
 
-  return { request, fragment, notify, live, swap, listen, follow };
+  return { request, fragment, fragmentAt, notify, live, swap, listen, follow };
 })();

@@ -47,7 +47,9 @@
 
   // One fetch per task at a time; events that arrive meanwhile cause one more.
   const busy = new Map();
-  async function refresh(id) {
+  const wanted = new Map(); // task id → the newest version an event announced
+  async function refresh(id, version = 0) {
+    wanted.set(id, Math.max(wanted.get(id) || 0, version));
     if (busy.has(id)) {
       busy.set(id, true);
       return;
@@ -56,7 +58,7 @@
     try {
       do {
         busy.set(id, false);
-        place(await ipa.fragment(`/pods/${id}/row`));
+        place(await ipa.fragmentAt(`/pods/${id}/row`, wanted.get(id)));
       } while (busy.get(id));
     } catch (error) {
       if (error.status !== 404) ipa.notify(error.message);
@@ -75,7 +77,7 @@
       return;
     }
     const id = event.stream_id || event.task_id;
-    if (id) refresh(id);
+    if (id) refresh(id, event.version);
   });
   let wasCut = false;
   source.addEventListener("open", () => {

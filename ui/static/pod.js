@@ -71,7 +71,7 @@
     try {
       do {
         again = false;
-        const html = await ipa.fragment(`/pods/${taskId}/state`);
+        const html = await ipa.fragmentAt(`/pods/${taskId}/state`, head);
         if (travel === null) {
           ipa.swap(state, html);
           followRuns();

@@ -153,8 +153,14 @@ class Scheduler:
             await self._state.execute(StartTask())
             return
         if state.budget_paused and self._runs:
-            self.interrupt("interrupted: the task reached its budget")
-            return
+            # Only runs still spending: a run whose usage is recorded has stopped its agent
+            # (its own usage may be what reached the budget) and is left to finish its steps.
+            spending = [job_id for job_id in self._runs
+                        if state.jobs[job_id].run_id not in state.usage.by_run]
+            for job_id in spending:
+                self.interrupt("interrupted: the task reached its budget", job_id)
+            if spending:
+                return
         if state.status is not Status.running or self.draining:
             return
         if self._agents.auto_queue and await self._queue_phase_agents(state):

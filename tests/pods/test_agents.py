@@ -175,6 +175,27 @@ async def test_reaching_the_budget_pauses_the_task_until_it_is_raised(
     assert state.status is Status.running and state.usage.total.runs == 3
 
 
+async def test_reaching_the_budget_interrupts_only_the_runs_still_spending(
+    start, create_task, fake: FakeClaude, store
+) -> None:
+    fake.script({"planner": [{"messages": ["thinking"], "sleep": 60}, {"text": "plan"}],
+                 "spec_writer": [{"cost": 0.6, "text": "spec"}]})
+    supervisor = await start()
+    pod = await supervisor.start(await create_task())
+    await pod.execute(SetBudget(limit_usd=0.5))
+    await pod.execute(QueueJob(job_id="slow", agent="planner", spec=AGENT_JOB))
+    await wait_for(pod, lambda s: job(s, "slow").status.value == "running")
+    await pod.execute(QueueJob(job_id="costly", agent="spec_writer", spec=AGENT_JOB))
+
+    # The run whose usage reached the budget has stopped spending: it finishes its steps.
+    state = await wait_for(pod, lambda s: job(s, "costly").status.value == "succeeded"
+                           and job(s, "slow").status.value != "running")
+    assert state.budget_paused and state.usage.total.runs == 1
+    failed = [e for e in await store.read(pod.task_id) if e.type == "JobFailed"]
+    assert [(e.data["job_id"], e.data["interrupted"], e.data["reason"]) for e in failed] == [
+        ("slow", True, "interrupted: the task reached its budget")]
+
+
 # -- rate limits ---------------------------------------------------------------------------------
 
 

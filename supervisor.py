@@ -7,7 +7,10 @@ or a pod's crash never touches another. A registry maps task id to pod.
 - **Recovery** (:meth:`Supervisor.recover`): every task whose status is not finished
   (completed, cancelled) gets its pod back, loaded from its newest snapshot; runs that were in
   flight when the process died are recorded as interrupted by the pod's scheduler and retried
-  under their job's policy.
+  under their job's policy. Before any pod starts, :meth:`Supervisor.run` sweeps the
+  workspaces a killed process left (``WorkspaceManager.sweep``): no run exists yet, so every
+  worktree under the data dir is a leftover; git's records of them are dropped path by path,
+  never the user's own worktrees.
 - **Graceful shutdown** (:meth:`Supervisor.shutdown`): stop accepting work, let running steps
   finish within a deadline (then interrupt them, recorded), snapshot every pod, stop.
 """
@@ -72,11 +75,24 @@ class Supervisor:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             try:
+                await self._sweep_workspaces()
                 await self.recover()
                 task_status.started()
                 await anyio.sleep_forever()
             finally:
                 self._tg = None
+
+    async def _sweep_workspaces(self) -> None:
+        """Remove the worktrees of runs that no longer exist: at start, before any pod (and
+        so any run) of this process, that is all of them but those of pods already here."""
+        try:
+            removed = await self.env.workspaces.sweep(skip=set(self._slots))
+        except OSError as e:  # the data dir itself; the pods report their own trouble
+            log.error("recovery: workspaces not swept: %s", e)
+            return
+        if removed:
+            log.info("recovery: removed %d workspaces left by a stopped process: %s",
+                     len(removed), ", ".join(removed[:10]))
 
     async def recover(self, concurrency: int = 8) -> int:
         """Start a pod for every unfinished task without one, ``concurrency`` at a time (their

@@ -8,6 +8,7 @@ names below; the modules behind them are free to change.
 from .commands import (
     AGENT_COMMANDS,
     JOB_COMMANDS,
+    PERSON_COMMANDS,
     TASK_COMMANDS,
     AnswerQuestion,
     Approve,
@@ -45,6 +46,7 @@ from .commands import (
 )
 from .errors import (
     CommandRejected,
+    CredentialsInUrl,
     DomainError,
     InvalidCommand,
     JobNotFound,
@@ -165,6 +167,7 @@ from .sync_events import (
     UpdateSuperseded,
 )
 from .task import TITLE_MAX_LENGTH, decide, evolve, fold
+from .text import clean_text
 from .workflows import (
     WORKFLOWS,
     Phase,
@@ -215,6 +218,7 @@ __all__ = [
     "JOB_COMMANDS",
     "AGENT_COMMANDS",
     "TASK_COMMANDS",
+    "PERSON_COMMANDS",
     # events
     "TaskEvent",
     "TaskCreated",
@@ -301,6 +305,9 @@ __all__ = [
     "UnknownWorkflow",
     "JobRejected",
     "JobNotFound",
+    "CredentialsInUrl",
+    # text from outside
+    "clean_text",
 ]
 
 # The sync engine (issue #6): outbox, approval gate, deliveries, incoming changes.

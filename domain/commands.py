@@ -454,6 +454,40 @@ TASK_COMMANDS: tuple[type[Command], ...] = (
 
 # -- the sync engine (sync_commands.py builds on Command, so it is imported last) -------------
 
-from .sync_commands import SYNC_COMMANDS, ReturnToPhase  # noqa: E402
+from .sync_commands import (  # noqa: E402
+    SYNC_COMMANDS,
+    ApproveUpdate,
+    ConfigureSync,
+    ReturnToPhase,
+    SyncNow,
+)
 
 TASK_COMMANDS = (*TASK_COMMANDS, ReturnToPhase, *SYNC_COMMANDS)
+
+PERSON_COMMANDS: tuple[type[Command], ...] = (
+    CreateTask,
+    UpdateSpec,
+    Approve,
+    RequestChanges,
+    ReturnToPhase,
+    Pause,
+    Resume,
+    Cancel,
+    Retry,
+    QueueJob,
+    RetryJob,
+    CancelJob,
+    AnswerQuestion,
+    SetBudget,
+    ConfigureSync,
+    ApproveUpdate,
+    SyncNow,
+)
+"""The commands a person may give (through the API and the pages): the decisions at the
+gates, steering the task and its jobs, answers, the budget and the sync settings.
+
+Every other command of ``TASK_COMMANDS`` is recorded by ipa itself — the pod's scheduler
+(``start``, ``request_approval``, ``complete_phase``, ``fail``, the runs of jobs), its agents
+(usage, context, reflection, verification, artifacts, rate limits, questions), its workspace
+manager and its sync engine (the outbox, deliveries, reviews read from outside) — and stands for
+something that happened there: accepted from a client, it would be a forged record."""

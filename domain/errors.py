@@ -89,3 +89,17 @@ class JobNotFound(InvalidCommand):
         self.command = command
         self.job_id = job_id
         super().__init__(f"cannot {command}: the task has no job {job_id!r}")
+
+
+class CredentialsInUrl(InvalidCommand):
+    """A URL given to a task holds credentials (``https://user:token@host/...``); ipa never
+    stores them. ``field`` names where it was given (``repo``, ``git.remote``)."""
+
+    def __init__(self, field: str, url: str, what: str) -> None:
+        self.field = field
+        self.what = what
+        super().__init__(
+            f"{field} holds credentials ({what}); ipa never stores them in a task. Give the "
+            f"URL without them ({url}) and put the token in the secrets file (IPA_SECRETS_FILE, "
+            "e.g. IPA_GITHUB_TOKEN=...) or the environment of `ipa serve`; for ssh, use a key"
+        )

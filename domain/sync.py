@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .commands import Approve, Command
+from .credentials import refuse_credentials
 from .decision import Draft, identifier, json_object, number, rejection, text
 from .errors import InvalidCommand
 from .events import ChangesRequested, PhaseApproved, PhaseEntered, TaskCompleted, TaskEvent
@@ -137,6 +138,8 @@ def _options(state: TaskState, connector: str, given: object) -> dict[str, Any]:
     if required not in options:
         raise InvalidCommand(f"{connector} needs {required!r}")
     text(options[required], f"{connector}.{required}", required=True)
+    if connector == "git":
+        refuse_credentials(options["remote"], "git.remote")
     if connector == "github" and not _GITHUB_REPO.fullmatch(options["repo"]):
         raise InvalidCommand(f"github.repo must be 'owner/name', got {options['repo']!r}")
     if connector == "jira":

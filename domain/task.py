@@ -36,6 +36,7 @@ from .commands import (
     StartTask,
     UpdateSpec,
 )
+from .credentials import refuse_credentials
 from .decision import Draft, text
 from .errors import CommandRejected, InvalidCommand, TaskNotFound, UnknownWorkflow
 from .events import (
@@ -114,6 +115,7 @@ def _create(command: CreateTask, draft: Draft) -> None:
     description = text(command.description, "description")
     if command.repo is not None:
         text(command.repo, "repo", required=True)
+        refuse_credentials(command.repo, "repo")
     try:
         workflow = get_workflow(text(command.workflow, "workflow"))
     except UnknownWorkflow as e:

@@ -6,6 +6,7 @@ from .agent_types import AgentCatalog, AgentConfigError, AgentType
 from .claude import ClaudeRunner
 from .pod import Pod, PodEnvironment, PodStatus, RestartPolicy
 from .rarv import AgentSettings
+from .repositories import RepositoryPolicy, RepositoryRefused
 from .runners import (
     AgentRunner,
     CommandRunner,
@@ -40,6 +41,8 @@ __all__ = [
     "PodEnvironment",
     "PodState",
     "PodStatus",
+    "RepositoryPolicy",
+    "RepositoryRefused",
     "RepositoryUnavailable",
     "RestartPolicy",
     "RunRequest",

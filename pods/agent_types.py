@@ -22,11 +22,15 @@ the CLI's: ``default``, ``acceptEdits``, ``plan``, ``bypassPermissions``, ``dont
 path), ``artifact`` (the name the run's final answer is recorded under: ``spec``, ``plan``,
 ``review``, ``summary``; ``None``: none), ``verify`` (shell commands run in the workspace after
 the run; ``"repository"`` reads them from the repository's ``.ipa.toml``, ``[verify] commands``),
-``timeout_seconds``, ``max_attempts``, ``context_tokens`` (the context budget of *Reason*).
+``timeout_seconds``, ``max_attempts``, ``context_tokens`` (the context budget of *Reason*),
+``env`` (names of the server's environment variables the agent and its checks also get, e.g.
+``["AWS_PROFILE", "AWS_REGION"]`` for Claude Code on Bedrock; see :mod:`.environment` for what
+every agent gets; ``IPA_*`` names are refused: ipa's own settings and secrets stay with ipa).
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -40,6 +44,7 @@ PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dont
 REPOSITORY = "repository"
 """``verify = "repository"``: the checks come from the repository's ``.ipa.toml``."""
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _READ_TOOLS = ("Read", "Glob", "Grep", "LS")
 _EDIT_TOOLS = (*_READ_TOOLS, "Edit", "MultiEdit", "Write", "Bash")
 
@@ -64,6 +69,7 @@ class AgentType:
     timeout_seconds: float = 3600.0
     max_attempts: int = 3
     context_tokens: int = 60_000
+    env: tuple[str, ...] = ()
 
     def prompt_path(self) -> Path:
         path = Path(self.prompt)
@@ -139,6 +145,14 @@ def _override(base: AgentType, overrides: dict[str, Any], where: str) -> AgentTy
     for key in ("allowed_tools",):
         if key in values:
             values[key] = tuple(_strings(values[key], f"{where}.{key}"))
+    if "env" in values:
+        values["env"] = tuple(_strings(values["env"], f"{where}.env"))
+        for name in values["env"]:
+            if not _ENV_NAME.fullmatch(name):
+                raise AgentConfigError(f"{where}.env: {name!r} is not a variable name")
+            if name.upper().startswith("IPA_"):
+                raise AgentConfigError(f"{where}.env: {name!r} is ipa's own; agents never "
+                                       "get ipa's settings or secrets")
     if "verify" in values and values["verify"] != REPOSITORY:
         values["verify"] = tuple(_strings(values["verify"], f"{where}.verify"))
     if values.get("permission_mode", base.permission_mode) not in PERMISSION_MODES:

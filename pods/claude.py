@@ -15,6 +15,11 @@ The :class:`~ipa.pods.runners.RunResult`'s ``result`` carries what the pod recor
 ``cli`` (no result, malformed output, a crash) or ``agent`` (the CLI's own error result).
 
 Cancellation (timeout, interrupt) terminates the CLI process at once, then re-raises.
+
+The CLI runs with the environment of :mod:`.environment` (the system's basics, the CLI's own
+``ANTHROPIC_*``/``CLAUDE_*`` settings, what the agents file names, the request's ``env``),
+never the server's secrets; see :class:`_Transport`. Text the CLI sends is cleaned of lone
+surrogates (:func:`~ipa.domain.clean_text`) before it becomes output lines or a result.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ import inspect
 import json
 import os
 import re
+import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -34,6 +40,7 @@ from claude_agent_sdk import (
     AssistantMessage,
     ClaudeAgentOptions,
     ClaudeSDKError,
+    CLIConnectionError,
     CLIJSONDecodeError,
     CLINotFoundError,
     ProcessError,
@@ -49,6 +56,9 @@ from claude_agent_sdk import (
 )
 from claude_agent_sdk._internal.transport.subprocess_cli import SubprocessCLITransport
 
+from ipa.domain import clean_text
+
+from .environment import is_inherited
 from .runners import OnOutput, OnStarted, OutputLine, RunnerError, RunRequest, RunResult
 
 CLI_ENV = "IPA_CLAUDE_CLI"
@@ -63,16 +73,43 @@ _AUTH = re.compile(
     r"invalid api key|authentication|not logged in|/login|unauthori[sz]ed|oauth|\b401\b", re.I
 )
 _MAX_TEXT = 16_000
+_ENV_PROGRAM = next((p for p in ("/usr/bin/env", "/bin/env") if os.path.exists(p)), "env")
 
 
 class _Transport(SubprocessCLITransport):
-    """The SDK's subprocess transport, telling us the CLI's pid, and stopping it at once when
-    the run is cancelled instead of waiting for it to notice its closed input."""
+    """The SDK's subprocess transport, telling us the CLI's pid, starting it with only the
+    allowed environment, and stopping it at once when the run is cancelled instead of waiting
+    for it to notice its closed input.
+
+    The SDK (``connect()``) starts the CLI with the whole ``os.environ`` merged under the
+    options' ``env``, and offers no way to leave a variable out. So the command is prefixed
+    with ``env -u NAME ...`` for every variable of the server that the allow-list does not
+    admit: ``env`` execs the CLI (same pid) with those removed. Only *names* go on the command
+    line, never values (argv is world-readable in ``/proc``); the values never reach the
+    CLI's environment. The alternatives were worse: ``env -i NAME=value`` puts the allowed
+    values (the Anthropic key) in argv, swapping ``os.environ`` during ``connect()`` races
+    every other thread and pod, and copying ``connect()`` forks the SDK. The names are read
+    from ``os.environ`` in the same synchronous step in which the SDK reads it.
+    """
 
     def __init__(self, *, on_started: OnStarted | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._on_started = on_started
         self.cancelled = False
+
+    def _build_command(self) -> list[str]:
+        command = super()._build_command()
+        program = shutil.which(command[0])
+        if program is None:
+            raise CLINotFoundError(f"Claude Code not found at: {command[0]}")
+        if "=" in program:  # env would take it for a variable
+            raise CLIConnectionError(f"cannot start {program!r}: its path contains '='")
+        given = self._options.env
+        # PWD: the SDK sets it to the workspace; the rest of what it sets is CLAUDE_*.
+        drop = sorted(name for name in os.environ if name not in given and name != "PWD"
+                      and not is_inherited(name, claude=True))
+        unset = [arg for name in drop for arg in ("-u", name)]
+        return [_ENV_PROGRAM, *unset, "--", program, *command[1:]]
 
     async def connect(self) -> None:
         await super().connect()
@@ -151,7 +188,7 @@ class ClaudeRunner:
         if result is None:
             return _failure("cli", "the Claude Code CLI exited without a result", begin, model,
                             result)
-        return _outcome(result, rate_limit, model, time.monotonic() - begin)
+        return _clean(_outcome(result, rate_limit, model, time.monotonic() - begin))
 
 
 def _options(
@@ -190,7 +227,7 @@ class _Lines:
 
     def _line(self, kind: str, text: str) -> OutputLine:
         self.seq += 1
-        return OutputLine(self.seq, "agent", text[:_MAX_TEXT], kind)
+        return OutputLine(self.seq, "agent", clean_text(text[:_MAX_TEXT]), kind)
 
     def of(self, message: object) -> list[OutputLine]:
         if isinstance(message, AssistantMessage | UserMessage):
@@ -252,9 +289,14 @@ def _summary(result: ResultMessage | None, model: str) -> dict[str, Any]:
 
 def _failure(kind: str, reason: str, begin: float, model: str,
              result: ResultMessage | None) -> RunResult:
-    return RunResult(exit_code=None, succeeded=False, reason=reason,
-                     duration_seconds=time.monotonic() - begin,
-                     result={**_summary(result, model), "error": kind})
+    return _clean(RunResult(exit_code=None, succeeded=False, reason=reason,
+                            duration_seconds=time.monotonic() - begin,
+                            result={**_summary(result, model), "error": kind}))
+
+
+def _clean(outcome: RunResult) -> RunResult:
+    """The outcome with lone surrogates (JSON ``"\\ud800"`` from the CLI) made U+FFFD."""
+    return replace(outcome, reason=clean_text(outcome.reason), result=clean_text(outcome.result))
 
 
 def _outcome(result: ResultMessage, rate_limit: dict[str, Any] | None, model: str,

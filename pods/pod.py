@@ -40,6 +40,7 @@ from ipa.domain import (
 from ipa.eventstore import EventStore
 
 from .rarv import AgentSettings
+from .repositories import RepositoryPolicy
 from .runners import AgentRunner
 from .scheduler import Scheduler
 from .state import Clock, PodState, utc_now
@@ -80,6 +81,7 @@ class PodEnvironment:
     max_parallel: int = 4
     agents: AgentSettings = field(default_factory=AgentSettings)
     sync: SyncSettings = SyncSettings()  # GitHub/JIRA: URLs, credentials, timings
+    repositories: RepositoryPolicy = RepositoryPolicy()  # what a new task's repo may be
 
 
 class Pod:

@@ -20,6 +20,7 @@ report as the job's outcome.
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -106,7 +107,8 @@ class AgentAttempt:
                               prompt=prepared.prompt)
         # Act
         request = RunRequest(run_id=run_id, job_id=job.job_id, agent=agent.name,
-                             spec=_spec(agent, job.spec, prepared.prompt), workspace=workspace)
+                             spec=_spec(agent, job.spec, prepared.prompt), workspace=workspace,
+                             env={n: os.environ[n] for n in agent.env if n in os.environ})
         try:
             runner = self.settings.runner()
             runner.check(request.spec)

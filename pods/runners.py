@@ -17,8 +17,9 @@ anything starts; :meth:`CommandRunner.check` runs the same check without running
 The process:
 
 - runs with ``cwd`` = the workspace, in a session (and process group) of its own, with a
-  minimal environment: a few inherited variables (``PATH``, ``HOME``, ``LANG``, ...), then the
-  spec's ``env``, then the request's ``env``. Nothing else of the server's environment leaks in.
+  minimal environment: the allow-list of :mod:`.environment` (``PATH``, ``HOME``, locale,
+  proxies, ...), then the spec's ``env``, then the request's ``env``. Nothing else of the
+  server's environment leaks in.
 - Its stdout and stderr are read concurrently and split into lines: ``text`` has no trailing
   newline (nor the ``\\r`` of a CRLF), a last line without a newline is still delivered, a line
   longer than :data:`MAX_LINE_BYTES` arrives as several lines of at most that size (cut on a
@@ -61,6 +62,8 @@ import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream, Process
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from .environment import inherited
+
 __all__ = [
     "MAX_LINE_BYTES",
     "RUNNERS",
@@ -76,21 +79,6 @@ __all__ = [
 
 MAX_LINE_BYTES = 64 * 1024
 """Longest line delivered whole; a longer one is cut into pieces of at most this many bytes."""
-
-# The part of the server's environment an agent inherits; secrets such as database URLs stay out.
-INHERITED_ENV = (
-    "PATH",
-    "HOME",
-    "USER",
-    "LOGNAME",
-    "SHELL",
-    "LANG",
-    "LC_ALL",
-    "LC_CTYPE",
-    "TZ",
-    "TMPDIR",
-    "TERM",
-)
 
 StreamName = Literal["stdout", "stderr", "agent", "verify"]
 
@@ -429,7 +417,7 @@ async def _feed(stdin: ByteSendStream, data: bytes) -> None:
 
 
 def _environment(*layers: Mapping[str, str]) -> dict[str, str]:
-    env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
+    env = inherited()
     for layer in layers:
         env.update(layer)
     return env

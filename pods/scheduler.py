@@ -133,13 +133,19 @@ class Scheduler:
                     await self._state.wait_changed(timeout=self._until_next_retry())
 
     async def _recover_interrupted(self) -> None:
-        """Runs the store says are in flight but nobody runs: the process stopped under them."""
+        """Runs the store says are in flight but nobody runs: the process stopped under them.
+        Their workspaces go too (recorded): a workspace lives only as long as its run, and no
+        run of this task runs before this scheduler starts one."""
         for job in running_jobs(self._state.current):
             await self._state.execute(FailJob(
                 job_id=job.job_id, run_id=job.run_id or "",
                 reason="interrupted: ipa stopped while this run was in flight",
                 interrupted=True, jitter=self._jitter(),
             ))
+        for workspace in list(self._state.current.workspaces.values()):
+            if not workspace.removed:
+                await self.remove_workspace(
+                    workspace.workspace_id, "ipa stopped while its run was in flight")
 
     def _until_next_retry(self) -> float | None:
         due = next_retry_at(self._state.current)

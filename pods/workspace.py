@@ -32,6 +32,11 @@ under a timeout (``WorkspaceError`` when it expires). Clones, fetches and worktr
 one repository are serialised: two runs cloning into one cache, or racing on git's lock
 files, would otherwise fail one of them. Commits of one workspace are serialised too.
 
+Removing a workspace drops git's record of its worktree by path (``git worktree remove
+--force --force PATH``), never with ``git worktree prune``, which would also drop the records
+of the user's own worktrees whose directories are missing. :meth:`WorkspaceManager.sweep`
+removes, at recovery, whatever a killed process left under the root.
+
 This module records no events: the pod records each workspace change from what these methods
 return (:class:`WorkspaceInfo`, :class:`CommitInfo`). Every failure is a
 :class:`WorkspaceError` naming the workspace or repository and the problem.
@@ -50,7 +55,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Container
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -555,6 +560,51 @@ class WorkspaceManager:
         if failures:
             raise WorkspaceError("; ".join(failures))
 
+    async def sweep(self, skip: Container[UUID] = ()) -> list[str]:
+        """Remove every workspace under the root except those of the tasks in ``skip``, and
+        what interrupted clones and records left; return the names removed.
+
+        For recovery, before any run starts: a workspace exists only while its run does, so
+        whatever a killed process left is a leftover. Branches are kept (they may hold a
+        run's commits); git's records of the removed worktrees are dropped by path, never
+        with ``git worktree prune`` (see :meth:`remove`). A workspace that cannot be removed
+        is logged and skipped.
+        """
+        removed: list[str] = []
+        for task_id, names in await anyio.to_thread.run_sync(self._leftovers, skip):
+            for workspace_id in names:
+                try:
+                    await self.remove(task_id, workspace_id, keep_branch=True)
+                except WorkspaceError as e:
+                    log.warning("sweep: %s", e)
+                    continue
+                removed.append(f"{task_id}/{workspace_id}")
+        return removed
+
+    def _leftovers(self, skip: Container[UUID]) -> list[tuple[UUID, list[str]]]:
+        """The workspaces under the root by task (not in ``skip``); deletes half-written
+        records and interrupted clones on the way."""
+        try:
+            entries = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        found = []
+        for entry in entries:
+            if entry == ".cache":
+                for partial in (self.root / entry).glob("*.git.partial-*"):
+                    shutil.rmtree(partial, ignore_errors=True)
+                continue
+            try:
+                task_id = UUID(entry)
+            except ValueError:
+                continue
+            if task_id in skip or str(task_id) != entry:
+                continue
+            for partial in (self.root / entry).glob(".*.json.partial"):
+                partial.unlink(missing_ok=True)
+            found.append((task_id, _workspace_ids(self.root / entry)))
+        return found
+
     async def _add(
         self, task_id: UUID, workspace_id: str, repo: str, base: str | None
     ) -> WorkspaceInfo:
@@ -691,16 +741,21 @@ class WorkspaceManager:
         """Undo a workspace, whatever state it is in; the caller holds both locks."""
         name = f"{info.task_id}/{info.workspace_id}"
         subject = f"workspace {name}"
-        if await anyio.Path(info.path).exists():
-            removed = await self._git_in(
-                git_dir, "worktree", "remove", "--force", str(info.path), subject=subject
+        # By path, and only this path: `git worktree prune` would also drop the records of the
+        # user's own worktrees whose directories are missing (an unmounted disk, say). Forced
+        # twice: a worktree that a crash left locked ("initializing") is removed as well, and
+        # so is the record of one whose directory is already gone.
+        path = os.path.realpath(info.path)
+        removed = await self._git_in(
+            git_dir, "worktree", "remove", "--force", "--force", path, subject=subject
+        )
+        if removed.returncode != 0 and await anyio.Path(info.path).exists():
+            log.warning("%s: git worktree remove failed (%s)", subject, _reason(removed))
+            await self._delete_tree(info.path, name)
+            # Its directory is gone now; this drops the record git may still hold of it.
+            await self._git_in(
+                git_dir, "worktree", "remove", "--force", "--force", path, subject=subject
             )
-            if removed.returncode != 0:
-                log.warning("%s: git worktree remove failed (%s)", subject, _reason(removed))
-                await self._delete_tree(info.path, name)
-        pruned = await self._git_in(git_dir, "worktree", "prune", subject=subject)
-        if pruned.returncode != 0:
-            log.warning("%s: git worktree prune failed (%s)", subject, _reason(pruned))
         if not keep_branch:
             deleted = await self._git_in(
                 git_dir, "branch", "--quiet", "-D", info.branch, subject=subject

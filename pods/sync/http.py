@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 
+from ipa.domain import clean_text
+
 from .errors import SyncError
 
 NOT_MODIFIED = object()
@@ -86,10 +88,12 @@ class RestApi:
 
 
 def _json(response: httpx.Response) -> Any:
+    """The answer's JSON, its lone surrogates (``"\\ud800"``) made U+FFFD: what a remote
+    system says becomes events, which must be storable."""
     if not response.content:
         return None
     try:
-        return response.json()
+        return clean_text(response.json())
     except ValueError:
         return None
 

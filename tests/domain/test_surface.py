@@ -32,7 +32,7 @@ def test_public_names_are_pinned() -> None:
         [
             "Command", "Context", "CreateTask", "StartTask", "UpdateSpec", "RequestApproval",
             "Approve", "RequestChanges", "CompletePhase", "Pause", "Resume", "Cancel", "Fail",
-            "Retry", "TASK_COMMANDS",
+            "Retry", "TASK_COMMANDS", "PERSON_COMMANDS",
             "QueueJob", "StartJob", "CompleteJob", "FailJob", "RetryJob", "CancelJob",
             "RecordWorkspace", "RecordCommit", "RemoveWorkspace", "RecordRepositoryUnavailable",
             "JOB_COMMANDS",
@@ -57,7 +57,7 @@ def test_public_names_are_pinned() -> None:
             "Status", "Phase", "Workflow", "Position", "WORKFLOWS", "get_workflow",
             "allowed_commands", "destination",
             "DomainError", "CommandRejected", "InvalidCommand", "TaskNotFound", "UnknownWorkflow",
-            "JobRejected", "JobNotFound",
+            "JobRejected", "JobNotFound", "CredentialsInUrl", "clean_text",
             *SYNC_NAMES,
         ]
     )  # fmt: skip

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import anyio
 
@@ -27,3 +29,16 @@ async def wait_for(pod, predicate: Callable[[TaskState], bool], timeout: float =
 def job(state: TaskState, job_id: str):
     """The job ``job_id`` of the task."""
     return state.jobs[job_id]
+
+
+def git(repo: Path, *args: str) -> str:
+    """``git -C repo ARGS``'s output (raises if it fails)."""
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def registered(repo: Path) -> set[str]:
+    """The worktrees git has registered in ``repo`` (its main one left out)."""
+    lines = git(repo, "worktree", "list", "--porcelain").splitlines()
+    return {line.removeprefix("worktree ") for line in lines
+            if line.startswith("worktree ")} - {str(repo)}

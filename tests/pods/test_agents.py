@@ -13,7 +13,14 @@ import anyio
 import pytest
 
 from ipa.domain import AnswerQuestion, Approve, QueueJob, SetBudget, Status
-from ipa.pods import AgentCatalog, AgentSettings, AgentType, ClaudeRunner, PodEnvironment
+from ipa.pods import (
+    AgentCatalog,
+    AgentConfigError,
+    AgentSettings,
+    AgentType,
+    ClaudeRunner,
+    PodEnvironment,
+)
 from ipa.supervisor import Supervisor
 
 from ..fakes.claude import FakeClaude
@@ -338,3 +345,38 @@ async def test_an_unknown_agent_type_fails_the_job_naming_the_known_ones(
     state = await wait_for(pod, lambda s: job(s, "a").status.value == "dead")
     assert "no agent type 'wizard'" in job(state, "a").last_error
     assert "developer" in job(state, "a").last_error
+
+
+async def test_an_agent_gets_the_variables_its_type_names_and_none_of_ipas_secrets(
+    start, create_task, fake: FakeClaude, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agents_file = tmp_path / "agents.toml"
+    agents_file.write_text('[spec_writer]\nenv = ["AWS_PROFILE"]\n')
+    monkeypatch.setenv("AWS_PROFILE", "bedrock")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-not-named")
+    monkeypatch.setenv("IPA_GITHUB_TOKEN", "ghp_secret-of-ipa")
+    supervisor = await start(catalog=AgentCatalog.load(agents_file))
+    pod = await supervisor.start(await create_task())
+    await pod.execute(QueueJob(job_id="a", agent="spec_writer", spec=AGENT_JOB))
+
+    await wait_for(pod, lambda s: job(s, "a").status.value == "succeeded")
+
+    [logged] = fake.runs()
+    assert logged["env"]["AWS_PROFILE"] == "bedrock"
+    assert "AWS_SECRET_ACCESS_KEY" not in logged["env"]
+    assert "IPA_GITHUB_TOKEN" not in logged["env"]
+
+
+@pytest.mark.parametrize(("names", "message"), [
+    ('["IPA_GITHUB_TOKEN"]', "is ipa's own"),
+    ('["not a name"]', "is not a variable name"),
+    ('"AWS_PROFILE"', "must be a list of strings"),
+])
+def test_the_agents_file_refuses_ipas_own_and_malformed_variable_names(
+    tmp_path: Path, names: str, message: str
+) -> None:
+    agents_file = tmp_path / "agents.toml"
+    agents_file.write_text(f"[developer]\nenv = {names}\n")
+
+    with pytest.raises(AgentConfigError, match=message):
+        AgentCatalog.load(agents_file)

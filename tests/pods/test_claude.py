@@ -156,3 +156,78 @@ async def test_cancelling_a_run_stops_the_cli_at_once(fake, tmp_path) -> None:
 def test_malformed_specs_are_refused_before_anything_runs(spec, message) -> None:
     with pytest.raises(RunnerError, match=message):
         ClaudeRunner().check(spec)
+
+
+SERVER_SECRETS = {
+    "IPA_GITHUB_TOKEN": "ghp_github-secret-0001",
+    "IPA_JIRA_TOKEN": "jira-secret-0002",
+    "IPA_API_KEYS": "alice:api-secret-0003,bob:api-secret-0004",
+    "IPA_AUDIT_KEY": "audit-secret-0005",
+    "IPA_DATABASE_URL": "postgresql://ipa:db-secret-0006@db.example/ipa",
+}
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    """The environment a process started with, as the kernel shows it to anyone who may read
+    ``/proc/<pid>/environ`` (the same user: an agent reading another process)."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.decode().partition("=")[::2] for item in raw.split(b"\0") if item)
+
+
+async def test_the_cli_runs_with_an_allow_listed_environment_and_no_server_secret(
+    fake: FakeClaude, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = f"other-secret-{os.urandom(8).hex()}"
+    for name, value in {**SERVER_SECRETS, "SOME_OTHER_SECRET": other}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-for-the-cli")
+    monkeypatch.setenv("LC_TIME", "C")
+    fake.script({"*": [{"messages": ["working"], "text": "done"}]})
+    pids: list[int] = []
+    seen: dict[str, str] = {}
+    cmdline = b""
+
+    async def output(batch: list[OutputLine]) -> None:
+        nonlocal cmdline
+        # The first line (the CLI's init message) comes from the CLI itself, which is still
+        # running: it waits for the SDK to close its input after the result.
+        if not seen:
+            seen.update(environ_of(pids[0]))
+            cmdline = Path(f"/proc/{pids[0]}/cmdline").read_bytes()
+
+    req = RunRequest(run_id="r1", job_id="j1", agent="developer", workspace=tmp_path,
+                     spec={"prompt": "Agent type: developer\nDo it."},
+                     env={"NAMED_BY_AGENTS_FILE": "named-value"})
+    with anyio.fail_after(30):
+        result = await ClaudeRunner(cli_path=str(fake.cli)).run(req, output,
+                                                                 on_started=pids.append)
+
+    assert result.succeeded
+    assert seen["PATH"] == os.environ["PATH"] and seen["HOME"] == str(tmp_path / "home")
+    assert seen["ANTHROPIC_API_KEY"] == "sk-ant-for-the-cli" and seen["LC_TIME"] == "C"
+    assert seen["NAMED_BY_AGENTS_FILE"] == "named-value"
+    assert seen["CLAUDE_CODE_ENTRYPOINT"] == "sdk-py"
+    everything = "\0".join(f"{k}={v}" for k, v in seen.items()) + cmdline.decode()
+    for name, value in {**SERVER_SECRETS, "SOME_OTHER_SECRET": other}.items():
+        assert name not in seen
+        assert value not in everything
+    assert not [name for name in seen if name.startswith("IPA_")]
+
+
+async def test_lone_surrogates_in_the_clis_json_become_replacement_characters(
+    fake: FakeClaude, tmp_path: Path
+) -> None:
+    # The fake writes JSON with ensure_ascii: "\ud800" reaches the SDK as an escape.
+    fake.script({"*": [{"messages": ["think \ud800 more", {"tool": "Edit",
+                                                           "input": {"f": "\udfff"}}],
+                        "text": "answer \ud800\x00 kept NUL", "model": "m\udc00"}]})
+
+    result, lines, _ = await run(fake, tmp_path)
+
+    texts = [line.text for line in lines]
+    assert "think \ufffd more" in texts
+    assert result.result["text"] == "answer \ufffd\x00 kept NUL"
+    assert result.result["model"] == "m\ufffd"
+    for text in [*texts, result.result["text"], result.result["model"]]:
+        text.encode("utf-8")  # no lone surrogate left anywhere

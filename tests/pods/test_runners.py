@@ -304,6 +304,19 @@ async def test_the_environment_is_minimal_plus_spec_and_request_env(
     assert out.texts() == ["FROM_SPEC s", "BOTH request", "IPA_SECRET_FOR_TEST None", "True"]
 
 
+async def test_surrogate_bytes_in_output_become_replacement_characters_and_nul_stays(
+    tmp_path: Path,
+) -> None:
+    # A UTF-8 encoded surrogate (ED A0 80) is not UTF-8: decoding never yields a lone
+    # surrogate, so command output needs no further cleaning before it becomes events.
+    _, out = await run(tmp_path, python(r"""
+        import sys
+        sys.stdout.buffer.write(b"a\xed\xa0\x80b\x00c\n")
+    """))
+
+    assert out.texts() == ["a\ufffd\ufffd\ufffdb\x00c"]
+
+
 async def test_on_started_gets_the_pid_of_the_running_process_before_any_output(
     tmp_path: Path,
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import uuid
 from datetime import UTC, datetime
@@ -12,12 +13,12 @@ from pathlib import Path
 import anyio
 import pytest
 
-from ipa.domain import Context, QueueJob, Status, decide
+from ipa.domain import Cancel, Context, QueueJob, Status, decide
 from ipa.eventstore import EventStore
 from ipa.pods import CommandRunner, PodEnvironment, PodStatus, RestartPolicy, WorkspaceManager
 from ipa.supervisor import PodNotRunning, Supervisor
 
-from .helpers import job, python, wait_for
+from .helpers import git, job, python, registered, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -30,6 +31,27 @@ def crashing_runner(spec: dict) -> CommandRunner:
     if spec.get("crash"):
         raise Boom("the runner blew up")
     return CommandRunner()
+
+
+async def kill_mid_run(database, store: EventStore, tmp_path: Path) -> None:
+    """Run the supervisor in another process (``supervised.py``) until a job's agent prints,
+    then SIGKILL it, and its agent (which, in a session of its own, would outlive it)."""
+    url = (f"postgresql://{database.user}@/{database.dbname}?host={database.host}"
+           f"&port={database.port}")
+    script = Path(__file__).parent / "supervised.py"
+    process = await anyio.open_process([sys.executable, str(script), url, str(tmp_path)])
+    try:
+        with anyio.fail_after(30):
+            async with store.subscribe() as live:
+                async for recorded in live:
+                    if recorded.type == "RunOutput":
+                        break
+        pid = next(e for e in await store.read_log(0, 10_000) if e.type == "RunStarted").data["pid"]
+    finally:
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+        await process.aclose()
+    os.kill(pid, signal.SIGKILL)
 
 
 async def test_a_command_for_a_task_without_a_pod_is_refused(supervisor) -> None:
@@ -97,24 +119,8 @@ async def test_after_sigkill_every_task_comes_back_and_interrupted_runs_are_retr
     queue = QueueJob(job_id="long", agent="spec_writer",
                      spec=python("print('working', flush=True); import time; time.sleep(60)"))
     await store.append(task_id, decide(state, queue, ctx, task_id), state.version)
-    url = (f"postgresql://{database.user}@/{database.dbname}?host={database.host}"
-           f"&port={database.port}")
-    script = Path(__file__).parent / "supervised.py"
-
-    process = await anyio.open_process([sys.executable, str(script), url, str(tmp_path)])
-    try:
-        with anyio.fail_after(30):
-            async with store.subscribe() as live:
-                async for recorded in live:
-                    if recorded.type == "RunOutput":
-                        break
-        before = await store.read(task_id)
-        pid = next(e for e in await store.read_log(0, 10_000) if e.type == "RunStarted").data["pid"]
-    finally:
-        process.send_signal(signal.SIGKILL)
-        await process.wait()
-        await process.aclose()
-    os.kill(pid, signal.SIGKILL)  # its agent, in a session of its own, outlives it
+    await kill_mid_run(database, store, tmp_path)
+    before = await store.read(task_id)
 
     supervisor = Supervisor(PodEnvironment(
         store=store, workspaces=WorkspaceManager(tmp_path / "workspaces"),
@@ -152,3 +158,48 @@ async def test_recovery_starts_pods_only_for_unfinished_tasks(
         tg.cancel_scope.cancel()
 
     assert ids == {open_task}
+
+
+async def test_after_sigkill_leftover_worktrees_are_removed_and_the_users_are_kept(
+    database, store: EventStore, create_task, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    git(tmp_path, "init", "-q", "-b", "main", str(repo))
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty",
+            "-m", "init")
+    mine, gone = tmp_path / "mine", tmp_path / "gone"
+    git(repo, "worktree", "add", "-q", "-b", "mine", str(mine))
+    git(repo, "worktree", "add", "-q", "-b", "gone", str(gone))
+    subprocess.run(["rm", "-rf", str(gone)], check=True)  # the user's, stale: prunable
+    task_id = await create_task(repo=str(repo))
+    ctx = Context(actor="user:test", now=datetime.now(UTC), correlation_id="t")
+    state = await store.load(task_id)
+    queue = QueueJob(job_id="long", agent="spec_writer", max_attempts=1,
+                     spec=python("print('working', flush=True); import time; time.sleep(60)"))
+    await store.append(task_id, decide(state, queue, ctx, task_id), state.version)
+    # A finished task whose pod was removing its workspaces when the process was killed.
+    finished = await create_task("finished", repo=str(repo))
+    state = await store.load(finished)
+    await store.append(finished, decide(state, Cancel(reason="x"), ctx, finished), state.version)
+    await kill_mid_run(database, store, tmp_path)
+    workspaces = WorkspaceManager(tmp_path / "workspaces")
+    orphan = await workspaces.create(task_id=finished, workspace_id="w-1", repo=str(repo))
+    [left] = (await store.load(task_id)).workspaces.values()
+    assert Path(left.path).is_dir() and registered(repo) == {str(mine), str(gone), left.path,
+                                                             str(orphan.info.path)}
+
+    supervisor = Supervisor(PodEnvironment(
+        store=store, workspaces=workspaces, scratch=tmp_path / "scratch",
+        runner_for=lambda spec: CommandRunner()))
+    async with anyio.create_task_group() as tg:
+        await tg.start(supervisor.run)
+        state = await wait_for(supervisor.get(task_id),
+                               lambda s: s.workspaces[left.workspace_id].removed)
+        tg.cancel_scope.cancel()
+
+    assert not Path(left.path).exists() and not orphan.info.path.exists()
+    assert registered(repo) == {str(mine), str(gone)}
+    assert (mine / ".git").is_file()
+    assert git(repo, "branch", "--list", left.branch).strip()  # its commits stay reachable
+    removed = [e for e in await store.read(task_id) if e.type == "WorkspaceRemoved"]
+    assert removed[-1].data["reason"] == "ipa stopped while its run was in flight"

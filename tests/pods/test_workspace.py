@@ -588,6 +588,65 @@ async def test_remove_task_removes_all_of_its_workspaces_and_no_other(
     assert git(repo, "branch", "--list", "--format=%(refname:short)", "ipa/*") == other.info.branch
 
 
+def registered(repo: Path) -> set[str]:
+    """The worktrees git has on record for ``repo`` (its own checkout left out)."""
+    listed = git(repo, "worktree", "list", "--porcelain").splitlines()
+    paths = {line.removeprefix("worktree ") for line in listed if line.startswith("worktree ")}
+    return paths - {str(repo)}
+
+
+def users_worktrees(repo: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """The user's own worktrees of ``repo``: one in use, one whose directory is gone (what
+    ``git worktree prune`` would drop)."""
+    mine, gone = tmp_path / "mine", tmp_path / "gone"
+    git(repo, "worktree", "add", "--quiet", "-b", "mine", str(mine))
+    git(repo, "worktree", "add", "--quiet", "-b", "gone", str(gone))
+    subprocess.run(["rm", "-rf", str(gone)], check=True)
+    return mine, gone
+
+
+async def test_remove_drops_only_its_own_worktree_record_never_the_users(
+    manager: WorkspaceManager, workspace: Workspace, repo: Path, task_id: UUID, tmp_path: Path
+) -> None:
+    mine, gone = users_worktrees(repo, tmp_path)
+
+    await manager.remove(task_id, "run-1")
+
+    assert registered(repo) == {str(mine), str(gone)}
+
+
+async def test_sweep_removes_what_a_killed_process_left_and_nothing_of_the_users(
+    manager: WorkspaceManager, repo: Path, remote: Path, tmp_path: Path
+) -> None:
+    mine, gone = users_worktrees(repo, tmp_path)
+    left, vanished, cloned, kept = uuid4(), uuid4(), uuid4(), uuid4()
+    intact = await manager.create(task_id=left, workspace_id="run-1", repo=str(repo))
+    await intact.write("half.txt", b"work in progress\n")
+    await intact.commit("a run's commit")
+    # A directory deleted under a live record; a worktree locked mid-add ("initializing").
+    lost = await manager.create(task_id=vanished, workspace_id="run-2", repo=str(repo))
+    subprocess.run(["rm", "-rf", str(lost.info.path)], check=True)
+    locked = await manager.create(task_id=vanished, workspace_id="run-3", repo=str(repo))
+    git(repo, "worktree", "lock", "--reason", "initializing", str(locked.info.path))
+    from_url = await manager.create(task_id=cloned, workspace_id="run-4", repo=remote.as_uri())
+    other = await manager.create(task_id=kept, workspace_id="run-5", repo=str(repo))
+    (manager.root / str(left) / ".run-9.json.partial").write_text("{")
+    (manager.root / ".cache" / "0123.git.partial-abcd").mkdir(parents=True)
+    assert len(registered(repo)) == 6
+
+    removed = await manager.sweep(skip={kept})
+
+    assert sorted(removed) == sorted([f"{left}/run-1", f"{vanished}/run-2",
+                                      f"{vanished}/run-3", f"{cloned}/run-4"])
+    assert registered(repo) == {str(mine), str(gone), str(other.info.path)}
+    assert not any(w.info.path.exists() for w in (intact, locked, from_url))
+    assert not (manager.root / str(left)).exists() and not (manager.root / str(vanished)).exists()
+    assert list((manager.root / ".cache").glob("*.partial-*")) == []
+    assert (mine / "README.md").exists() and (other.info.path / "README.md").exists()
+    assert git(repo, "log", "-1", "--format=%s", intact.info.branch) == "a run's commit"
+    assert await manager.sweep(skip={kept}) == []
+
+
 async def test_open_reattaches_after_a_restart(
     tmp_path: Path, manager: WorkspaceManager, workspace: Workspace, task_id: UUID
 ) -> None:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -204,11 +205,20 @@ def _handler(services: Services) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up mid-answer (a pod stopped while polling) is not an error of
+        # the fake; anything else is printed as usual.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 @contextmanager
 def running_services() -> Iterator[Services]:
     services = Services()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(services))
-    server.daemon_threads = True
+    server = _Server(("127.0.0.1", 0), _handler(services))
     services.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -1,0 +1,30 @@
+"""Which commands a person may give, and which ipa records itself (issue #11: a client posted a
+usage record and a spec artifact through the API and the page credited them to an agent)."""
+
+from __future__ import annotations
+
+from ipa.domain import PERSON_COMMANDS, TASK_COMMANDS
+
+
+def test_person_commands_are_pinned() -> None:
+    assert [c.name for c in PERSON_COMMANDS] == [
+        "create_task", "update_spec", "approve", "request_changes", "return_to_phase", "pause",
+        "resume", "cancel", "retry", "queue_job", "retry_job", "cancel_job", "answer_question",
+        "set_budget", "configure_sync", "approve_update", "sync_now",
+    ]  # fmt: skip
+
+
+def test_every_other_task_command_is_recorded_by_ipa_itself() -> None:
+    system = [c.name for c in TASK_COMMANDS if c not in PERSON_COMMANDS]
+
+    assert set(PERSON_COMMANDS) <= set(TASK_COMMANDS)
+    assert system == [
+        "start", "request_approval", "complete_phase", "fail",
+        "start_job", "complete_job", "fail_job", "record_workspace", "record_commit",
+        "remove_workspace", "record_repository_unavailable",
+        "record_context", "record_usage", "record_reflection", "record_verification",
+        "record_artifact", "record_rate_limit", "ask_question",
+        "queue_update", "expire_approval", "record_delivery", "record_delivery_failure",
+        "record_sync_incident", "record_review", "apply_review", "record_pull_request_state",
+        "record_issue_status",
+    ]  # fmt: skip

@@ -11,8 +11,9 @@ share a transaction). The baseline runs in the same process on the same server: 
 ``INSERT``s, one row per transaction (autocommit), into a table with the store's columns and
 keys and a payload of the store's mean stored size, with psycopg 3 ``AsyncConnection``s, one
 connection per writer, on the same event loop. It takes no table lock and sends no NOTIFY, and
-has no hash chain or JSON encoding: "store/baseline" is what the store's whole path costs,
-relative to the plain insert. Read the targets lines last: they say whether the issue's goals
+has no hash chain, manifest or JSON encoding: "store/baseline" is what the store's whole path
+costs (keyed with a fresh audit key, as ``ipa serve`` keys a new store) relative to the plain
+insert. Read the targets lines last: they say whether the issue's goals
 are met; performance never makes this script fail.
 
     .venv/bin/python bench/append.py [--quick] [--events N] [--writers W] [--per-writer E]
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import statistics
 import tempfile
 import time
@@ -36,7 +38,7 @@ import anyio
 import psycopg
 
 from ipa.domain import Context, CreateTask, Pause, Resume, StartTask, TaskEvent, decide, evolve
-from ipa.eventstore import ConnectionParams, EventStore, StoreSettings, embedded_postgres
+from ipa.eventstore import AuditKey, ConnectionParams, EventStore, StoreSettings, embedded_postgres
 
 BASELINE_TABLE = "bench_baseline_events"
 WARMUP_APPENDS = 200
@@ -112,7 +114,9 @@ async def measure_store(
     """One result per (writers, events each) shape, and the mean stored size of an event."""
     results = []
     # No automatic snapshots and no live tail: only the append path is measured.
-    async with EventStore.open(params, StoreSettings(snapshot_interval=0, live=False)) as store:
+    key = AuditKey.from_text(secrets.token_hex(32))
+    settings = StoreSettings(snapshot_interval=0, live=False, audit_key=key)
+    async with EventStore.open(params, settings) as store:
         await run_writers([store_writer(store, task_stream(WARMUP_APPENDS, ctx))])
         for writers, each in shapes:
             streams = [task_stream(each, ctx) for _ in range(writers)]

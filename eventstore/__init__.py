@@ -5,28 +5,36 @@ Only this package talks to the database or imports ``eventsourcing``'s persisten
 ``psycopg``; the rest of ipa uses the names below.
 """
 
+from .audit_key import KEY_FILE, AuditKey, load_audit_key
 from .codec import RecordedEvent
 from .database import ConnectionParams, check_data_dir, default_data_dir, embedded_postgres
 from .errors import (
+    AuditKeyError,
     CorruptEvent,
     PositionConflict,
     StoreError,
     StoreUnavailable,
     StreamNotFound,
     UnknownEventType,
+    UnstorableEvent,
     VersionConflict,
 )
-from .integrity import Finding, verify_stream
+from .integrity import Audit, Finding, ManifestSummary, verify_stream
 from .store import EventStore, StoreSettings
 from .tail import Subscription
 from .writer import Appended
 
 __all__ = [
+    "KEY_FILE",
     "Appended",
+    "Audit",
+    "AuditKey",
+    "AuditKeyError",
     "ConnectionParams",
     "CorruptEvent",
     "EventStore",
     "Finding",
+    "ManifestSummary",
     "PositionConflict",
     "RecordedEvent",
     "StoreError",
@@ -35,9 +43,11 @@ __all__ = [
     "StreamNotFound",
     "Subscription",
     "UnknownEventType",
+    "UnstorableEvent",
     "VersionConflict",
     "check_data_dir",
     "default_data_dir",
     "embedded_postgres",
+    "load_audit_key",
     "verify_stream",
 ]

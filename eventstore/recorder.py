@@ -6,6 +6,8 @@
   so positions become visible in order).
 - ``snapshots``: task snapshots (the library's aggregate recorder).
 - ``read_models`` / ``projection_tracking``: see :mod:`.read_models`.
+- ``audit_manifest`` / ``audit_keyed_from``: see :mod:`.manifest`; the insert functions here
+  keep the manifest in the append's transaction.
 
 This module adds the few queries the library does not have: a stream's rows with their
 positions, a stream's head, and the list of streams.
@@ -29,6 +31,7 @@ from psycopg_pool import PoolTimeout
 
 from .database import ConnectionParams
 from .errors import StoreUnavailable, one_line
+from .manifest import MANIFEST_TABLE
 
 EVENTS_TABLE = "events"
 SNAPSHOTS_TABLE = "snapshots"
@@ -76,13 +79,26 @@ class EventRecorder(PostgresApplicationRecorder):
         # with a pipeline sync between): ~0.6 ms. One call of this function in autocommit
         # does the same work (table lock first, so positions commit in order; one NOTIFY
         # per transaction) in ~0.2 ms, and takes plain arrays instead of composite values.
-        for function, parameters, rows in (
-            # Many events: four arrays, unnested.
-            ("ipa_insert_events", "ids uuid[], versions bigint[], topics text[], states bytea[]",
-             "SELECT * FROM unnest(ids, versions, topics, states)"),
+        # It also upserts the appended streams' rows of the keyed manifest (see
+        # :mod:`.manifest`; none when the store is not keyed), in the same transaction.
+        manifest = SQL("{}.{}").format(schema, Identifier(MANIFEST_TABLE))
+        for old in ("ipa_insert_events(uuid[], bigint[], text[], bytea[])",
+                    "ipa_insert_event(uuid, bigint, text, bytea)"):
+            # The versions without the manifest: an older ipa still running on this store
+            # fails its appends rather than writing events the manifest does not cover.
+            self.sql_create_statements.append(
+                SQL("DROP FUNCTION IF EXISTS {}.{}").format(schema, SQL(old))
+            )
+        for function, parameters, rows, manifest_rows in (
+            # Many events: four arrays, unnested; the manifest's rows as three more.
+            ("ipa_insert_events", "ids uuid[], versions bigint[], topics text[], states bytea[], "
+             "heads uuid[], head_versions bigint[], macs text[]",
+             "SELECT * FROM unnest(ids, versions, topics, states)",
+             "SELECT * FROM unnest(heads, head_versions, macs)"),
             # One event: plain values (a single append skips the array encoding).
-            ("ipa_insert_event", "id uuid, version bigint, topic text, state bytea",
-             "SELECT id, version, topic, state"),
+            ("ipa_insert_event", "id uuid, version bigint, topic text, state bytea, mac text",
+             "SELECT id, version, topic, state",
+             "SELECT id, version, mac WHERE mac IS NOT NULL"),
         ):
             self.sql_create_statements.append(
                 SQL(
@@ -95,6 +111,9 @@ class EventRecorder(PostgresApplicationRecorder):
                     "RETURN QUERY INSERT INTO {table} "
                     "(originator_id, originator_version, topic, state) {rows} "
                     "RETURNING notification_id; "
+                    "INSERT INTO {manifest} AS m (stream_id, version, mac) {manifest_rows} "
+                    "ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, "
+                    "mac = EXCLUDED.mac WHERE m.version < EXCLUDED.version; "
                     "END $$"
                 ).format(
                     function=SQL("{}.{}").format(schema, Identifier(function)),
@@ -103,18 +122,22 @@ class EventRecorder(PostgresApplicationRecorder):
                     table=table,
                     channel=self.channel_name,
                     rows=SQL(rows),
+                    manifest=manifest,
+                    manifest_rows=SQL(manifest_rows),
                 )
             )
         # The batch writer runs these on its own async connection.
         self.insert_statement = SQL(
-            "SELECT * FROM {}.ipa_insert_events(%s, %s, %s, %s)"
+            "SELECT * FROM {}.ipa_insert_events(%s, %s, %s, %s, %s, %s, %s)"
         ).format(schema)
-        """Insert events given as four arrays (ids, versions, topics, states); returns their
+        """Insert events given as four arrays (ids, versions, topics, states) and upsert
+        manifest rows given as three (stream ids, versions, MACs); returns the events'
         global positions in order."""
         self.insert_one_statement = SQL(
-            "SELECT * FROM {}.ipa_insert_event(%s, %s, %s, %s)"
+            "SELECT * FROM {}.ipa_insert_event(%s, %s, %s, %s, %s)"
         ).format(schema)
-        """Insert one event given as (id, version, topic, state); returns its position."""
+        """Insert one event given as (id, version, topic, state, manifest MAC or None);
+        returns its position."""
         self.select_head_statement = SQL(
             "SELECT originator_version, topic, state FROM {} WHERE originator_id = %s "
             "ORDER BY originator_version DESC LIMIT 1"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
 
@@ -24,9 +24,11 @@ from psycopg.sql import SQL
 
 from ipa.domain import TaskEvent, TaskState
 
+from .audit_key import AuditKey
 from .codec import EventCodec, RecordedEvent, make_transcoder
 from .database import ConnectionParams
-from .errors import PositionConflict, StoreError, StoreUnavailable, StreamNotFound
+from .errors import AuditKeyError, PositionConflict, StoreError, StoreUnavailable, StreamNotFound
+from .manifest import KeyedFrom, ManifestEntry, ManifestRecorder, check_key
 from .read_models import ReadModelRecorder
 from .recorder import EVENTS_TABLE, EventRecorder, SnapshotRecorder, open_datastore
 from .snapshots import TaskSnapshot, project_task
@@ -45,6 +47,10 @@ class StoreSettings:
 
     ``snapshot_interval``: take a task snapshot every N events (0: never automatically).
     ``live``: run the live tail (a server does; one-shot CLI commands need not).
+    ``audit_key``: keys the hash chain and the manifest (:mod:`.audit_key`). Opening a store
+    with ``create=True`` and a key keys it (once: see :mod:`.manifest`); a key that is not
+    the store's is refused. Without a key, a store never keyed is written with the unkeyed
+    chain of older versions (tests, benchmarks), and a keyed one can be read, not written.
     """
 
     snapshot_interval: int = 100
@@ -53,6 +59,7 @@ class StoreSettings:
     live: bool = True
     poll_interval: float = 1.0
     subscriber_buffer: int = 1000
+    audit_key: AuditKey | None = field(default=None, repr=False)
 
 
 class EventStore:
@@ -63,8 +70,11 @@ class EventStore:
         self.settings = settings
         self._datastore = open_datastore(params, pool_size=settings.pool_size)
         self._limiter = anyio.CapacityLimiter(settings.pool_size)
-        self._codec = EventCodec()
+        self._codec = EventCodec(settings.audit_key)
         self._events = EventRecorder(self._datastore)
+        self._manifest = ManifestRecorder(self._datastore, EVENTS_TABLE)
+        self._manifest_exists = False  # a store made by an older ipa has no manifest tables
+        self._keyed_from: KeyedFrom | None = None  # as found (or made) at open
         self._snapshots = SnapshotRecorder(self._datastore)
         self._snapshot_mapper: Mapper[UUID] = Mapper(transcoder=make_transcoder())
         self.read_models = ReadModelRecorder(self._datastore)
@@ -135,8 +145,9 @@ class EventStore:
 
     def _prepare_tables(self, create: bool) -> None:
         if create:
-            for recorder in (self._events, self._snapshots, self.read_models):
+            for recorder in (self._manifest, self._events, self._snapshots, self.read_models):
                 recorder.create_table()
+            self._prepare_audit(create)
             return
         with self._datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(
@@ -149,6 +160,22 @@ class EventStore:
                 f"no ipa event store at {self.params.describe()} (nothing recorded there yet)"
             )
         self._datastore.register_type_adapters()
+        self._prepare_audit(create)
+
+    def _prepare_audit(self, create: bool) -> None:
+        """Key the store (``create`` with a key), or check the key against its record."""
+        key = self.settings.audit_key
+        self._manifest_exists = create or self._manifest.exists()
+        if create and key is not None:
+            self._keyed_from = self._manifest.key_store(key)
+            return
+        self._keyed_from = self._manifest.keyed_from() if self._manifest_exists else None
+        if self._keyed_from is None:
+            return
+        if key is not None:
+            check_key(self._keyed_from, key)
+        elif create:
+            raise AuditKeyError(_KEY_NEEDED)
 
     async def _run_sync(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a blocking library call in a worker thread; translate its errors."""
@@ -178,6 +205,8 @@ class EventStore:
         Returns once they are durable. Raises :class:`VersionConflict` (with the current
         version) if the stream is no longer at ``expected_version``; nothing is written then.
         """
+        if self._keyed_from is not None and self._codec.key is None:
+            raise AuditKeyError(_KEY_NEEDED)
         appended = await self._writer.append(stream_id, events, expected_version)
         if isinstance(events[0], TaskEvent):
             point = crossed(self.settings.snapshot_interval, expected_version, appended.version)
@@ -290,10 +319,16 @@ class EventStore:
         return await self._run_sync(self.read_models.rows, model, after=after, limit=limit)
 
     async def save_read_model(
-        self, model: str, rows: Mapping[str, Mapping[str, Any]], position: int
-    ) -> None:
+        self,
+        model: str,
+        rows: Mapping[str, Mapping[str, Any]],
+        position: int,
+        instead: Callable[[str, str], Mapping[str, Any]] | None = None,
+    ) -> dict[str, str]:
+        """Save ``rows`` and ``position`` at once; return the refused rows {key: reason}
+        (each replaced by ``instead(key, reason)`` if given; see :mod:`.read_models`)."""
         try:
-            await self._run_sync(self.read_models.save, model, rows, position)
+            return await self._run_sync(self.read_models.save, model, rows, position, instead)
         except IntegrityError as e:
             raise PositionConflict(f"read model {model!r} is already past {position}") from e
 
@@ -305,3 +340,38 @@ class EventStore:
 
     async def replace_read_model(self, model: str, staging: str) -> None:
         await self._run_sync(self.read_models.replace, model, staging)
+
+    # Audit ----------------------------------------------------------------------------------
+
+    @property
+    def audit_key(self) -> AuditKey | None:
+        """The key this store was opened with (``None``: none)."""
+        return self.settings.audit_key
+
+    async def keyed_from(self) -> KeyedFrom | None:
+        """The store's keyed-from record as it is now (``None``: the store is not keyed)."""
+        if not self._manifest_exists:
+            return None
+        return await self._run_sync(self._manifest.keyed_from)
+
+    async def manifest_entry(self, stream_id: UUID) -> ManifestEntry | None:
+        """The stream's row in the keyed manifest, if it has one."""
+        if not self._manifest_exists:
+            return None
+        return await self._run_sync(self._manifest.entry, stream_id)
+
+    async def manifest_orphans(self) -> list[ManifestEntry]:
+        """Manifest rows whose stream has no event left."""
+        if not self._manifest_exists:
+            return []
+        return await self._run_sync(self._manifest.orphans)
+
+    async def manifest_summary(self) -> tuple[int, int]:
+        """(streams, events) the manifest covers."""
+        if not self._manifest_exists:
+            return 0, 0
+        return await self._run_sync(self._manifest.summary)
+
+
+_KEY_NEEDED = ("this store's chain is keyed: writing to it needs its audit key "
+               "(IPA_AUDIT_KEY, or audit.key in the data dir)")

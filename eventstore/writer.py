@@ -1,7 +1,8 @@
 """Group commit: concurrent appends to different streams share one database transaction.
 
 One writer task per store drains every append waiting at that moment into a batch, seals each
-request's events onto its stream's hash chain, and inserts the whole batch with one statement
+request's events onto its stream's hash chain (and MACs its stream's new manifest row, when the
+store is keyed), and inserts the whole batch with one statement
 on the writer's own async connection (one transaction, one table lock, one NOTIFY, one round
 trip; no worker thread). While a batch commits the
 next one gathers, so the batch size follows the load: one event alone when a single writer
@@ -19,6 +20,7 @@ stream never share a batch: the second waits for the first to commit, then is ch
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
@@ -33,8 +35,10 @@ from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import StoredEvent
 
 from .codec import GENESIS, EventCodec, Seal
-from .errors import StoreError, StoreUnavailable, VersionConflict, one_line
+from .errors import StoreError, StoreUnavailable, UnstorableEvent, VersionConflict, one_line
 from .recorder import EventRecorder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,7 @@ class _Request:
     error: BaseException | None = None
     stored: list[StoredEvent] = field(default_factory=list)
     digest: str = ""
+    manifest_mac: str | None = None  # the stream's new manifest row (None: store not keyed)
 
 
 class _Heads:
@@ -164,13 +169,25 @@ class BatchWriter:
         try:
             with anyio.CancelScope(shield=True):
                 await self._commit(batch)
+        except Exception as e:
+            # A fault of this batch (a bug, not the database) fails its unanswered appends
+            # and nothing else: the writer goes on with the next batch.
+            log.exception("append batch of %d failed", len(batch))
+            for request in batch:
+                if request.result is None and request.error is None:
+                    request.error = StoreUnavailable(f"the append failed: {one_line(e)}")
         finally:
             self._busy = False
             for request in batch:
                 if request.result is None and request.error is None:
                     request.error = StoreUnavailable("the append was interrupted")
                 request.done.set()
-        self._on_commit([r.result for r in batch if r.result is not None])
+        try:
+            self._on_commit([r.result for r in batch if r.result is not None])
+        except Exception:
+            # The appends are durable and acknowledged: a failing observer must not turn
+            # them into errors (a client would retry and write them twice).
+            log.exception("observer of a committed append failed")
 
     def _take_batch(self) -> list[_Request]:
         batch: list[_Request] = []
@@ -201,7 +218,7 @@ class BatchWriter:
         if not ready:
             return
         try:
-            positions = await self._insert_rows([s for r in ready for s in r.stored])
+            positions = await self._insert_rows(ready)
         except psycopg.errors.UniqueViolation:
             for request in ready:
                 await self._commit_one(request)
@@ -218,7 +235,7 @@ class BatchWriter:
 
     async def _commit_one(self, request: _Request) -> None:
         try:
-            positions = await self._insert_rows(request.stored)
+            positions = await self._insert_rows([request])
         except psycopg.errors.UniqueViolation:
             self._heads.forget(request.stream_id)
             try:
@@ -233,21 +250,29 @@ class BatchWriter:
             return
         self._acknowledge(request, positions)
 
-    async def _insert_rows(self, stored: list[StoredEvent]) -> list[int]:
+    async def _insert_rows(self, requests: list[_Request]) -> list[int]:
+        """Insert the requests' events and upsert their streams' manifest rows, in one call
+        (one transaction); return the events' positions."""
         conn = await self._connection()
+        stored = [s for r in requests for s in r.stored]
         if len(stored) == 1:
             [event] = stored
             statement = self._insert_one
             params: tuple[Any, ...] = (
-                event.originator_id, event.originator_version, event.topic, event.state
+                event.originator_id, event.originator_version, event.topic, event.state,
+                requests[0].manifest_mac,
             )
         else:
             statement = self._insert
+            keyed = [r for r in requests if r.manifest_mac is not None]
             params = (
                 [e.originator_id for e in stored],
                 [e.originator_version for e in stored],
                 [e.topic for e in stored],
                 [e.state for e in stored],
+                [r.stream_id for r in keyed],
+                [r.expected_version + len(r.events) for r in keyed],
+                [r.manifest_mac for r in keyed],
             )
         cursor = await conn.execute(statement, params, prepare=True)
         positions = [row[0] for row in await cursor.fetchall()]
@@ -263,12 +288,21 @@ class BatchWriter:
                     request.stream_id, request.expected_version, version
                 )
                 return False
-            request.stored, request.digest = self._codec.seal(request.events, digest)
         except StoreError as e:
             request.error = e
             return False
         except psycopg.Error as e:
             request.error = _unavailable(e)
+            return False
+        try:
+            request.stored, request.digest = self._codec.seal(request.events, digest)
+            if self._codec.key is not None:
+                request.manifest_mac = self._codec.key.manifest_mac(
+                    request.stream_id, request.expected_version + len(request.events),
+                    request.digest,
+                )
+        except Exception as e:  # an event the codec cannot encode fails its own append only
+            request.error = UnstorableEvent(request.stream_id, one_line(e))
             return False
         return True
 

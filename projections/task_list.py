@@ -6,9 +6,10 @@ workflow. Rows and the log position they reflect are saved in one transaction; a
 resumes after that position, and :meth:`TaskList.rebuild` replays the whole log from zero to
 the same content.
 
-An event the list cannot fold (a type this code does not know, a broken history) does not stop
-the list: that task's row keeps its last good state, says why in ``error``, and takes no more
-events; every other task goes on. A rebuild is strict instead: it builds the new list beside
+An event the list cannot fold (a type this code does not know, a broken history), or a row
+PostgreSQL refuses to store, does not stop the list: that task's row keeps its last good
+state, says why in ``error``, and takes no more events; every other task goes on (``ipa audit
+verify`` reports such rows). A rebuild is strict instead: it builds the new list beside
 the old one and swaps them in one transaction only if every event folded, so a failed rebuild
 leaves the old list as it was and names the event that stopped it.
 
@@ -67,6 +68,8 @@ def fold_row(row: dict[str, Any] | None, recorded: RecordedEvent) -> dict[str, A
     Raises a :class:`StoreError` naming the task and version when the event cannot be folded.
     """
     if recorded.event is None:
+        if recorded.problem is not None:
+            raise StoreError(recorded.problem)
         raise UnknownEventType(recorded.stream_id, recorded.version, recorded.type)
     state = TaskState.from_dict(row["state"]) if row is not None else None
     try:
@@ -74,6 +77,17 @@ def fold_row(row: dict[str, Any] | None, recorded: RecordedEvent) -> dict[str, A
     except (ValueError, TypeError, KeyError) as e:
         raise CorruptEvent(recorded.stream_id, recorded.version, f"cannot be replayed: {e}") from e
     return {**summary(state), "error": None, "state": state.to_dict()}
+
+
+def _unsaved(saved: dict[str, Any] | None, key: str, reason: str) -> dict[str, Any]:
+    """The row kept for a task whose new row PostgreSQL refused: the last saved one (or a
+    stub for a task never saved), marked with why; it takes no more events."""
+    error = f"the task list cannot save this task's row: {reason}"
+    if saved is not None:
+        return {**saved, "error": error}
+    return {"id": key, "title": "", "workflow": "", "phase": "", "status": "failed",
+            "version": 0, "created_at": "", "last_activity": "", "error": error,
+            "state": None}
 
 
 def _columns(row: dict[str, Any]) -> dict[str, Any]:
@@ -127,6 +141,7 @@ class TaskList:
     async def _apply(self, page: list[RecordedEvent], strict: bool) -> None:
         keys = sorted({str(r.stream_id) for r in page})
         rows: dict[str, Any] = await self._store.read_model_rows(self.model, keys)
+        rows_before = dict(rows)
         changed: dict[str, Any] = {}
         for recorded in page:
             key = str(recorded.stream_id)
@@ -142,7 +157,13 @@ class TaskList:
                     raise
                 log.error("task list: %s; the row stays at version %s", e, row["version"])
                 rows[key] = changed[key] = {**row, "error": str(e)}
-        await self._store.save_read_model(self.model, changed, page[-1].position)
+        refused = await self._store.save_read_model(
+            self.model, changed, page[-1].position,
+            instead=lambda key, reason: _unsaved(rows_before.get(key), key, reason),
+        )
+        for key, reason in refused.items():
+            log.error("task list: task %s: the row cannot be saved: %s", key, reason)
+            changed[key] = _unsaved(rows_before.get(key), key, reason)
         for key, row in changed.items():
             self._set_columns(key, row)
 

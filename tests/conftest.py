@@ -18,6 +18,8 @@ import pytest
 
 from ipa.eventstore import ConnectionParams, EventStore, StoreSettings, embedded_postgres
 
+from .eventstore.helpers import AUDIT_KEY
+
 
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
@@ -45,7 +47,7 @@ def database(postgres_server: ConnectionParams) -> Iterator[ConnectionParams]:
 
 @pytest.fixture
 def store_settings() -> StoreSettings:
-    return StoreSettings(snapshot_interval=0, poll_interval=0.2)
+    return StoreSettings(snapshot_interval=0, poll_interval=0.2, audit_key=AUDIT_KEY)
 
 
 @pytest.fixture

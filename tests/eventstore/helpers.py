@@ -7,8 +7,13 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from ipa.domain import Context, CreateTask, Pause, Resume, StartTask, TaskEvent, decide, fold
+from ipa.eventstore import AuditKey
 
 T0 = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+
+# The audit key of the tests' stores (and, as IPA_AUDIT_KEY, of the ``ipa`` processes they run).
+AUDIT_KEY_TEXT = "ipa-tests-audit-key-00000000000000000000000000000000"
+AUDIT_KEY = AuditKey.from_text(AUDIT_KEY_TEXT, "the tests")
 
 
 def ctx(step: int = 0, actor: str = "user:alice") -> Context:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 import anyio
 import pytest
@@ -64,11 +65,11 @@ async def test_exactly_one_of_two_racing_writers_wins(store: EventStore) -> None
 
 
 async def test_writer_in_another_process_makes_this_ones_append_conflict(
-    database, store: EventStore
+    database, store_settings: StoreSettings, store: EventStore
 ) -> None:
     task_id, events = task_history(3)
     await store.append(task_id, events[:2], 0)  # this store now caches the head at 2
-    async with EventStore.open(database, StoreSettings(live=False)) as other:
+    async with EventStore.open(database, replace(store_settings, live=False)) as other:
         await other.append(task_id, events[2:3], 2)
 
     with pytest.raises(VersionConflict) as conflict:

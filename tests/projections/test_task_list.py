@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+
 import anyio
 import psycopg
 import pytest
 
-from ipa.domain import Resume, decide, fold
+from ipa.domain import CreateTask, Resume, UpdateSpec, decide, fold
 from ipa.eventstore import CorruptEvent, EventStore
 from ipa.projections import TaskList, summary
 
@@ -142,3 +144,75 @@ async def test_columns_in_memory_match_the_saved_rows_and_page_by_task_id(
 
     assert task_list.page(limit=100) == saved_columns(await task_list.rows())
     assert task_list.statuses() == {"paused": 6, "running": 1}
+
+
+async def test_nul_and_surrogates_in_task_text_are_listed_as_given_after_restart_and_rebuild(
+    store: EventStore,
+) -> None:
+    task_id = uuid.uuid4()
+    events = list(decide(None, CreateTask(title="a\x00b", description="d"), ctx(), task_id))
+    state = fold(events)
+    events += decide(state, UpdateSpec(description="spec \x00 with \ud800 in it"), ctx(1), task_id)
+    await store.append(task_id, events, 0)
+    task_list = TaskList(store)
+
+    await task_list.catch_up()
+    restarted = TaskList(store)
+    await restarted.catch_up()
+    await restarted.rebuild()
+
+    for runner in (task_list, restarted):
+        row = await runner.get(task_id)
+        assert row is not None and row["error"] is None
+        assert row["title"] == "a\x00b" and row["version"] == 2
+        assert row["state"]["description"] == "spec \x00 with \ud800 in it"
+    assert restarted.page()[0]["title"] == "a\x00b"
+
+
+async def test_a_row_postgres_refuses_is_marked_and_the_list_goes_on(
+    database, store: EventStore
+) -> None:
+    histories = await populate(store, n_tasks=2, n_events=3)
+    refused, healthy = histories
+    task_list = TaskList(store)
+    await task_list.catch_up()
+    with psycopg.connect(database.conninfo(), autocommit=True) as conn:
+        conn.execute("ALTER TABLE read_models ADD CONSTRAINT no_poison "
+                     "CHECK (data->'state'->>'description' IS DISTINCT FROM 'poison')")
+    for task_id, title in ((refused, "poison"), (healthy, "fine")):
+        state = fold(histories[task_id])
+        events = decide(state, UpdateSpec(description=title), ctx(9), task_id)
+        await store.append(task_id, events, 3)
+
+    await task_list.catch_up()
+    restarted = TaskList(store)
+    await restarted.catch_up()
+
+    rows = {row["id"]: row for row in await restarted.rows()}
+    assert rows[str(refused)]["version"] == 3
+    assert "cannot save this task's row" in rows[str(refused)]["error"]
+    assert "no_poison" in rows[str(refused)]["error"]
+    assert (rows[str(healthy)]["version"], rows[str(healthy)]["error"]) == (4, None)
+    assert task_list.position == restarted.position == await store.head_position()
+
+
+async def test_a_store_made_with_a_jsonb_list_is_migrated_on_open(
+    database, store: EventStore, store_settings
+) -> None:
+    await populate(store, n_tasks=1, n_events=2)
+    await TaskList(store).catch_up()
+    with psycopg.connect(database.conninfo(), autocommit=True) as conn:
+        conn.execute("ALTER TABLE read_models ALTER COLUMN data TYPE jsonb")
+
+    async with EventStore.open(database, store_settings) as reopened:
+        task_id = uuid.uuid4()
+        await reopened.append(task_id, list(decide(
+            None, CreateTask(title="x\x00", description=""), ctx(), task_id)), 0)
+        task_list = TaskList(reopened)
+        await task_list.catch_up()
+        assert (await task_list.get(task_id))["title"] == "x\x00"
+    with psycopg.connect(database.conninfo()) as conn:
+        [kind] = conn.execute("SELECT data_type FROM information_schema.columns "
+                              "WHERE table_name = 'read_models' AND column_name = 'data'"
+                              ).fetchone()
+    assert kind == "json"

@@ -7,10 +7,20 @@ writer of its stream) through the supervisor; reads come from the pod's memory w
 else from the store. The task state view is ``task_state.view`` (``state.to_dict()`` plus
 ``allowed_commands``) and is served as is: keys added by other parts of ipa (``usage``,
 ``questions``, ``artifacts``, ``outbox`` ...) pass through untouched.
+
+**Only a person's commands.** ``POST /api/tasks/{id}/{command}`` takes the commands of
+``PERSON_COMMANDS`` (but ``create_task``, which is ``POST /api/tasks``); the other task commands
+are records ipa makes itself (usage, artifacts, verification, job results ...) and are refused
+with 403 ``system_command``, so no client can forge them.
+
+**Correlation ids**: ``X-Request-Id`` becomes the correlation id of the events a request causes
+when it is 1 to 128 characters of ``A-Z a-z 0-9 . _ : / + = @ -`` (what request-id middleware
+and proxies send); any other value is ignored and a fresh id is used.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ipa.domain import (
+    PERSON_COMMANDS,
     TASK_COMMANDS,
     CancelJob,
     Context,
@@ -42,26 +53,38 @@ from .cache import ResponseCache
 from .errors import (
     BadCursor,
     BadRequest,
+    Forbidden,
     NotFound,
     build,
     int_param,
     json_body,
     page_of,
+    run_id_param,
     task_id_param,
+    uuid_or_none,
+    whole_number,
 )
 
 MAX_PAGE = 500
-COMMANDS = {command.name: command for command in TASK_COMMANDS if command is not CreateTask}
-"""The commands ``POST /api/tasks/{id}/{name}`` accepts, by name."""
+COMMANDS = {command.name: command for command in PERSON_COMMANDS if command is not CreateTask}
+"""The commands ``POST /api/tasks/{id}/{name}`` accepts, by name: a person's."""
+SYSTEM_COMMANDS = frozenset(c.name for c in TASK_COMMANDS if c not in PERSON_COMMANDS)
+"""The names of the commands ipa records itself: refused with 403 through the API."""
 JOB_EVENTS = ("JobStarted", "JobSucceeded", "JobFailed")
 
 
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
+
+
 def context(request: Request) -> Context:
-    return Context(
-        actor=actor(request),
-        now=datetime.now(UTC),
-        correlation_id=request.headers.get("x-request-id") or uuid.uuid4().hex,
-    )
+    return Context(actor=actor(request), now=datetime.now(UTC),
+                   correlation_id=correlation_id(request))
+
+
+def correlation_id(request: Request) -> str:
+    """The request's ``X-Request-Id`` when it is a plausible id, else a fresh one."""
+    given = request.headers.get("x-request-id", "")
+    return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
 
 class Api:
@@ -136,10 +159,10 @@ class Api:
         limit = int_param(request, "limit", 50, 1, MAX_PAGE)
         cursor = request.query_params.get("cursor", "")
         if cursor:
-            try:
-                UUID(cursor)
-            except ValueError:
-                raise BadCursor(f"cursor {cursor!r} was not handed out by this API") from None
+            after = uuid_or_none(cursor)
+            if after is None:
+                raise BadCursor(f"cursor {cursor[:40]!r} was not handed out by this API")
+            cursor = str(after)
         page = self.task_list.page(after=cursor, limit=limit + 1)  # from memory
         next_cursor = page[limit - 1]["id"] if len(page) > limit else None
         return JSONResponse({"items": page[:limit], "next_cursor": next_cursor})
@@ -150,6 +173,7 @@ class Api:
         command = build(CreateTask, body, "create_task")
         task_id = uuid.uuid4()
         events = decide(None, command, context(request), task_id)
+        await self.supervisor.env.repositories.check(command.repo)  # 422 when refused
         await self.store.append(task_id, events, 0)
         await self.supervisor.start(task_id)
         return JSONResponse(task_state.view(fold(events)), 201)
@@ -191,9 +215,9 @@ class Api:
         """The state as of version N, what changed from N-1, and the event N itself."""
         task_id = task_id_param(request)
         text = request.path_params["version"]
-        if not text.isdigit() or not 1 <= int(text) <= 2**62:
-            raise BadRequest(f"version {text!r}: expected a whole number ≥ 1")
-        version = int(text)
+        version = whole_number(text)
+        if version is None or version < 1:
+            raise BadRequest(f"version {text[:40]!r}: expected a whole number ≥ 1")
 
         async def render() -> dict[str, Any]:
             # Two reads: the state before, and the event that made this version.
@@ -219,6 +243,9 @@ class Api:
         task_id = task_id_param(request)
         name = request.path_params["command"]
         command_type = COMMANDS.get(name)
+        if name in SYSTEM_COMMANDS:
+            raise Forbidden(f"{name!r} is recorded by ipa itself (its agents, scheduler and sync "
+                            "engine), not given through the API", code="system_command")
         if command_type is None:
             known = ", ".join(sorted(COMMANDS))
             raise NotFound("unknown_command", f"unknown command {name!r}; known: {known}")
@@ -330,11 +357,7 @@ class Api:
             after = page[-1].version
 
     async def run_events(self, request: Request) -> JSONResponse:
-        text = request.path_params["run_id"]
-        try:
-            run_id = UUID(text)
-        except ValueError:
-            raise BadRequest(f"{text!r} is not a run id (expected a UUID)") from None
+        run_id = run_id_param(request)
         after, limit = events_page_params(request)
         return JSONResponse(await self._events_page(run_id, after, limit, "run"))
 
@@ -413,7 +436,8 @@ def events_page_params(request: Request) -> tuple[int, int]:
     after = int_param(request, "after", 0, 0, 2**62)
     cursor = request.query_params.get("cursor")
     if cursor:
-        if not cursor.isdigit() or len(cursor) > 18:
-            raise BadCursor(f"cursor {cursor!r} was not handed out by this API")
-        after = int(cursor)
+        position = whole_number(cursor, 10**18 - 1)
+        if position is None:
+            raise BadCursor(f"cursor {cursor[:40]!r} was not handed out by this API")
+        after = position
     return after, int_param(request, "limit", 100, 1, MAX_PAGE)

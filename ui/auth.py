@@ -2,23 +2,22 @@
 
 Keys come from ``IPA_API_KEYS`` (``name1:key1,name2:key2``) or a keys file (one ``name:key``
 a line; blank lines and ``#`` comments skipped; ``--api-keys-file`` / ``IPA_API_KEYS_FILE``).
-When keys are configured, every request except ``/healthz`` and ``/login`` needs the header
-``X-API-Key`` or the session cookie that ``POST /login`` sets; ``/api/*`` and the other JSON
+When keys are configured, every request except ``/healthz``, ``/login`` and ``/logout`` needs
+the header ``X-API-Key`` or the session cookie that ``POST /login`` sets (:mod:`.sessions`:
+a random token that expires and that ``POST /logout`` revokes); ``/api/*`` and the other JSON
 routes answer 401 without one (before any handler runs, so nothing is written), and an HTML
-page redirects to ``/login``. The actor of every event written through the API is then
-``api-key:<name>``. Without keys, the ``X-IPA-Actor`` header names the actor (default
-``user:local``) and ``ipa serve`` listens on a loopback address only.
+page redirects to ``/login``. Wrong keys are throttled per client (:class:`.sessions.Throttle`):
+past the limit, 429 with ``Retry-After`` and the key is not checked.
 
-The session cookie is ``<name>.<HMAC-SHA256(key, "ipa-session:" + name)>``: it outlives a
-restart, and dies with its key. Keys and cookies are compared in constant time.
+The actor of every event written through the API is ``api-key:<name>`` with keys,
+``user:local`` without; a trusted proxy (:mod:`.guard`) may name it with ``X-IPA-Actor``.
+Keys are compared in constant time.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import html
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -31,7 +30,8 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import BadRequest, error_response, read_body
+from .errors import BadRequest, error_response, json_object, read_body
+from .sessions import Sessions, Throttle
 
 COOKIE = "ipa_session"
 OPEN_PATHS = frozenset({"/healthz", "/login", "/logout"})
@@ -96,54 +96,55 @@ class ApiKeys:
     def name_for_key(self, key: str) -> str | None:
         """The name of ``key``, comparing it with every configured key in constant time."""
         found = None
-        given = key.encode()
+        given = key.encode("utf-8", "replace")
         for name, candidate in self._keys.items():
             if hmac.compare_digest(given, candidate.encode()):
                 found = name
         return found
 
-    def cookie_for(self, name: str) -> str:
-        return f"{name}.{self._seal(name, self._keys[name])}"
 
-    def name_for_cookie(self, cookie: str) -> str | None:
-        name, dot, seal = cookie.partition(".")
-        key = self._keys.get(name)
-        if not dot or key is None:
-            return None
-        return name if hmac.compare_digest(seal.encode(), self._seal(name, key).encode()) else None
+def session_token(scope: Scope) -> str | None:
+    """The ``ipa_session`` cookie of a request, if it sent one."""
+    for name, value in scope.get("headers") or ():
+        if name == b"cookie":
+            for part in value.decode("latin-1").split(";"):
+                key, _, token = part.strip().partition("=")
+                if key == COOKIE and token:
+                    return token
+    return None
 
-    @staticmethod
-    def _seal(name: str, key: str) -> str:
-        return hmac.new(key.encode(), f"ipa-session:{name}".encode(), hashlib.sha256).hexdigest()
 
-    def identify(self, scope: Scope) -> str | None:
-        """The key name of a request (header first, then cookie), or None."""
-        headers = dict(scope.get("headers") or [])
-        key = headers.get(b"x-api-key")
-        if key is not None:
-            return self.name_for_key(key.decode("latin-1"))
-        cookie_header = headers.get(b"cookie", b"").decode("latin-1")
-        for part in cookie_header.split(";"):
-            name, _, value = part.strip().partition("=")
-            if name == COOKIE:
-                return self.name_for_cookie(value)
-        return None
+def client_address(scope: Scope) -> str | None:
+    """The client's address (the one a trusted proxy forwarded for, see :mod:`.guard`)."""
+    client = scope.get("client")
+    return client[0] if client else None
 
 
 def actor(request: Request) -> str:
-    """Who a request acts as: ``api-key:<name>``, or the ``X-IPA-Actor`` header without keys."""
+    """Who a request acts as: the ``X-IPA-Actor`` of a trusted proxy, else ``api-key:<name>``
+    with keys, else ``user:local``."""
     state = request.scope.get("state") or {}
-    if "actor" in state:
-        return state["actor"]
-    return request.headers.get("x-ipa-actor") or DEFAULT_ACTOR
+    return state.get("forwarded_actor") or state.get("actor") or DEFAULT_ACTOR
+
+
+def too_many_attempts(wait: int) -> Response:
+    response = error_response(
+        429, "too_many_attempts",
+        f"too many wrong API keys from this address: try again in {wait} s")
+    response.headers["retry-after"] = str(wait)
+    return response
 
 
 class RequireKey:
-    """ASGI middleware: with keys configured, refuse requests without a valid key/cookie."""
+    """ASGI middleware: with keys configured, refuse requests without a valid key or session;
+    throttle wrong keys per client."""
 
-    def __init__(self, app: ASGIApp, keys: ApiKeys) -> None:
+    def __init__(self, app: ASGIApp, keys: ApiKeys, sessions: Sessions,
+                 throttle: Throttle) -> None:
         self.app = app
         self.keys = keys
+        self.sessions = sessions
+        self.throttle = throttle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.keys.enabled:
@@ -153,9 +154,24 @@ class RequireKey:
         if path in OPEN_PATHS or path.startswith("/static/"):
             await self.app(scope, receive, send)
             return
-        name = self.keys.identify(scope)
-        if name is None:
-            response: Response
+        response: Response | None = None
+        name = None
+        key = dict(scope.get("headers") or []).get(b"x-api-key")
+        if key is not None:
+            client = client_address(scope)
+            wait = self.throttle.retry_after(client)
+            if wait is not None:
+                response = too_many_attempts(wait)
+            else:
+                name = self.keys.name_for_key(key.decode("latin-1"))
+                if name is None:
+                    self.throttle.failed(client)
+                else:
+                    self.throttle.succeeded(client)
+        else:
+            token = session_token(scope)
+            name = self.sessions.name_for(token) if token else None
+        if name is None and response is None:
             if _wants_page(scope, path):
                 response = RedirectResponse(f"/login?next={_quote_next(path)}", 303)
             else:
@@ -163,6 +179,7 @@ class RequireKey:
                     401, "unauthorized",
                     "an API key is required: send the X-API-Key header (or log in at /login)",
                 )
+        if response is not None:
             await response(scope, receive, send)
             return
         scope.setdefault("state", {})["actor"] = f"api-key:{name}"
@@ -206,9 +223,9 @@ input,button{{font:inherit;padding:.4rem;width:100%;box-sizing:border-box;margin
 """
 
 
-def login_routes(keys: ApiKeys) -> list[Route]:
-    """``GET /login`` (a small form), ``POST /login`` (form or JSON ``{"key"}``), and
-    ``POST /logout``."""
+def login_routes(keys: ApiKeys, sessions: Sessions, throttle: Throttle) -> list[Route]:
+    """``GET /login`` (a small form), ``POST /login`` (form or JSON ``{"key"}``: opens a
+    session), and ``POST /logout`` (revokes it)."""
 
     async def login_form(request: Request) -> HTMLResponse:
         if not keys.enabled:
@@ -219,16 +236,20 @@ def login_routes(keys: ApiKeys) -> list[Route]:
             message="", next=html.escape(_safe_next(request.query_params.get("next")))))
 
     async def login(request: Request) -> Response:
-        raw = await read_body(request, 16 * 1024)
         is_json = request.headers.get("content-type", "").startswith("application/json")
+        client = client_address(request.scope)
+        wait = throttle.retry_after(client) if keys.enabled else None
+        if wait is not None:
+            if is_json:
+                return too_many_attempts(wait)
+            page = LOGIN_PAGE.format(
+                message=f'<p class="error">Too many wrong keys: try again in {wait} s.</p>',
+                next="/")
+            return HTMLResponse(page, 429, headers={"retry-after": str(wait)})
+        raw = await read_body(request, 16 * 1024)
         fields: dict[str, Any]
         if is_json:
-            try:
-                fields = json.loads(raw or b"{}")
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise BadRequest(f"body is not valid JSON: {e}") from None
-            if not isinstance(fields, dict):
-                raise BadRequest("expected a JSON object body")
+            fields = json_object(raw or b"{}")
         else:
             fields = dict(parse_qsl(raw.decode("utf-8", "replace")))
         key = fields.get("key")
@@ -236,23 +257,30 @@ def login_routes(keys: ApiKeys) -> list[Route]:
             raise BadRequest("login needs the field 'key'")
         name = keys.name_for_key(key) if keys.enabled else None
         if name is None:
+            if keys.enabled:
+                throttle.failed(client)
             if is_json:
                 return error_response(401, "unauthorized", "wrong API key")
             page = LOGIN_PAGE.format(message='<p class="error">Wrong API key.</p>',
                                      next=html.escape(_safe_next(fields.get("next"))))
             return HTMLResponse(page, 401)
+        throttle.succeeded(client)
         response: Response
         if is_json:
             response = JSONResponse({"name": name, "actor": f"api-key:{name}"})
         else:
             response = RedirectResponse(_safe_next(fields.get("next")), 303)
-        response.set_cookie(COOKIE, keys.cookie_for(name), httponly=True, samesite="lax",
-                            path="/")
+        response.set_cookie(COOKIE, sessions.open(name), max_age=int(sessions.ttl),
+                            httponly=True, samesite="lax",
+                            secure=request.scope.get("scheme") == "https", path="/")
         return response
 
     async def logout(request: Request) -> Response:
-        response = JSONResponse({"logged_out": True})
-        response.delete_cookie(COOKIE, path="/")
+        token = session_token(request.scope)
+        revoked = token is not None and sessions.revoke(token)
+        response = JSONResponse({"logged_out": True, "session_revoked": revoked})
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="lax",
+                               secure=request.scope.get("scheme") == "https")
         return response
 
     return [

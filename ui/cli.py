@@ -19,7 +19,7 @@ from uuid import UUID
 import anyio
 
 from ipa.domain import DomainError
-from ipa.eventstore import StoreError, StreamNotFound, verify_stream
+from ipa.eventstore import Audit, Finding, StoreError, StreamNotFound
 from ipa.projections import TaskList, task_state
 from ipa.projections.transcript import transcript
 
@@ -107,6 +107,26 @@ def port(text: str) -> int:
     return value
 
 
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 10**7:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: expected seconds > 0")
+    return value
+
+
+def count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}: expected a whole number ≥ 1")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     store_options = _Parser(add_help=False)
     store_options.add_argument(
@@ -130,6 +150,31 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-keys-file", metavar="FILE",
                        help="API keys, one name:key a line (env IPA_API_KEYS_FILE; or "
                        "IPA_API_KEYS=name:key,...); without keys ipa listens on loopback only")
+    serve.add_argument("--repo-root", action="append", metavar="DIR",
+                       help="a task's local repository must be inside DIR (repeatable; env "
+                       "IPA_REPO_ROOTS=DIR:DIR; default: anywhere the server can read)")
+    web = serve.add_argument_group("HTTP safety")
+    web.add_argument("--allowed-hosts", action="append", metavar="HOSTS",
+                     help="Host names to answer besides localhost, 127.0.0.1, [::1] and --host: "
+                     "names, *.suffix or '*' (repeatable or comma list; env IPA_ALLOWED_HOSTS); "
+                     "needed with --host 0.0.0.0")
+    web.add_argument("--allowed-origins", action="append", metavar="ORIGINS",
+                     help="other sites (scheme://host[:port]) whose pages may send changes "
+                     "(repeatable or comma list; env IPA_ALLOWED_ORIGINS)")
+    web.add_argument("--trusted-proxy", action="append", metavar="ADDR",
+                     help="a reverse proxy (address or network) whose X-Forwarded-For, "
+                     "X-Forwarded-Proto and X-IPA-Actor count (repeatable or comma list; env "
+                     "IPA_TRUSTED_PROXIES)")
+    web.add_argument("--session-ttl", type=seconds, default=12 * 3600.0, metavar="SECONDS",
+                     help="how long a login lasts (default: 43200, 12 h)")
+    web.add_argument("--timeout-idle", type=seconds, default=5.0, metavar="SECONDS",
+                     help="close a connection that sends no request for this long (default 5)")
+    web.add_argument("--timeout-header", type=seconds, default=10.0, metavar="SECONDS",
+                     help="close a connection whose request head takes longer (default 10)")
+    web.add_argument("--timeout-body", type=seconds, default=30.0, metavar="SECONDS",
+                     help="close a connection whose request body takes longer (default 30)")
+    web.add_argument("--limit-connections", type=count, default=1000, metavar="N",
+                     help="connections open at once; more are refused with 503 (default 1000)")
     serve.set_defaults(run=cmd_serve, live=True)
 
     add_task_commands(commands, _Parser)
@@ -155,7 +200,8 @@ def _parser() -> argparse.ArgumentParser:
     audit_commands = audit.add_subparsers(title="commands", metavar="COMMAND", required=True)
     verify = audit_commands.add_parser(
         "verify", parents=[store_options],
-        help="check hash chains, versions and snapshots (exit 1 on any failure)",
+        help="check the keyed hash chains, the manifest, versions, positions, snapshots and "
+             "the task list (exit 1 on any failure)",
     )
     verify.add_argument("task_id", type=task_id, nargs="?", metavar="TASK_ID",
                         help="one task (default: every task)")
@@ -192,11 +238,26 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from ipa.pods import AgentConfigError
     from ipa.pods.sync import SettingsError
 
-    from .serve import NotLoopback, serve  # uvicorn is only needed here
+    from .connections import Limits  # uvicorn is only needed here
+    from .guard import GuardPolicy, split_list
+    from .serve import NotLoopback, serve
+
+    def listed(values: list[str] | None, env: str) -> tuple[str, ...]:
+        return tuple(split_list(values or [os.environ.get(env, "")]))
 
     keys = load_keys(args.api_keys_file)
     try:
-        return await serve(settings, args.host, args.port, keys)
+        guard = GuardPolicy(listed(args.allowed_hosts, "IPA_ALLOWED_HOSTS"),
+                            listed(args.allowed_origins, "IPA_ALLOWED_ORIGINS"),
+                            listed(args.trusted_proxy, "IPA_TRUSTED_PROXIES")).checked()
+        limits = Limits(args.timeout_idle, args.timeout_header, args.timeout_body,
+                        args.limit_connections)
+    except ValueError as e:  # a malformed origin or proxy address
+        print(f"ipa: {e}", file=sys.stderr)
+        return 2
+    try:
+        return await serve(settings, args.host, args.port, keys, guard=guard, limits=limits,
+                           session_ttl=args.session_ttl, repo_roots=args.repo_root or ())
     except (NotLoopback, AgentConfigError, SettingsError) as e:
         print(f"ipa: {e}", file=sys.stderr)
         return 2
@@ -254,6 +315,7 @@ async def cmd_audit_transcript(settings: Settings, args: argparse.Namespace) -> 
 
 async def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     async with open_store(settings, create=False) as store:
+        audit = await Audit.start(store)
         task_list = TaskList(store)
         if args.task_id is not None:
             if await store.version(args.task_id) == 0:
@@ -261,24 +323,49 @@ async def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
             streams = [args.task_id]
         else:
             streams = await store.stream_ids()
-        recorded = {row["id"]: row["version"] for row in await task_list.rows()}
-        failures = 0
+        rows = {row["id"]: row for row in await task_list.rows()}
+        for finding in audit.findings:
+            print(f"FAIL {finding}")
+        failures = len(audit.findings)
         progress = Progress("verified", len(streams))
         for done, stream_id in enumerate(streams, start=1):
-            findings = await verify_stream(
-                store, stream_id, recorded_version=recorded.pop(str(stream_id), None)
+            row = rows.pop(str(stream_id), None)
+            findings = await audit.verify_stream(
+                stream_id, recorded_version=None if row is None else row["version"]
             )
+            if row is not None and row.get("error"):
+                # The task list could not fold an event (or store the row): name the version.
+                error, version = str(row["error"]), row["version"] + 1
+                stated, _, rest = error.partition(": ")
+                number = stated.removeprefix(f"task {stream_id} version ")
+                if number != stated and number.isdigit():
+                    version, error = int(number), rest
+                findings.append(Finding(stream_id, version, f"the task list marks this task "
+                                        f"broken: {error}"))
             for finding in findings:
                 progress.clear()
                 print(f"FAIL {finding}")
             failures += len(findings)
             progress.update(done)
         if args.task_id is None:
-            for missing, known in recorded.items():
+            for missing, row in rows.items():
                 progress.clear()
-                print(f"FAIL task {missing} version {known}: the task list has it but the "
-                      "store has no events for it (stream deleted?)")
+                print(f"FAIL task {missing} version {row['version']}: the task list has it but "
+                      "the store has no events for it (stream deleted?)")
                 failures += 1
+            for finding in await audit.verify_manifest():
+                progress.clear()
+                print(f"FAIL {finding}")
+                failures += 1
+            progress.clear()
+            if audit.keyed:
+                summary = await audit.summary()
+                print(f"manifest: {summary.streams} stream(s), {summary.events} event(s), keyed "
+                      f"from position {audit.keyed_from} (note these outside the store: they "
+                      "never go down)")
+            else:
+                print("manifest: none (this store is not keyed: its chains were checked "
+                      "without a key)")
         progress.clear()
     if failures:
         print(f"ipa: audit found {failures} problem(s) in {len(streams)} stream(s)",

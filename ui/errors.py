@@ -4,11 +4,22 @@ Every error answer is ``{"error": {"code": ..., "message": ...}}`` (plus fields 
 as ``current_version``) with a 4xx/5xx status. Exceptions map to statuses through one table,
 :data:`ERRORS`; the request helpers below raise :class:`BadRequest` (400),
 :class:`PayloadTooLarge` (413) or :class:`NotFound` (404) with a message naming what is wrong.
+
+**Malformed input is a 4xx, never a 500.** Every number in a query, a path or a header (cursor,
+``after``, ``Last-Event-ID``, version, limit) is read by :func:`whole_number`: ASCII digits only,
+at most 19 of them. JSON bodies (:func:`json_body`) are at most :data:`MAX_BODY` bytes and
+:data:`MAX_DEPTH` levels deep; their integers fit in 64 bits and their numbers are finite
+(``NaN``/``Infinity`` are not JSON); their strings and keys are Unicode text: a lone surrogate
+(``"\\ud800"``) cannot be stored or sent back as UTF-8, so it is a 400 naming where it is
+(``title``, ``spec.command[1]``). A NUL (``"\\u0000"``) is text and is accepted: the store
+keeps it. Whatever else reaches :func:`on_crash` is a bug: a 500, and uvicorn logs its traceback.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 import typing
 from collections.abc import Sequence
 from dataclasses import fields
@@ -21,11 +32,17 @@ from starlette.responses import JSONResponse
 
 from ipa.domain import CommandRejected, DomainError, InvalidCommand, TaskNotFound
 from ipa.eventstore import StoreUnavailable, StreamNotFound, VersionConflict
-from ipa.pods import WorkspaceError
+from ipa.pods import RepositoryRefused, WorkspaceError
 from ipa.supervisor import PodNotRunning, ShuttingDown
 
 MAX_BODY = 1024 * 1024
 """The largest request body accepted, in bytes (413 above it)."""
+MAX_DEPTH = 64
+"""How deeply arrays and objects of a JSON body may nest (the body itself is level 1)."""
+MAX_INT = 2**63 - 1
+"""The largest integer magnitude a JSON body may hold (what PostgreSQL's bigint holds)."""
+_WHOLE = re.compile(r"[0-9]{1,19}")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 class ApiError(Exception):
@@ -56,6 +73,13 @@ class PayloadTooLarge(ApiError):
     code = "payload_too_large"
 
 
+class Forbidden(ApiError):
+    """The request is understood and refused (``code`` names why)."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(ApiError):
     """No such thing (``code`` names which: ``job_not_found``, ``run_not_found`` ...)."""
 
@@ -80,6 +104,7 @@ ERRORS: list[tuple[type[Exception], int, str]] = [
     (VersionConflict, 409, "version_conflict"),
     (CommandRejected, 409, "command_not_allowed"),
     (DomainError, 400, "invalid_input"),
+    (RepositoryRefused, 422, "repository_refused"),  # message: "repo '...' refused: why"
     (WorkspaceError, 400, "workspace_error"),
     (StoreUnavailable, 503, "store_unavailable"),
 ]
@@ -108,7 +133,11 @@ async def on_http_error(request: Request, exc: HTTPException) -> JSONResponse:
 
 
 async def on_crash(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(500, "internal_error", f"{type(exc).__name__}: {exc}")
+    """A bug (bad input never gets here: the helpers below turn it into an :class:`ApiError`).
+    Starlette raises ``exc`` again after this answer, so the server logs its traceback; the
+    client learns its type only, not its text (which may quote the store or a secret)."""
+    return error_response(500, "internal_error",
+                          f"an unexpected error ({type(exc).__name__}); the server log has it")
 
 
 def exception_handlers() -> dict[Any, Any]:
@@ -122,23 +151,46 @@ def exception_handlers() -> dict[Any, Any]:
 # Request parsing -----------------------------------------------------------------------------
 
 
+def uuid_or_none(text: str) -> UUID | None:
+    """``text`` as a UUID when it is one in its canonical form (``8-4-4-4-12`` hex digits, as
+    this API hands ids out), else None. ``UUID()`` alone takes braces, ``urn:uuid:``, missing
+    hyphens, underscores and non-ASCII digits too."""
+    return UUID(text) if _UUID.fullmatch(text) else None
+
+
 def task_id_param(request: Request, name: str = "task_id") -> UUID:
     text = request.path_params[name]
-    try:
-        return UUID(text)
-    except ValueError:
-        raise BadRequest(f"{text!r} is not a task id (expected a UUID)") from None
+    task_id = uuid_or_none(text)
+    if task_id is None:
+        raise BadRequest(f"{text[:80]!r} is not a task id (expected a UUID)")
+    return task_id
+
+
+def run_id_param(request: Request) -> UUID:
+    text = request.path_params["run_id"]
+    run_id = uuid_or_none(text)
+    if run_id is None:
+        raise BadRequest(f"{text[:80]!r} is not a run id (expected a UUID)")
+    return run_id
+
+
+def whole_number(text: str, high: int = 2**62) -> int | None:
+    """``text`` as a whole number when it is 1 to 19 ASCII digits and at most ``high``; else
+    None. The one parser of numbers in queries, paths and headers: ``str.isdigit`` and ``int``
+    take more than ASCII digits (``"²".isdigit()`` is true but ``int("²")`` fails; ``int("٣")``
+    is 3 and ``int(" 1_0 ")`` is 10), and ``int`` refuses more than 4,300 digits."""
+    if not _WHOLE.fullmatch(text):
+        return None
+    value = int(text)
+    return value if value <= high else None
 
 
 def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
     text = request.query_params.get(name)
     if text is None:
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
+    value = whole_number(text, high)
+    if value is None or value < low:
         raise BadRequest(f"query parameter {name}={text!r}: expected a whole number "
                          f"from {low} to {high}")
     return value
@@ -149,9 +201,10 @@ def offset_cursor(request: Request) -> int:
     text = request.query_params.get("cursor")
     if text is None or text == "":
         return 0
-    if not text.isdigit() or len(text) > 12:
-        raise BadCursor(f"cursor {text!r} was not handed out by this API")
-    return int(text)
+    position = whole_number(text, 10**12 - 1)
+    if position is None:
+        raise BadCursor(f"cursor {text[:40]!r} was not handed out by this API")
+    return position
 
 
 def page_of(items: Sequence[Any], request: Request, *, limit_default: int = 100,
@@ -167,7 +220,7 @@ def page_of(items: Sequence[Any], request: Request, *, limit_default: int = 100,
 
 async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and (whole_number(declared) or 0) > limit:
         raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
@@ -186,13 +239,81 @@ async def json_body(request: Request, *, required: bool = True,
         if required:
             raise BadRequest("expected a JSON object body")
         return {}
+    return json_object(raw)
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """``raw`` parsed as a JSON object, within the limits above, else a :class:`BadRequest`."""
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        body = json.loads(raw, parse_int=_integer, parse_float=_float, parse_constant=_constant)
+    except RecursionError:
+        raise BadRequest(f"the body is nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError (both ValueErrors)
         raise BadRequest(f"body is not valid JSON: {e}") from None
     if not isinstance(body, dict):
         raise BadRequest("expected a JSON object body")
+    _check_json(body)
     return body
+
+
+class _Refused:
+    """A value :func:`json.loads` read that the API refuses; :func:`_check_json` says where."""
+
+    __slots__ = ("why",)
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+
+def _integer(text: str) -> int | _Refused:
+    if len(text) > 20 or abs(value := int(text)) > MAX_INT:
+        return _Refused(f"an integer of {len(text.lstrip('-'))} digits (at most ±{MAX_INT})")
+    return value
+
+
+def _float(text: str) -> float | _Refused:
+    value = float(text)
+    return value if math.isfinite(value) else _Refused(f"a number too large ({text[:20]}...)")
+
+
+def _constant(text: str) -> _Refused:
+    return _Refused(f"{text} (not a JSON number)")
+
+
+def _check_json(body: Any) -> None:
+    """Refuse what :func:`json.loads` let through but the API cannot take: nesting deeper than
+    :data:`MAX_DEPTH`, a :class:`_Refused` number, a string or key that is not Unicode text
+    (a lone surrogate). Iterative, so no input can exhaust the stack here."""
+    stack: list[tuple[Any, str, int]] = [(body, "", 1)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, str):
+            if not _is_text(value):
+                raise BadRequest(f"{path or 'the body'}: not Unicode text (a lone surrogate "
+                                 "such as \\ud800 cannot be stored)", code="invalid_text")
+        elif isinstance(value, _Refused):
+            raise BadRequest(f"{path or 'the body'}: {value.why}")
+        elif isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                raise BadRequest(f"{path}: the body is nested deeper than {MAX_DEPTH} levels")
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    name = f"{path}.{key}" if path else key
+                    if not _is_text(key):
+                        raise BadRequest(f"{path or 'the body'}: a key that is not Unicode text "
+                                         "(a lone surrogate)", code="invalid_text")
+                    stack.append((item, name, depth + 1))
+            else:
+                stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
+
+
+def _is_text(value: str) -> bool:
+    """Whether ``value`` encodes as UTF-8, i.e. holds no lone surrogate."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def build(command_type: type, body: dict[str, Any], what: str) -> Any:

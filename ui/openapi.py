@@ -2,17 +2,24 @@
 
 :data:`OPERATIONS` lists every route of the API (pages excepted) with its method; a test
 checks it against the app's routes in both directions, so a route without a description (or a
-description without a route) fails the suite.
+description without a route) fails the suite. The command route ``/api/tasks/{task_id}/{command}``
+is described once per command it accepts (``ipa.ui.api.COMMANDS``: a person's), each with its
+body's fields, so the description lists exactly what is accepted.
 """
 
 from __future__ import annotations
 
+import typing
+from collections.abc import Sequence
+from dataclasses import MISSING, fields
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from ipa.domain import TASK_COMMANDS, CreateTask
+from ipa.domain import Pause
+
+from .api import COMMANDS
 
 VERSION = "0.1.0"
 
@@ -33,35 +40,106 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
-    words = {400: "bad input", 401: "no or wrong API key", 404: "not found",
+    words = {400: "bad input", 401: "no or wrong API key",
+             403: "refused (a command ipa records itself; a request from another origin)",
+             404: "not found",
              409: "conflict (stale expected_version, command not allowed now, no pod)",
-             413: "body too large", 503: "shutting down or store unavailable"}
+             413: "body too large", 415: "not a JSON body", 422: "refused input",
+             429: "too many attempts", 503: "shutting down or store unavailable"}
     return {str(s): _json(_ERROR, words[s]) for s in statuses}
 
 
-def _query(name: str, description: str, kind: str = "string") -> dict[str, Any]:
+def _query(name: str, description: str, kind: str | dict[str, Any] = "string") -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "description": description,
-            "schema": {"type": kind}}
+            "schema": {"type": kind} if isinstance(kind, str) else kind}
 
 
-def _path(name: str, description: str) -> dict[str, Any]:
+def _path(name: str, description: str,
+          schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "description": description,
-            "schema": {"type": "string"}}
+            "schema": schema or {"type": "string"}}
 
 
-TASK_ID = _path("task_id", "the task's id (a UUID)")
-PAGE = [_query("limit", "items per page", "integer"), _query("cursor", "from next_cursor")]
+# Numbers in queries, paths and headers are ASCII digits (errors.whole_number): described as
+# integers in their range, cursors as the digit strings the API hands out.
+_UUID = {"type": "string", "format": "uuid"}
+_ID = {"type": "integer", "minimum": 0, "maximum": 2**62}
+_VERSION = {"type": "integer", "minimum": 1, "maximum": 2**62}
+TASK_ID = _path("task_id", "the task's id (a UUID)", _UUID)
+RUN_ID = _path("run_id", "the run's id (a UUID)", _UUID)
+
+
+def _limit(most: int, default: int) -> dict[str, Any]:
+    return _query("limit", f"items per page (default {default})",
+                  {"type": "integer", "minimum": 1, "maximum": most})
+
+
+def _cursor(digits: int) -> dict[str, Any]:
+    return _query("cursor", "from next_cursor",
+                  {"type": "string", "pattern": f"^[0-9]{{1,{digits}}}$"})
+
+
+PAGE = [_limit(500, 100), _cursor(12)]
+EVENTS_PAGE = [_query("after", "after this version", _ID), _limit(500, 100), _cursor(18)]
 SSE = {"description": "an SSE stream", "content": {"text/event-stream": {
-    "schema": {"type": "string"}}}}
+    "schema": {"type": "object", "properties": {
+        "id": {"type": "string"}, "event": {"type": "string"},
+        "data": {"type": "string", "description": "the event's JSON (see Event)"}}}}}}
 RESUME = [
-    {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"},
+    {"name": "Last-Event-ID", "in": "header", "required": False, "schema": _ID,
      "description": "resume right after this id"},
-    _query("after", "resume right after this id (for clients that cannot set headers)",
-           "integer"),
+    _query("after", "resume right after this id (for clients that cannot set headers)", _ID),
 ]
-COMMAND_BODY = {"type": "object", "description": "the command's fields, plus optional "
-                "expected_version (and interrupt for pause); unknown fields are a 400",
-                "properties": {"expected_version": {"type": "integer", "minimum": 1}}}
+_INTEGER = {"type": "integer", "minimum": -(2**63 - 1), "maximum": 2**63 - 1}
+_SIMPLE: dict[Any, dict[str, Any]] = {bool: {"type": "boolean"}, int: _INTEGER,
+                                      float: {"type": "number"}, str: {"type": "string"},
+                                      dict: {"type": "object"}}
+
+
+def _field(hint: Any) -> dict[str, Any]:
+    """The JSON schema of a command field of type ``hint`` (what ``errors.build`` checks)."""
+    args = typing.get_args(hint)
+    if type(None) in args:
+        inner = _field(next(a for a in args if a is not type(None)))
+        return {**inner, "type": [inner["type"], "null"]} if "type" in inner else {}
+    origin = typing.get_origin(hint) or hint
+    if origin in _SIMPLE:
+        return dict(_SIMPLE[origin])
+    if origin in (list, tuple, Sequence):
+        return {"type": "array", "items": _field(args[0]) if args else {}}
+    return {}
+
+
+EXPECTED_VERSION = {"type": ["integer", "null"], "minimum": 1, "maximum": 2**63 - 1,
+                    "description": "refuse (409) if the task moved past it; null: no check"}
+
+
+def command_body(command_type: type) -> dict[str, Any]:
+    """A command's body: its fields (those without a default required), ``expected_version``
+    and, for ``pause``, ``interrupt``; any other field is a 400."""
+    hints = typing.get_type_hints(command_type)
+    properties = {f.name: _field(hints[f.name]) for f in fields(command_type)}
+    properties["expected_version"] = EXPECTED_VERSION
+    if command_type is Pause:
+        properties["interrupt"] = {"type": "boolean", "description": "cut running agents short"}
+    required = [f.name for f in fields(command_type)
+                if f.default is MISSING and f.default_factory is MISSING]
+    body: dict[str, Any] = {"type": "object", "properties": properties,
+                            "additionalProperties": False}
+    if required:
+        body["required"] = required
+    return body
+
+
+def _command(command_type: type) -> dict[str, Any]:
+    summary = (command_type.__doc__ or command_type.name).strip().splitlines()[0]
+    operation = _op(f"{command_type.name}: {summary}",
+                    {"200": _json(_TASK), **_errors(400, 401, 403, 404, 409, 413, 415, 503)},
+                    parameters=[TASK_ID], body=command_body(command_type))
+    if any(f.default is MISSING and f.default_factory is MISSING
+           for f in fields(command_type)):
+        operation["requestBody"]["required"] = True
+    return {"post": operation}
 
 
 def _op(summary: str, responses: dict[str, Any], *, parameters: list | None = None,
@@ -88,17 +166,17 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             "description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}),
         "post": _op("Log in with an API key: sets the session cookie",
                     {"200": _json({"type": "object"}), "303": {"description": "form: redirect"},
-                     **_errors(400, 401, 413)},
+                     **_errors(400, 401, 403, 413, 415, 429)},
                     body={"type": "object", "required": ["key"],
-                          "properties": {"key": {"type": "string"}}}),
+                          "properties": {"key": {"type": "string", "minLength": 1}}}),
     },
     "/logout": {"post": _op("Drop the session cookie", {"200": _json({"type": "object"})})},
     "/api/tasks": {
         "get": _op("The task list (one summary row per task), by id",
                    {"200": _json(_page({"type": "object"})), **_errors(400, 401)},
-                   parameters=PAGE),
-        "post": _op("Create a task; its pod starts at once",
-                    {"201": _json(_TASK), **_errors(400, 401, 413)},
+                   parameters=[_limit(500, 50), _query("cursor", "from next_cursor", _UUID)]),
+        "post": _op("Create a task; its pod starts at once (422: its repo is refused)",
+                    {"201": _json(_TASK), **_errors(400, 401, 413, 422)},
                     body={"type": "object", "required": ["title"], "additionalProperties": False,
                           "properties": {"title": {"type": "string"},
                                          "description": {"type": "string"},
@@ -109,17 +187,17 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
     "/api/tasks/{task_id}": {"get": _op(
         "The task's state (as of ?version=N when given)",
         {"200": _json(_TASK), **_errors(400, 401, 404)},
-        parameters=[TASK_ID, _query("version", "a past version", "integer")])},
+        parameters=[TASK_ID, _query("version", "a past version", _VERSION)])},
     "/api/tasks/{task_id}/events": {"get": _op(
         "The task's events in version order", {"200": _json(_page(_EVENT)),
                                                **_errors(400, 401, 404)},
-        parameters=[TASK_ID, _query("after", "after this version", "integer"), *PAGE])},
+        parameters=[TASK_ID, *EVENTS_PAGE])},
     "/api/tasks/{task_id}/versions/{version}": {"get": _op(
         "Time travel: the state as of a version, what changed from the one before, the event",
         {"200": _json({"type": "object", "properties": {
             "version": {"type": "integer"}, "state": _TASK, "changed": {"type": "object"},
             "event": _EVENT}}), **_errors(400, 401, 404)},
-        parameters=[TASK_ID, _path("version", "a version ≥ 1")])},
+        parameters=[TASK_ID, _path("version", "a version ≥ 1", _VERSION)])},
     "/api/tasks/{task_id}/stream": {"get": _op(
         "SSE of the task's events: id = version, event = type, data = the event's JSON",
         {"200": SSE, **_errors(400, 401, 404)}, parameters=[TASK_ID, *RESUME])},
@@ -134,9 +212,10 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
         "retry (a dead-lettered job), cancel ({reason}) or interrupt (its running agent)",
         {"200": _json({"type": "object"}), **_errors(400, 401, 404, 409, 413)},
         parameters=[TASK_ID, _path("job_id", "the job's id"),
-                    _path("action", "retry, cancel or interrupt")],
+                    {**_path("action", "what to do"),
+                     "schema": {"type": "string", "enum": ["retry", "cancel", "interrupt"]}}],
         body={"type": "object", "properties": {"reason": {"type": "string"},
-                                               "expected_version": {"type": "integer"}}})},
+                                               "expected_version": EXPECTED_VERSION}})},
     "/api/tasks/{task_id}/runs": {"get": _op(
         "The task's agent runs (from its job events), in start order",
         {"200": _json(_page({"type": "object"})), **_errors(400, 401, 404)},
@@ -155,30 +234,27 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
         parameters=[TASK_ID, _path("workspace_id", "the workspace's id"),
                     _query("path", "inside the repository; '' is the root"),
                     _query("commit", "one of the workspace's commits (default: the newest)"),
-                    *PAGE])},
+                    _limit(5000, 500), _cursor(12)])},
     "/api/tasks/{task_id}/workspaces/{workspace_id}/diff": {"get": _op(
         "The diff of a workspace from its base commit (or ?base=) to a commit",
         {"200": _json({"type": "object"}), **_errors(400, 401, 404)},
         parameters=[TASK_ID, _path("workspace_id", "the workspace's id"),
                     _query("commit", "default: the newest"), _query("base", "default: base")])},
-    "/api/tasks/{task_id}/{command}": {"post": _op(
-        "Send a command to the task's pod: "
-        + ", ".join(c.name for c in TASK_COMMANDS if c is not CreateTask),
-        {"200": _json(_TASK), **_errors(400, 401, 404, 409, 413, 503)},
-        parameters=[TASK_ID, _path("command", "the command's name")], body=COMMAND_BODY)},
     "/api/runs/{run_id}/events": {"get": _op(
         "An agent run's own events (RunStarted, RunOutput, RunFinished ...)",
         {"200": _json(_page(_EVENT)), **_errors(400, 401, 404)},
-        parameters=[_path("run_id", "the run's id (a UUID)"),
-                    _query("after", "after this version", "integer"), *PAGE])},
+        parameters=[RUN_ID, *EVENTS_PAGE])},
     "/api/runs/{run_id}/stream": {"get": _op(
         "SSE of an agent run's events (live output): id = version",
         {"200": SSE, **_errors(400, 401)},
-        parameters=[_path("run_id", "the run's id (a UUID)"), *RESUME])},
+        parameters=[RUN_ID, *RESUME])},
     "/api/stream": {"get": _op(
         "SSE of every task's events (not the agent runs'): id = global position",
         {"200": SSE, **_errors(400, 401)}, parameters=RESUME)},
 }
+
+OPERATIONS.update({f"/api/tasks/{{task_id}}/{name}": _command(command_type)
+                   for name, command_type in COMMANDS.items()})
 
 COMPONENTS = {
     "schemas": {
@@ -211,18 +287,28 @@ COMPONENTS = {
 }
 
 
-def document() -> dict[str, Any]:
+OPEN_PATHS = ("/healthz", "/login", "/logout")
+"""The routes that need no key when keys are configured (``auth.OPEN_PATHS``)."""
+
+
+def document(keys: bool = True) -> dict[str, Any]:
+    """The description; ``keys``: whether this server requires API keys (without them no
+    operation needs one, and the description says so)."""
+    paths = {path: {method: {**op, "security": []} if path in OPEN_PATHS or not keys else op
+                    for method, op in ops.items()}
+             for path, ops in OPERATIONS.items()}
     return {
         "openapi": "3.1.0",
         "info": {"title": "ipa", "version": VERSION,
                  "description": "Drive software tasks to reviewed changes with AI agents. "
                  "Every error is {\"error\": {\"code\", \"message\"}}. With API keys "
-                 "configured, every route but /healthz and /login needs one."},
-        "paths": OPERATIONS,
+                 "configured, every route but /healthz, /login and /logout needs one."},
+        "paths": paths,
         "components": COMPONENTS,
-        "security": [{"apiKey": []}, {"session": []}],
+        "security": [{"apiKey": []}, {"session": []}] if keys else [],
     }
 
 
 async def openapi(request: Request) -> JSONResponse:
-    return JSONResponse(document())
+    keys = getattr(request.app.state, "api_keys", None)
+    return JSONResponse(document(keys=bool(keys is not None and keys.enabled)))

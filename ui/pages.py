@@ -26,6 +26,7 @@ from ipa.projections import TaskList, task_state
 from ipa.supervisor import PodNotRunning, Supervisor
 
 from . import page_model as model
+from .errors import whole_number
 
 HERE = Path(__file__).resolve().parent
 LIST_LIMIT = 2000
@@ -108,7 +109,7 @@ def routes(supervisor: Supervisor, task_list: TaskList) -> list[BaseRoute]:
         text = request.query_params.get("version")
         version = None
         if text is not None:
-            version = int(text) if text.isdigit() and int(text) >= 1 else -1
+            version = whole_number(text) or -1  # 0 and malformed alike: no such version
         if version == -1:
             return not_found(request, f"version {text}")
         state = await task_or_none(request, version)

@@ -7,6 +7,10 @@ interrupted, recorded), every pod is snapshotted, the store closes; exit status 
 signal stops waiting for requests. ipa handles the signals itself (uvicorn's own handlers are
 not installed): uvicorn would re-raise the signal after its shutdown, killing the process
 before the pods are snapshotted.
+
+The HTTP surface is safe by default: the Host, Origin and content-type checks of
+:mod:`.guard`, sessions and the throttle of :mod:`.sessions`, the timeouts and the connection
+limit of :mod:`.connections`.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import anyio
@@ -29,6 +33,7 @@ from ipa.pods import (
     AgentConfigError,
     AgentSettings,
     PodEnvironment,
+    RepositoryPolicy,
     SyncSettings,
     WorkspaceManager,
     runner_for,
@@ -37,7 +42,10 @@ from ipa.projections import TaskList
 from ipa.supervisor import Supervisor
 
 from .app import create_app
+from .connections import Limits, raise_file_limit, server_config
+from .guard import GuardPolicy
 from .runtime import Settings, open_store
+from .sessions import DEFAULT_TTL, Sessions
 
 SHUTDOWN_DEADLINE = 10.0
 """Seconds running steps get to finish at shutdown before they are interrupted."""
@@ -83,7 +91,8 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 class NotLoopback(ValueError):
-    """A host other than a loopback address without API keys."""
+    """A host other than a loopback address without API keys, or every interface without
+    the names clients will use."""
 
 
 def agent_settings(environ: Mapping[str, str]) -> AgentSettings:
@@ -138,6 +147,25 @@ def check_host(host: str, keys: Mapping[str, str]) -> None:
         )
 
 
+WILDCARDS = frozenset({"0.0.0.0", "::", ""})
+
+
+def allowed_hosts(host: str, keys: Mapping[str, str], extra: tuple[str, ...]) -> tuple[str, ...]:
+    """The Host names ipa answers beyond the loopback ones: ``--host`` itself when it names one
+    address or name (an IP address cannot be rebound to another site), and ``extra``
+    (``--allowed-hosts``). Listening on every interface (``0.0.0.0``, ``::``) with keys needs
+    ``extra``: ipa cannot guess the names clients will use, and answering any name would let
+    a DNS-rebinding page read the API."""
+    if host in WILDCARDS:
+        if keys and not extra:
+            raise NotLoopback(
+                f"listening on every interface ({host or '*'}): name the hosts clients will use "
+                "with --allowed-hosts (or IPA_ALLOWED_HOSTS), e.g. --allowed-hosts "
+                "ipa.example.com,10.0.0.5, or --allowed-hosts '*' to answer any Host")
+        return extra
+    return (host, *extra)
+
+
 class _Server(uvicorn.Server):
     """uvicorn without its signal handlers (``serve`` handles the signals)."""
 
@@ -147,10 +175,24 @@ class _Server(uvicorn.Server):
 
 
 async def serve(settings: Settings, host: str, port: int,
-                keys: Mapping[str, str] | None = None) -> int:
-    """Run until a signal; then shut down as the module docstring says."""
+                keys: Mapping[str, str] | None = None, *, guard: GuardPolicy | None = None,
+                limits: Limits | None = None, session_ttl: float = DEFAULT_TTL,
+                repo_roots: Sequence[str] = ()) -> int:
+    """Run until a signal; then shut down as the module docstring says. ``repo_roots``: the
+    directories a task's local repository must be in (else ``IPA_REPO_ROOTS``; else any)."""
     keys = dict(keys or {})
     check_host(host, keys)
+    guard = guard or GuardPolicy()
+    guard = GuardPolicy(allowed_hosts(host, keys, guard.allowed_hosts), guard.allowed_origins,
+                        guard.trusted_proxies).checked()
+    limits = limits or Limits()
+    sessions = Sessions(session_ttl)
+    files = raise_file_limit(limits.connections + 512)
+    if files < limits.connections + 256:
+        print(f"ipa: the open-file limit is {files}: allowing {max(1, files - 256)} connections "
+              f"instead of {limits.connections}", file=sys.stderr, flush=True)
+        limits = Limits(limits.idle, limits.header, limits.body, max(1, files - 256),
+                        limits.max_head)
     data_dir = settings.data_dir.expanduser()
     shutdown = anyio.Event()
     agents = agent_settings(os.environ)
@@ -163,20 +205,15 @@ async def serve(settings: Settings, host: str, port: int,
             runner_for=runner_for,
             agents=agents,
             sync=sync,
+            repositories=RepositoryPolicy.configured(repo_roots),
         ))
         task_list = TaskList(store)
         await tg.start(task_list.run)
         await tg.start(supervisor.run)
-        server = _Server(
-            uvicorn.Config(
-                create_app(supervisor, task_list, api_keys=keys, shutdown=shutdown),
-                host=host,
-                port=port,
-                lifespan="off",
-                log_level="warning",
-                timeout_graceful_shutdown=5,
-            )
-        )
+        server = _Server(server_config(
+            create_app(supervisor, task_list, api_keys=keys, shutdown=shutdown, guard=guard,
+                       sessions=sessions),
+            limits, host=host, port=port, timeout_graceful_shutdown=5))
 
         async def on_signals() -> None:
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

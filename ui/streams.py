@@ -52,7 +52,7 @@ from starlette.types import Receive, Scope, Send
 from ipa.domain import TaskEvent
 from ipa.eventstore import EventStore, RecordedEvent, StreamNotFound
 
-from .errors import BadRequest, task_id_param
+from .errors import BadRequest, run_id_param, task_id_param, whole_number
 
 HISTORY_PAGE = 500
 MAX_ID = 2**62
@@ -160,12 +160,7 @@ class StreamHub:
         return EventStream(self, "task", task_id, after)
 
     async def run_stream(self, request: Request) -> EventStream:
-        text = request.path_params["run_id"]
-        try:
-            run_id = UUID(text)
-        except ValueError:
-            raise BadRequest(f"{text!r} is not a run id (expected a UUID)") from None
-        return EventStream(self, "run", run_id, resume_point(request))
+        return EventStream(self, "run", run_id_param(request), resume_point(request))
 
     async def all_stream(self, request: Request) -> EventStream:
         return EventStream(self, "all", None, resume_point(request))
@@ -341,13 +336,19 @@ def final_frame(event: str, last: int, message: str) -> bytes:
 
 
 def resume_point(request: Request) -> int:
-    """Where a stream starts: after ``Last-Event-ID``, else ``?after=``, else 0."""
+    """Where a stream starts: after ``Last-Event-ID``, else ``?after=``, else 0. Both are
+    checked when both are given (a malformed one is a 400 either way)."""
     header = request.headers.get("last-event-id")
-    if header is not None:
-        text, where = header.strip(), "Last-Event-ID"
-    else:
-        text, where = request.query_params.get("after", "0"), "after"
-    if not text.isdigit() or int(text) > MAX_ID:
-        raise BadRequest(f"{where} {text!r}: expected an event id (a whole number ≥ 0) "
+    query = request.query_params.get("after")
+    points = [_resume_id(text, where) for text, where in
+              ((header.strip() if header is not None else None, "Last-Event-ID"),
+               (query, "after")) if text is not None]
+    return points[0] if points else 0
+
+
+def _resume_id(text: str, where: str) -> int:
+    after = whole_number(text, MAX_ID)
+    if after is None:
+        raise BadRequest(f"{where} {text[:40]!r}: expected an event id (a whole number ≥ 0) "
                          "from this stream", code="bad_last_event_id")
-    return int(text)
+    return after

@@ -22,6 +22,7 @@ from ipa.pods import PodEnvironment, WorkspaceManager, runner_for
 from ipa.projections import TaskList
 from ipa.supervisor import Supervisor
 from ipa.ui.app import create_app
+from ipa.ui.connections import Limits, server_config
 from ipa.ui.serve import _Server, listen
 
 T0 = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
@@ -43,9 +44,10 @@ class Live:
 
 
 @contextlib.asynccontextmanager
-async def live_server(store: EventStore, tmp_path: Path, **options: Any) -> AsyncIterator[Live]:
-    import uvicorn
-
+async def live_server(store: EventStore, tmp_path: Path, *, limits: Limits | None = None,
+                      **options: Any) -> AsyncIterator[Live]:
+    """``ipa serve``'s app and uvicorn configuration (``limits``: its timeouts and connection
+    limit) on 127.0.0.1; ``options`` go to ``create_app``."""
     task_list = TaskList(store)
     supervisor = Supervisor(PodEnvironment(
         store=store, workspaces=WorkspaceManager(tmp_path / "workspaces"),
@@ -54,8 +56,7 @@ async def live_server(store: EventStore, tmp_path: Path, **options: Any) -> Asyn
     app = create_app(supervisor, task_list, shutdown=shutdown, **options)
     sock = listen("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    server = _Server(uvicorn.Config(app, lifespan="off", log_level="warning",
-                                    timeout_graceful_shutdown=2))
+    server = _Server(server_config(app, limits, timeout_graceful_shutdown=2))
     async with contextlib.AsyncExitStack() as stack, anyio.create_task_group() as tg:
         stack.callback(sock.close)
         await tg.start(task_list.run)

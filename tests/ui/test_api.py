@@ -15,10 +15,12 @@ import pytest
 from starlette.routing import Route
 
 from ipa.eventstore import EventStore
-from ipa.pods import PodEnvironment, WorkspaceManager, runner_for
+from ipa.pods import PodEnvironment, RepositoryPolicy, WorkspaceManager, runner_for
 from ipa.projections import TaskList
 from ipa.supervisor import Supervisor
+from ipa.ui.api import COMMANDS
 from ipa.ui.app import create_app
+from ipa.ui.guard import GuardPolicy
 from ipa.ui.openapi import OPERATIONS
 
 pytestmark = pytest.mark.anyio
@@ -40,12 +42,13 @@ async def parts(store: EventStore, tmp_path: Path):
 
 
 def client_for(app) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ipa")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
 
 
 @pytest.fixture
 async def api(parts):
-    app = create_app(*parts)
+    # The test client (127.0.0.1) stands for a trusted proxy: it names actors (X-IPA-Actor).
+    app = create_app(*parts, guard=GuardPolicy(trusted_proxies=("127.0.0.1",)))
     async with client_for(app) as client:
         client.supervisor = parts[0]  # type: ignore[attr-defined]
         client.app = app  # type: ignore[attr-defined]
@@ -230,7 +233,8 @@ async def test_bad_bodies_and_cursors_are_4xx_and_write_nothing(api, store: Even
 
     unknown = await api.post(f"{url}/pause", json={"reason": "x", "colour": "red"})
     wrong_type = await api.post(f"{url}/pause", json={"reason": 5})
-    big = await api.post(f"{url}/pause", content=b'{"reason": "' + b"x" * 2_000_000 + b'"}')
+    big = await api.post(f"{url}/pause", content=b'{"reason": "' + b"x" * 2_000_000 + b'"}',
+                         headers={"content-type": "application/json"})
     bad_expected = await api.post(f"{url}/pause", json={"expected_version": True})
     bad_create = await api.post("/api/tasks", json={"title": "t", "priority": 1})
 
@@ -336,6 +340,8 @@ async def test_openapi_describes_exactly_the_api_routes(api, parts) -> None:
     routes = {(route.path, method.lower()) for route in app.routes
               if isinstance(route, Route) and route.path not in page_paths
               for method in route.methods or () if method != "HEAD"}
+    commands = {(f"/api/tasks/{{task_id}}/{name}", "post") for name in COMMANDS}
+    routes = routes - {("/api/tasks/{task_id}/{command}", "post")} | commands
     described = {(path, method) for path, ops in OPERATIONS.items() for method in ops}
 
     assert routes == described
@@ -352,3 +358,75 @@ async def test_metrics_are_prometheus_text(api) -> None:
     assert "# TYPE ipa_sse_clients gauge" in text
     assert 'ipa_sse_clients{stream="task"} 0' in text
     assert "ipa_log_position " in text
+
+
+# Repositories checked at creation; no credentials at rest -----------------------------------
+
+
+async def listed_ids(api, expected: dict) -> list[str]:
+    """The ids in the task list once ``expected`` (created last) is in it: the list folds
+    events in order, so a task stored before it would be listed too."""
+    with anyio.fail_after(20):
+        while True:
+            ids = [row["id"] for row in (await api.get("/api/tasks")).json()["items"]]
+            if expected["id"] in ids:
+                return ids
+            await anyio.sleep(0.05)
+
+
+async def test_a_repo_that_is_not_a_git_repository_is_a_422_and_nothing_is_stored(
+    api, tmp_path: Path
+) -> None:
+    (tmp_path / "plain").mkdir()
+
+    missing = await api.post("/api/tasks", json={"title": "t", "repo": str(tmp_path / "no")})
+    plain = await api.post("/api/tasks", json={"title": "t", "repo": str(tmp_path / "plain")})
+    scheme = await api.post("/api/tasks", json={"title": "t", "repo": "file:///etc"})
+    accepted = await create(api, repo=str(git_repo(tmp_path / "repo")))
+
+    assert "no such directory" in assert_error(missing, 422, "repository_refused")["message"]
+    assert "not a git repository" in assert_error(plain, 422, "repository_refused")["message"]
+    assert "file://" in assert_error(scheme, 422, "repository_refused")["message"]
+    assert all(r.json()["error"]["message"].startswith("repo ") for r in (missing, plain))
+    assert await listed_ids(api, accepted) == [accepted["id"]]
+
+
+async def test_a_repo_url_with_credentials_is_refused_without_storing_or_echoing_them(
+    api, tmp_path: Path
+) -> None:
+    url = "https://alice:ghp_tok3n-XYZ@github.com/o/r.git"
+
+    response = await api.post("/api/tasks", json={"title": "t", "repo": url})
+    accepted = await create(api)
+    configured = await api.post(f"/api/tasks/{accepted['id']}/configure_sync",
+                                json={"git": {"remote": url}})
+
+    error = assert_error(response, 400, "invalid_input")
+    assert "credentials" in error["message"] and "IPA_SECRETS_FILE" in error["message"]
+    assert "tok3n" not in response.text and "tok3n" not in configured.text
+    assert_error(configured, 400, "invalid_input")
+    assert await listed_ids(api, accepted) == [accepted["id"]]
+    events = (await api.get(f"/api/tasks/{accepted['id']}/events")).text
+    assert "tok3n" not in events and "SyncConfigured" not in events
+
+
+async def test_repo_roots_confine_the_repositories_of_new_tasks(
+    store: EventStore, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    inside = git_repo(root / "inside")
+    outside = git_repo(tmp_path / "outside")
+    supervisor = Supervisor(PodEnvironment(
+        store=store, workspaces=WorkspaceManager(tmp_path / "workspaces"),
+        scratch=tmp_path / "scratch", runner_for=runner_for,
+        repositories=RepositoryPolicy.configured([str(root)])))
+    async with anyio.create_task_group() as tg:
+        await tg.start(supervisor.run)
+        async with client_for(create_app(supervisor, TaskList(store))) as client:
+            refused = await client.post("/api/tasks", json={"title": "t", "repo": str(outside)})
+            created = await client.post("/api/tasks", json={"title": "t", "repo": str(inside)})
+        tg.cancel_scope.cancel()
+
+    assert "outside the allowed roots" in assert_error(
+        refused, 422, "repository_refused")["message"]
+    assert created.status_code == 201 and created.json()["repo"] == str(inside)

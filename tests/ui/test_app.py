@@ -14,6 +14,7 @@ from ipa.pods import PodEnvironment, WorkspaceManager, runner_for
 from ipa.projections import TaskList
 from ipa.supervisor import Supervisor
 from ipa.ui.app import create_app
+from ipa.ui.guard import GuardPolicy
 
 pytestmark = pytest.mark.anyio
 
@@ -27,8 +28,10 @@ async def api(store: EventStore, tmp_path):
     async with anyio.create_task_group() as tg:
         await tg.start(task_list.run)
         await tg.start(supervisor.run)
-        transport = httpx.ASGITransport(app=create_app(supervisor, task_list))
-        async with httpx.AsyncClient(transport=transport, base_url="http://ipa") as client:
+        # The test client (127.0.0.1) stands for a trusted proxy: it names actors.
+        app = create_app(supervisor, task_list, guard=GuardPolicy(trusted_proxies=("127.0.0.1",)))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             client.task_list = task_list  # type: ignore[attr-defined]
             client.supervisor = supervisor  # type: ignore[attr-defined]
             yield client
@@ -138,7 +141,8 @@ async def test_command_not_allowed_now_is_409_naming_the_allowed_ones(api) -> No
     ],
 )
 async def test_bad_requests_get_json_errors(api, method, path, body, status, code) -> None:
-    response = await api.request(method.upper(), path, content=body)
+    headers = {"content-type": "application/json"} if body is not None else {}
+    response = await api.request(method.upper(), path, content=body, headers=headers)
 
     assert_error(response, status, code)
 

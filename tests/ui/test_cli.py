@@ -7,12 +7,15 @@ and never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
 import shutil
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
@@ -25,7 +28,7 @@ import pytest
 from ipa.eventstore import ConnectionParams, EventStore
 from ipa.projections import TaskList, summary
 
-from ..eventstore.helpers import task_history
+from ..eventstore.helpers import AUDIT_KEY_TEXT, task_history
 
 pytestmark = pytest.mark.anyio
 
@@ -63,8 +66,9 @@ class Run:
 def environment(**extra: str) -> dict[str, str]:
     """This process's environment without any ``IPA_*`` setting, plus ``extra``."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("IPA_")}
-    # A server started by these tests queues no agent per phase (jobs are queued by hand).
-    return {**env, "IPA_AUTO_AGENTS": "0", **extra}
+    # A server started by these tests queues no agent per phase (jobs are queued by hand);
+    # it and the store-reading commands use the tests' audit key (that of their stores).
+    return {**env, "IPA_AUTO_AGENTS": "0", "IPA_AUDIT_KEY": AUDIT_KEY_TEXT, **extra}
 
 
 async def ipa(*args: str, **env: str) -> Run:
@@ -249,13 +253,20 @@ async def test_snapshot_stores_the_state_at_the_version_asked(
 # ipa audit verify -------------------------------------------------------------------------------
 
 
-async def test_audit_verify_of_an_intact_store_says_ok(cli, store: EventStore, task: UUID) -> None:
+async def test_audit_verify_of_an_intact_store_says_ok_with_the_manifest_summary(
+    cli, store: EventStore, task: UUID
+) -> None:
     await record_task(store)
     await store.take_snapshot(task, 4)
 
     run = await cli("audit", "verify")
 
-    assert (run.status, run.out, run.err) == (0, "ok: 2 stream(s) intact\n", "")
+    assert (run.status, run.err) == (0, "")
+    assert run.lines == [
+        "manifest: 2 stream(s), 12 event(s), keyed from position 1 (note these outside the "
+        "store: they never go down)",
+        "ok: 2 stream(s) intact",
+    ]
 
 
 async def test_audit_verify_of_an_intact_task_says_ok(cli, task: UUID) -> None:
@@ -326,8 +337,118 @@ async def test_audit_verify_names_a_task_the_task_list_has_but_the_events_lost(
     run = await cli("audit", "verify")
 
     assert run.status == 1
-    assert len(run.lines) == 1
     assert run.lines[0].startswith(f"FAIL task {task} version 6: the task list has it")
+    assert run.lines[1] == (f"FAIL task {task} version 6: the manifest has this stream at "
+                            "version 6 but the store has no events for it (task deleted?)")
+    assert "2 problem(s)" in run.error_line()
+
+
+async def test_audit_verify_names_a_task_deleted_with_its_task_list_row(
+    cli, database: ConnectionParams, store: EventStore, task: UUID
+) -> None:
+    intact = await record_task(store)
+    await TaskList(store).catch_up()
+    sql(database, "DELETE FROM events WHERE originator_id = %s", task)
+    sql(database, "DELETE FROM read_models WHERE key = %s", str(task))
+
+    run = await cli("audit", "verify")
+
+    assert run.status == 1
+    assert run.lines == [
+        f"FAIL task {task} version 6: the manifest has this stream at version 6 but the store "
+        "has no events for it (task deleted?)",
+        "manifest: 2 stream(s), 12 event(s), keyed from position 1 (note these outside the "
+        "store: they never go down)",
+    ]
+    assert str(intact) not in run.out
+    assert "1 problem(s) in 1 stream(s)" in run.error_line()
+
+
+async def test_audit_verify_names_a_task_whose_tail_was_deleted_and_list_row_lowered(
+    cli, database: ConnectionParams, store: EventStore, task: UUID
+) -> None:
+    await TaskList(store).catch_up()
+    sql(database, "DELETE FROM events WHERE originator_id = %s AND originator_version >= 5", task)
+    sql(database, "UPDATE read_models SET data = json_build_object('id', key, 'version', 4, "
+        "'error', null) WHERE key = %s", str(task))
+
+    run = await cli("audit", "verify", str(task))
+
+    assert run.status == 1
+    assert run.lines == [f"FAIL task {task} version 6: the manifest records version 6 but the "
+                         "events end at 4 (events deleted at the end?)"]
+
+
+async def test_audit_verify_names_a_task_whose_task_list_row_is_marked_broken(
+    cli, database: ConnectionParams, store: EventStore, task: UUID
+) -> None:
+    rename_event_type(database, task, 6)
+    await TaskList(store).catch_up()  # marks the row: it cannot fold version 6
+
+    run = await cli("audit", "verify", str(task))
+
+    assert run.status == 1
+    assert (f"FAIL task {task} version 6: the task list marks this task broken: unknown event "
+            "type 'TaskVanished' (written by another version of ipa?)") in run.lines
+
+
+async def test_audit_verify_names_a_forged_keyed_from_record(
+    cli, database: ConnectionParams, task: UUID
+) -> None:
+    sql(database, "UPDATE audit_keyed_from SET position = position + 100")
+
+    run = await cli("audit", "verify")
+
+    assert run.status == 1
+    assert run.lines[0] == ("FAIL store position 101: the keyed-from record fails its MAC "
+                            "(altered: events would verify with the wrong digest)")
+
+
+@pytest.mark.parametrize("command", [["audit", "verify"], ["serve"]])
+async def test_another_audit_key_is_one_line_and_nothing_is_rekeyed(
+    url: str, database: ConnectionParams, task: UUID, command: list[str]
+) -> None:
+    before = keyed_from(database)
+
+    with busy_port() as port:  # should the key pass, the server stops at once all the same
+        run = await ipa(*command, "--database-url", url, *(["--port", port] * (command[0] ==
+                        "serve")), IPA_AUDIT_KEY="not-the-tests-audit-key-000000000000000000000")
+
+    assert run.status == 1
+    assert "is not the one this store was keyed with" in run.error_line()
+    assert "wrong IPA_AUDIT_KEY or audit.key?" in run.error_line()
+    assert keyed_from(database) == before
+
+
+def keyed_from(database: ConnectionParams) -> list[tuple]:
+    with psycopg.connect(database.conninfo(), autocommit=True) as conn:
+        return conn.execute("SELECT * FROM audit_keyed_from").fetchall()
+
+
+@contextlib.contextmanager
+def busy_port() -> Iterator[str]:
+    """A port something else listens on (so ``ipa serve`` exits once its store is open)."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        yield str(busy.getsockname()[1])
+
+
+async def test_serve_keeps_its_audit_key_in_the_data_dir(
+    url: str, database: ConnectionParams, tmp_path: Path
+) -> None:
+    # A fresh store, keyed by the first writer with a key file it makes in the data dir (an
+    # occupied port stops the server right after it opened the store).
+    with busy_port() as port:
+        run = await ipa("serve", "--database-url", url, "--data-dir", str(tmp_path),
+                        "--port", port, IPA_AUDIT_KEY="")
+
+    assert "cannot listen" in run.error_line()
+    assert (tmp_path / "audit.key").stat().st_mode & 0o777 == 0o600
+    assert keyed_from(database) != []
+    again = await ipa("audit", "verify", "--database-url", url, "--data-dir", str(tmp_path),
+                      IPA_AUDIT_KEY="")
+    assert again.status == 0, again.err
 
 
 async def test_audit_verify_shows_progress_on_a_terminal(url: str, task: UUID) -> None:

@@ -223,7 +223,7 @@ async def test_a_slow_client_is_dropped_with_overflow_and_resumes_without_loss(
     async with live_server(store, tmp_path, client_buffer=4, ping=0) as live:
         await store.append(task_id, events[:1], 0)
         slow = socket.create_connection(("127.0.0.1", int(live.url.rsplit(":", 1)[1])))
-        slow.sendall(f"GET /api/tasks/{task_id}/stream HTTP/1.1\r\nHost: x\r\n"
+        slow.sendall(f"GET /api/tasks/{task_id}/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                      "Connection: close\r\n\r\n".encode())
         async with sse(live.client, f"/api/tasks/{task_id}/stream") as fast:
             await fast.take(1)

@@ -12,6 +12,7 @@ from ipa.pods import PodEnvironment
 from ipa.projections import TaskList
 from ipa.supervisor import Supervisor
 from ipa.ui.app import create_app
+from ipa.ui.guard import GuardPolicy
 
 from .services import Services
 
@@ -25,8 +26,10 @@ async def api(store: EventStore, pod_env: PodEnvironment):
     async with anyio.create_task_group() as tg:
         await tg.start(task_list.run)
         await tg.start(supervisor.run)
-        transport = httpx.ASGITransport(app=create_app(supervisor, task_list))
-        async with httpx.AsyncClient(transport=transport, base_url="http://ipa") as client:
+        # The test client (127.0.0.1) stands for a trusted proxy: it names actors.
+        app = create_app(supervisor, task_list, guard=GuardPolicy(trusted_proxies=("127.0.0.1",)))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             yield client
         tg.cancel_scope.cancel()
 

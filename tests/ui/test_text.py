@@ -33,10 +33,16 @@ def git_repo(path: Path) -> Path:
 
 
 async def until(client: httpx.AsyncClient, path: str, predicate) -> Any:
+    """``path``'s JSON once ``predicate`` holds; the server may still be starting (its first
+    line on stderr can be a log line printed before it listens)."""
     with anyio.fail_after(60):
         while True:
-            response = await client.get(path)
-            if response.status_code == 200 and predicate(response.json()):
+            try:
+                response = await client.get(path)
+            except httpx.TransportError:
+                response = None
+            if response is not None and response.status_code == 200 and predicate(
+                    response.json()):
                 return response.json()
             await anyio.sleep(0.05)
 
@@ -77,7 +83,8 @@ async def test_nul_from_a_person_and_from_an_agent_never_stops_the_server(
 
     async with served(database, "--data-dir", str(tmp_path / "data"), **env) as server, \
             httpx.AsyncClient(base_url=server.url, timeout=20) as client:
-        page = (await client.get("/api/tasks")).json()
+        page = await until(client, "/api/tasks", lambda p: any(
+            row["id"] == task_id for row in p["items"]))
         [row] = [row for row in page["items"] if row["id"] == task_id]
         assert (row["title"], row["error"]) == ("a\x00b", None)
         assert (await client.get(f"/api/tasks/{task_id}")).json()["title"] == "a\x00b"

@@ -11,6 +11,9 @@ or a pod's crash never touches another. A registry maps task id to pod.
   workspaces a killed process left (``WorkspaceManager.sweep``): no run exists yet, so every
   worktree under the data dir is a leftover; git's records of them are dropped path by path,
   never the user's own worktrees.
+- **Restart by a person** (:meth:`Supervisor.restart_task`): a task whose pod crashed and gave
+  up (the task recorded ``failed``), or that has no pod, gets a new pod; a failed task is sent
+  back to work (``retry``, by that person). A pod that runs is left alone (:class:`PodRunning`).
 - **Graceful shutdown** (:meth:`Supervisor.shutdown`): stop accepting work, let running steps
   finish within a deadline (then interrupt them, recorded), snapshot every pod, stop.
 """
@@ -24,7 +27,7 @@ from uuid import UUID
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from ipa.domain import Command, Status, TaskState
+from ipa.domain import Attention, Command, Retry, Status, TaskState, crash_attention
 from ipa.eventstore import EventStore, StoreError
 from ipa.pods import Pod, PodEnvironment, PodStatus
 from ipa.projections import TaskList
@@ -43,6 +46,23 @@ class PodNotRunning(SupervisorError):
 
     def __init__(self, task_id: UUID, why: str = "has no running pod") -> None:
         super().__init__(f"task {task_id} {why}")
+        self.task_id = task_id
+
+
+class PodRunning(SupervisorError):
+    """A restart of a task whose pod runs (nothing to restart)."""
+
+    def __init__(self, task_id: UUID) -> None:
+        super().__init__(f"task {task_id} has a running pod; there is nothing to restart")
+        self.task_id = task_id
+
+
+class TaskFinished(SupervisorError):
+    """A restart of a task that is over (completed or cancelled)."""
+
+    def __init__(self, task_id: UUID, status: Status) -> None:
+        super().__init__(f"task {task_id} is {status.value}; a finished task has no pod to "
+                         "restart")
         self.task_id = task_id
 
 
@@ -178,6 +198,32 @@ class Supervisor:
         if task_id in self._slots:
             await self.stop(task_id)
         return await self.start(task_id)
+
+    async def restart_task(self, task_id: UUID, *, actor: str = "system") -> TaskState:
+        """A person's way forward for a task whose pod crashed: start a new pod and, if the
+        task was recorded as failed, send it back to work (``retry`` by ``actor``). Raises
+        :class:`PodRunning` when its pod runs, :class:`TaskFinished` for a finished task and
+        the store's ``StreamNotFound`` for an unknown one."""
+        if not self._accepting:
+            raise ShuttingDown("ipa is shutting down and starts no pod")
+        slot = self._slots.get(task_id)
+        if slot is not None and slot.pod.status is not PodStatus.failed:
+            raise PodRunning(task_id)
+        state = await self.store.load(task_id)
+        if state.status in FINISHED:
+            raise TaskFinished(task_id, state.status)
+        pod = await self.start(task_id)
+        if pod.get_state().status is Status.failed:
+            return await pod.execute(Retry(), actor=actor)
+        return pod.get_state()
+
+    def attention(self, task_id: UUID) -> Attention | None:
+        """What the supervisor knows and the task's state cannot: its pod crashed and gave up
+        (``crashed``), even when the failure could not be recorded. ``None`` otherwise."""
+        slot = self._slots.get(task_id)
+        if slot is not None and slot.pod.status is PodStatus.failed:
+            return crash_attention(slot.pod.last_error)
+        return None
 
     def get(self, task_id: UUID) -> Pod:
         """The task's running pod, or :class:`PodNotRunning`."""

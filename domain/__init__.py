@@ -5,11 +5,13 @@ Nothing here does I/O, reads a clock or draws a random number: time and ids come
 names below; the modules behind them are free to change.
 """
 
-from .commands import (
+from .attention import ATTENTION_KINDS, Attention, attention, crash_attention
+from .commands import (  # noqa: I001 (the task's branch)
     AGENT_COMMANDS,
     JOB_COMMANDS,
     PERSON_COMMANDS,
     TASK_COMMANDS,
+    AdvanceBranch,
     AnswerQuestion,
     Approve,
     AskQuestion,
@@ -22,9 +24,11 @@ from .commands import (
     CreateTask,
     Fail,
     FailJob,
+    HoldJob,
     Pause,
     QueueJob,
     RecordArtifact,
+    RecordBranch,
     RecordCommit,
     RecordContext,
     RecordRateLimit,
@@ -40,6 +44,8 @@ from .commands import (
     Retry,
     RetryJob,
     SetBudget,
+    SetRepo,
+    SkipJob,
     StartJob,
     StartTask,
     UpdateSpec,
@@ -57,6 +63,8 @@ from .errors import (
 from .events import (
     ApprovalRequested,
     ArtifactRecorded,
+    BranchAdvanced,
+    BranchCreated,
     BudgetReached,
     BudgetSet,
     ChangesRequested,
@@ -64,9 +72,11 @@ from .events import (
     JobCancelled,
     JobDeadLettered,
     JobFailed,
+    JobHeld,
     JobQueued,
     JobRateLimited,
     JobRequeued,
+    JobSkipped,
     JobStarted,
     JobSucceeded,
     PhaseApproved,
@@ -75,6 +85,7 @@ from .events import (
     QuestionAnswered,
     QuestionAsked,
     ReflectionRecorded,
+    RepositoryChanged,
     RepositoryUnavailable,
     SpecUpdated,
     TaskCancelled,
@@ -101,6 +112,7 @@ from .jobs import (
     blocked_jobs,
     dependency_cycle,
     next_retry_at,
+    perpetual_due,
     phase_jobs_done,
     ready_jobs,
     running_jobs,
@@ -119,6 +131,7 @@ from .outbox import (
 from .state import (
     Approval,
     Artifact,
+    Branch,
     ChangeRequest,
     FrozenMap,
     Job,
@@ -178,7 +191,7 @@ from .workflows import (
     destination,
     get_workflow,
 )
-from .workspaces import head_commit
+from .workspaces import head_commit, job_commit
 
 __all__ = [
     # commands
@@ -206,6 +219,7 @@ __all__ = [
     "RecordCommit",
     "RemoveWorkspace",
     "RecordRepositoryUnavailable",
+    "SetRepo",
     "RecordContext",
     "RecordUsage",
     "RecordReflection",
@@ -245,6 +259,7 @@ __all__ = [
     "WorkspaceCreated",
     "WorkspaceCommitted",
     "WorkspaceRemoved",
+    "RepositoryChanged",
     "RepositoryUnavailable",
     "ContextPrepared",
     "UsageRecorded",
@@ -286,6 +301,13 @@ __all__ = [
     "backoff_delay",
     "dependency_cycle",
     "head_commit",
+    # the task's branch
+    "RecordBranch",
+    "AdvanceBranch",
+    "BranchCreated",
+    "BranchAdvanced",
+    "Branch",
+    "job_commit",
     "BACKOFF_BASE",
     "BACKOFF_CAP",
     # workflows
@@ -355,4 +377,17 @@ __all__ += [
     "CONNECTOR_KINDS",
     "REVIEW_PHASE",
     "RETURN_PHASE",
+]
+
+# Off the happy path (issue #12): held and skipped jobs, the perpetual phase, attention.
+__all__ += [
+    "HoldJob",
+    "SkipJob",
+    "JobHeld",
+    "JobSkipped",
+    "perpetual_due",
+    "Attention",
+    "ATTENTION_KINDS",
+    "attention",
+    "crash_attention",
 ]

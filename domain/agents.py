@@ -87,14 +87,17 @@ def _job(state: TaskState, command: Command, job_id: object) -> Job:
         raise JobNotFound(command.name, job_id) from None
 
 
+_STOPPED = (JobStatus.cancelled, JobStatus.held, JobStatus.skipped)
+
+
 def _running(state: TaskState, command: Command, job_id: object, run_id: object) -> Job | None:
-    """The job whose current, running run is ``run_id``; ``None`` if it was cancelled under
-    the run (nothing is left to record); ``JobRejected`` otherwise."""
+    """The job whose current, running run is ``run_id``; ``None`` if a person cancelled, held
+    or skipped it under the run (nothing is left to record); ``JobRejected`` otherwise."""
     run_id = identifier(run_id, "run_id")
     job = _job(state, command, job_id)
     if job.run_id == run_id and job.status is JobStatus.running:
         return job
-    if job.run_id == run_id and job.status is JobStatus.cancelled:
+    if job.run_id == run_id and job.status in _STOPPED:
         return None
     if job.run_id != run_id:
         problem = f"run {run_id!r} is not the current run of job {job.job_id!r}"
@@ -227,6 +230,8 @@ def _artifact(state: TaskState, command: RecordArtifact, draft: Draft) -> None:
     job = _job(state, command, command.job_id)
     if state.status.terminal:
         raise rejection(state, command, f"the task is {state.status.value}")
+    if job.status in _STOPPED:
+        return  # a run a person stopped: what it made is not the job's result
     draft.add(ArtifactRecorded, job_id=job.job_id, name=name, phase=job.phase, content=content)
 
 

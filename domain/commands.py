@@ -63,6 +63,7 @@ class CreateTask(Command):
     description: str
     workflow: str = "task"
     repo: str | None = None
+    base_branch: str | None = None
 
 
 @dataclass(frozen=True)
@@ -229,6 +230,29 @@ class RetryJob(Command):
 
 
 @dataclass(frozen=True)
+class HoldJob(Command):
+    """Record that a person interrupted the run ``run_id`` of the job: it waits for a person
+    (``retry_job``, ``skip_job``, ``cancel_job``) and the attempt does not count."""
+
+    name: ClassVar[str] = "hold_job"
+
+    job_id: str
+    run_id: str
+    reason: str = "interrupted"
+
+
+@dataclass(frozen=True)
+class SkipJob(Command):
+    """Give up on a job that waits (dead, held, pending or failed): it will not run, and it
+    counts as finished for its phase, so the phase can complete without it."""
+
+    name: ClassVar[str] = "skip_job"
+
+    job_id: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class CancelJob(Command):
     """Take a job out of the queue for good (a running one is interrupted by its pod)."""
 
@@ -275,6 +299,27 @@ class RemoveWorkspace(Command):
 
 
 @dataclass(frozen=True)
+class RecordBranch(Command):
+    """Record that the task's branch ``name`` was made at ``base_commit`` of branch ``base``."""
+
+    name: ClassVar[str] = "record_branch"
+
+    branch: str
+    base: str
+    base_commit: str
+
+
+@dataclass(frozen=True)
+class AdvanceBranch(Command):
+    """Record that job ``job_id``'s work landed on the task's branch as ``commit``."""
+
+    name: ClassVar[str] = "advance_branch"
+
+    job_id: str
+    commit: str
+
+
+@dataclass(frozen=True)
 class RecordRepositoryUnavailable(Command):
     """Record that ``repo`` could not be reached (missing, or it cannot be cloned)."""
 
@@ -282,6 +327,17 @@ class RecordRepositoryUnavailable(Command):
 
     repo: str
     reason: str
+
+
+@dataclass(frozen=True)
+class SetRepo(Command):
+    """Point the task at another repository (a local path or a git URL): how a person fixes a
+    repository the task cannot use. Allowed until a job's work has landed on the task's
+    branch (the branch belongs to the old repository)."""
+
+    name: ClassVar[str] = "set_repo"
+
+    repo: str
 
 
 # -- agents: the RARV cycle of a job, usage and cost, rate limits, questions -------------------
@@ -426,10 +482,15 @@ JOB_COMMANDS: tuple[type[Command], ...] = (
     FailJob,
     RetryJob,
     CancelJob,
+    HoldJob,
+    SkipJob,
     RecordWorkspace,
     RecordCommit,
     RemoveWorkspace,
+    RecordBranch,
+    AdvanceBranch,
     RecordRepositoryUnavailable,
+    SetRepo,
 )
 """The commands of the job queue and its workspaces: never workflow moves."""
 
@@ -477,8 +538,10 @@ PERSON_COMMANDS: tuple[type[Command], ...] = (
     QueueJob,
     RetryJob,
     CancelJob,
+    SkipJob,
     AnswerQuestion,
     SetBudget,
+    SetRepo,
     ConfigureSync,
     ApproveUpdate,
     SyncNow,

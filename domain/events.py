@@ -29,13 +29,21 @@ class TaskEvent(DomainEvent):
 
 
 class TaskCreated(TaskEvent):
-    """A task was submitted: the first event of every task stream."""
+    """A task was submitted: the first event of every task stream. ``base_branch`` is the
+    branch its work starts from (``None``: the repository's default branch)."""
+
+    class_version = 2
 
     title: str
     description: str
     workflow: str
     repo: str | None
     phase: str
+    base_branch: str | None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict) -> None:
+        state["base_branch"] = None
 
 
 class TaskStarted(TaskEvent):
@@ -175,9 +183,27 @@ class JobDeadLettered(TaskEvent):
 
 
 class JobRequeued(TaskEvent):
-    """A person retried the dead-lettered job: it is pending again with all its attempts."""
+    """A person retried the dead-lettered (or held) job: it is pending again with all its
+    attempts."""
 
     job_id: str
+
+
+class JobHeld(TaskEvent):
+    """A person interrupted the run ``run_id``: its agent was stopped and the job waits for a
+    person (retry, skip or cancel). Attempt ``attempt`` does not count against the job."""
+
+    job_id: str
+    run_id: str
+    attempt: int
+    reason: str
+
+
+class JobSkipped(TaskEvent):
+    """A person skipped the job: it will not run, and counts as finished for its phase."""
+
+    job_id: str
+    reason: str
 
 
 class JobCancelled(TaskEvent):
@@ -219,6 +245,32 @@ class RepositoryUnavailable(TaskEvent):
 
     repo: str
     reason: str
+
+
+class RepositoryChanged(TaskEvent):
+    """A person pointed the task at the repository ``repo`` (was ``previous``); the task's
+    branch, made in the old one, is forgotten."""
+
+    repo: str
+    previous: str | None
+
+
+class BranchCreated(TaskEvent):
+    """The task's branch ``name`` (``ipa/<task8>``) was made at ``base_commit``, the newest
+    commit of the branch ``base``; the task's jobs land their commits on it."""
+
+    name: str
+    base: str
+    base_commit: str
+
+
+class BranchAdvanced(TaskEvent):
+    """The commit of job ``job_id`` landed on the task's branch: its newest commit is now
+    ``commit`` (was ``previous``)."""
+
+    job_id: str
+    commit: str
+    previous: str
 
 
 # -- agents (see agents.py) ---------------------------------------------------------------------

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from .state import Job, JobStatus, TaskState
-from .workflows import Status
+from .workflows import Status, get_workflow
 
 BACKOFF_BASE = 1.0
 """The delay before the second attempt, in seconds, before jitter."""
@@ -83,11 +83,12 @@ def is_due(job: Job, now: datetime) -> bool:
 
 
 def waiting_for(state: TaskState, job: Job) -> list[Job]:
-    """The jobs that ``job`` depends on and that have not succeeded (yet), in its order."""
+    """The jobs that ``job`` depends on and that have not finished (succeeded or been
+    skipped) yet, in its order."""
     return [
         state.jobs[dependency]
         for dependency in job.depends_on
-        if state.jobs[dependency].status is not JobStatus.succeeded
+        if not state.jobs[dependency].status.finished
     ]
 
 
@@ -102,6 +103,24 @@ def next_retry_at(state: TaskState) -> datetime | None:
         and job.awaiting is None
     ]
     return min(due, default=None)
+
+
+def perpetual_due(state: TaskState, interval: float) -> datetime | None:
+    """When the next round of an open-ended final phase (``project``'s ``perpetual``) is due:
+    ``interval`` seconds after its last job ended, once every job of the phase has ended
+    (succeeded, skipped or cancelled) while the task runs. ``None`` otherwise: not in such a
+    phase, a job of it still to run or waiting for a person, or no job yet (its first round is
+    queued when the task enters the phase)."""
+    workflow = get_workflow(state.workflow)
+    if not workflow.open_ended or state.phase != workflow.final:
+        return None
+    if state.status is not Status.running:
+        return None
+    jobs = [job for job in state.jobs.values() if job.phase == state.phase]
+    ended = (JobStatus.succeeded, JobStatus.skipped, JobStatus.cancelled)
+    if not jobs or any(job.status not in ended or job.finished_at is None for job in jobs):
+        return None
+    return max(job.finished_at for job in jobs if job.finished_at) + timedelta(seconds=interval)
 
 
 def running_jobs(state: TaskState) -> list[Job]:
@@ -121,8 +140,8 @@ def timed_out_jobs(state: TaskState, now: datetime) -> list[Job]:
 def blocked_jobs(state: TaskState) -> list[BlockedJob]:
     """The jobs that wait for a dependency that cannot succeed without a person, in queue order.
 
-    A dependency is in the way when it is dead-lettered (until someone runs ``retry_job``),
-    cancelled (for good), or itself blocked.
+    A dependency is in the way when it is dead-lettered or held (until someone runs
+    ``retry_job``), cancelled (for good), or itself blocked.
     """
     blocked: dict[str, BlockedJob] = {}
     # A job can only depend on jobs queued before it, so one pass in queue order sees every
@@ -134,7 +153,8 @@ def blocked_jobs(state: TaskState) -> list[BlockedJob]:
             dependency
             for dependency in job.depends_on
             if dependency in blocked
-            or state.jobs[dependency].status in (JobStatus.dead, JobStatus.cancelled)
+            or state.jobs[dependency].status
+            in (JobStatus.dead, JobStatus.held, JobStatus.cancelled)
         )
         if in_the_way:
             blocked[job.job_id] = BlockedJob(job, in_the_way)
@@ -144,17 +164,18 @@ def blocked_jobs(state: TaskState) -> list[BlockedJob]:
 def phase_jobs_done(state: TaskState) -> bool:
     """True when the work of the current phase is done, so its approval (or its end) may follow.
 
-    That is: the phase has jobs that were not cancelled, all of them succeeded, and, if a person
+    That is: the phase has jobs that were not cancelled, all of them finished (succeeded, or
+    skipped by a person), and, if a person
     has requested changes to this phase (not yet answered by an approval), at least one of them
     was queued since the latest request: the work done before it is what they sent back.
-    Cancelled jobs do not count either way; a dead-lettered one keeps the phase open.
+    Cancelled jobs do not count either way; a dead-lettered or held one keeps the phase open.
     """
     jobs = [
         job
         for job in state.jobs.values()
         if job.phase == state.phase and job.status is not JobStatus.cancelled
     ]
-    if not jobs or any(job.status is not JobStatus.succeeded for job in jobs):
+    if not jobs or any(not job.status.finished for job in jobs):
         return False
     requests = [request.at for request in state.feedback if request.phase == state.phase]
     return not requests or any(job.queued_at >= max(requests) for job in jobs)

@@ -6,17 +6,25 @@ told). It starts when it is ready (``jobs.ready_jobs``); a failed attempt, inter
 is retried after an exponential backoff with jitter (``jobs.backoff_delay``) until the attempts
 run out, and then the job is dead-lettered until a person retries it (``retry_job``).
 
+**A person's interrupt holds the job** (``hold_job``, recorded by the pod for the interrupted
+run): the job is ``held`` until a person retries (``retry_job``), skips (``skip_job``) or cancels
+it; the interrupted attempt does not count, so interrupts never dead-letter a job. A skipped
+job will not run and counts as finished for its phase (``jobs.phase_jobs_done``) and for the
+jobs that depend on it.
+
 **When each command is accepted.** Job commands are not workflow moves (they never change the
 task's phase or status), so ``allowed_commands`` does not list them; instead:
 
-- ``queue_job``, ``retry_job``, ``cancel_job``: while the task is not over (not completed or
-  cancelled), whatever its status: work may be lined up while it is pending, paused or failed;
+- ``queue_job``, ``retry_job``, ``cancel_job``, ``skip_job``: while the task is not over (not
+  completed or cancelled), whatever its status: work may be lined up while it is pending,
+  paused or failed;
 - ``start_job``: only while the task is ``running`` (a paused or waiting task starts nothing new)
   and only for a ready job of the current phase;
-- ``complete_job``, ``fail_job``: for the job's current run, in any task status, because a run
-  ends when it ends: one that finishes after a pause is recorded as usual, one cut short by a
-  cancel is recorded as an interrupted failure and its job is cancelled, not retried. A report
-  of a run whose job was cancelled meanwhile is accepted and changes nothing.
+- ``complete_job``, ``fail_job``, ``hold_job``: for the job's current run, in any task status,
+  because a run ends when it ends: one that finishes after a pause is recorded as usual, one
+  cut short by a cancel is recorded as an interrupted failure and its job is cancelled, not
+  retried. A report of a run whose job was cancelled, held or skipped meanwhile is accepted
+  and changes nothing.
 
 Cancelling the task cancels the jobs that are not running (``cancel_unfinished_jobs``); its pod
 interrupts the running ones, and they end through ``fail_job``.
@@ -35,7 +43,17 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from .commands import CancelJob, Command, CompleteJob, FailJob, QueueJob, RetryJob, StartJob
+from .commands import (
+    CancelJob,
+    Command,
+    CompleteJob,
+    FailJob,
+    HoldJob,
+    QueueJob,
+    RetryJob,
+    SkipJob,
+    StartJob,
+)
 from .decision import (
     Draft,
     identifier,
@@ -51,8 +69,10 @@ from .events import (
     JobCancelled,
     JobDeadLettered,
     JobFailed,
+    JobHeld,
     JobQueued,
     JobRequeued,
+    JobSkipped,
     JobStarted,
     JobSucceeded,
     TaskEvent,
@@ -151,6 +171,8 @@ def _start(state: TaskState, command: StartJob, draft: Draft) -> None:
         JobStatus.running: f"job {name} is already running (run {job.run_id!r})",
         JobStatus.succeeded: f"job {name} already succeeded",
         JobStatus.dead: f"job {name} is dead-lettered; retry_job it first",
+        JobStatus.held: f"job {name} is held by a person; retry_job it first",
+        JobStatus.skipped: f"job {name} was skipped",
         JobStatus.cancelled: f"job {name} is cancelled",
     }.get(job.status)
     if problem is None and job.awaiting is not None:
@@ -169,14 +191,19 @@ def _start(state: TaskState, command: StartJob, draft: Draft) -> None:
     draft.add(JobStarted, job_id=job.job_id, attempt=job.attempts + 1, run_id=run_id)
 
 
-def _current_run(state: TaskState, command: CompleteJob | FailJob) -> Job | None:
-    """The job whose run ``command`` reports; ``None`` when the job was cancelled under it."""
+_TAKEN_BY_A_PERSON = (JobStatus.cancelled, JobStatus.held, JobStatus.skipped)
+"""What a job's run may find its job became while it ran; its report then records nothing."""
+
+
+def _current_run(state: TaskState, command: CompleteJob | FailJob | HoldJob) -> Job | None:
+    """The job whose run ``command`` reports; ``None`` when the job was cancelled, held or
+    skipped under it."""
     run_id = identifier(command.run_id, "run_id")
     job = _job(state, command, command.job_id)
     if job.run_id == run_id and job.status is JobStatus.running:
         return job
-    if job.run_id == run_id and job.status is JobStatus.cancelled:
-        return None  # cancelled while it ran: the pod interrupted it, nothing is left to record
+    if job.run_id == run_id and job.status in _TAKEN_BY_A_PERSON:
+        return None  # a person stopped it while it ran: nothing is left to record
     if job.run_id is None:
         problem = f"job {job.job_id!r} has not started"
     elif job.run_id != run_id:
@@ -231,30 +258,56 @@ def _fail(state: TaskState, command: FailJob, draft: Draft) -> None:
 def _retry(state: TaskState, command: RetryJob, draft: Draft) -> None:
     job = _job(state, command, command.job_id)
     _task_open(state, command)
-    if job.status is not JobStatus.dead:
-        problem = (
-            f"job {job.job_id!r} is {job.status.value}; only a dead-lettered job can be retried"
-        )
+    if job.status not in (JobStatus.dead, JobStatus.held):
+        problem = (f"job {job.job_id!r} is {job.status.value}; only a dead-lettered or held "
+                   "job can be retried")
         raise rejection(state, command, problem)
     draft.add(JobRequeued, job_id=job.job_id)
+
+
+def _hold(state: TaskState, command: HoldJob, draft: Draft) -> None:
+    reason = text(command.reason, "reason", required=True)
+    job = _current_run(state, command)
+    if job is None:
+        return
+    if state.status.terminal:  # the task ended under the run: as in fail_job
+        draft.add(JobFailed, job_id=job.job_id, attempt=job.attempts, run_id=job.run_id,
+                  reason=reason, interrupted=True, retry_at=None)
+        draft.add(JobCancelled, job_id=job.job_id, reason=f"the task is {state.status.value}")
+        return
+    draft.add(JobHeld, job_id=job.job_id, run_id=job.run_id, attempt=job.attempts,
+              reason=reason)
+
+
+def _skip(state: TaskState, command: SkipJob, draft: Draft) -> None:
+    reason = text(command.reason, "reason")
+    job = _job(state, command, command.job_id)
+    _task_open(state, command)
+    if job.status is JobStatus.running:
+        problem = f"job {job.job_id!r} is running; interrupt or cancel it first"
+        raise rejection(state, command, problem)
+    if job.status not in (JobStatus.pending, JobStatus.failed, JobStatus.dead, JobStatus.held):
+        raise rejection(state, command, f"job {job.job_id!r} is already {job.status.value}")
+    draft.add(JobSkipped, job_id=job.job_id, reason=reason)
 
 
 def _cancel(state: TaskState, command: CancelJob, draft: Draft) -> None:
     reason = text(command.reason, "reason")
     job = _job(state, command, command.job_id)
     _task_open(state, command)
-    if job.status in (JobStatus.succeeded, JobStatus.cancelled):
+    if job.status in (JobStatus.succeeded, JobStatus.skipped, JobStatus.cancelled):
         raise rejection(state, command, f"job {job.job_id!r} is already {job.status.value}")
     draft.add(JobCancelled, job_id=job.job_id, reason=reason)
 
 
 def cancel_unfinished_jobs(state: TaskState, draft: Draft, reason: str) -> None:
-    """Cancel every job that waits (pending, failed, dead): the task that would run them ended.
+    """Cancel every job that waits (pending, failed, dead, held): the task that would run
+    them ended.
 
     Running jobs are left to their pod, which interrupts them and reports each with ``fail_job``.
     """
     for job in state.jobs.values():
-        if job.status in (JobStatus.pending, JobStatus.failed, JobStatus.dead):
+        if job.status in (JobStatus.pending, JobStatus.failed, JobStatus.dead, JobStatus.held):
             draft.add(JobCancelled, job_id=job.job_id, reason=reason)
 
 
@@ -265,6 +318,8 @@ DECIDERS: dict[type[Command], Callable[[TaskState, Any, Draft], None]] = {
     FailJob: _fail,
     RetryJob: _retry,
     CancelJob: _cancel,
+    HoldJob: _hold,
+    SkipJob: _skip,
 }
 """The handler of each job command, for ``task.decide``."""
 
@@ -308,6 +363,7 @@ def _started(event: JobStarted, state: TaskState) -> dict[str, Any]:
         started_at=event.timestamp,
         retry_at=None,
         awaiting=None,
+        finished_at=None,
     )
 
 
@@ -319,6 +375,7 @@ def _succeeded(event: JobSucceeded, state: TaskState) -> dict[str, Any]:
         status=JobStatus.succeeded,
         result=copy.deepcopy(event.result),
         rate_limits=0,
+        finished_at=event.timestamp,
     )
 
 
@@ -332,6 +389,7 @@ def _failed(event: JobFailed, state: TaskState) -> dict[str, Any]:
         last_error=event.reason,
         retry_at=retry_at,
         rate_limits=0,
+        finished_at=event.timestamp,
     )
 
 
@@ -349,7 +407,21 @@ def _requeued(event: JobRequeued, state: TaskState) -> dict[str, Any]:
 
 
 def _cancelled(event: JobCancelled, state: TaskState) -> dict[str, Any]:
-    return _changed(state, event, event.job_id, status=JobStatus.cancelled, retry_at=None)
+    finished = state.jobs[event.job_id].finished_at if event.job_id in state.jobs else None
+    return _changed(state, event, event.job_id, status=JobStatus.cancelled, retry_at=None,
+                    finished_at=finished or event.timestamp)
+
+
+def _held(event: JobHeld, state: TaskState) -> dict[str, Any]:
+    # The interrupted attempt does not count: a held job never runs out of attempts.
+    return _changed(state, event, event.job_id, status=JobStatus.held, last_error=event.reason,
+                    attempts=max(0, event.attempt - 1), retry_at=None,
+                    finished_at=event.timestamp)
+
+
+def _skipped(event: JobSkipped, state: TaskState) -> dict[str, Any]:
+    return _changed(state, event, event.job_id, status=JobStatus.skipped, retry_at=None,
+                    awaiting=None, finished_at=event.timestamp)
 
 
 FOLDS: dict[type[TaskEvent], Callable[[Any, TaskState], dict[str, Any]]] = {
@@ -360,5 +432,7 @@ FOLDS: dict[type[TaskEvent], Callable[[Any, TaskState], dict[str, Any]]] = {
     JobDeadLettered: _dead_lettered,
     JobRequeued: _requeued,
     JobCancelled: _cancelled,
+    JobHeld: _held,
+    JobSkipped: _skipped,
 }
 """The fold of each job event, for ``task.evolve``: the state fields the event changes."""

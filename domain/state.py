@@ -74,8 +74,10 @@ class FrozenMap(Mapping[str, V], Generic[V]):
 class JobStatus(StrEnum):
     """Where a job is in the queue.
 
-    ``failed`` waits for its ``retry_at``; ``dead`` used all its attempts and waits for a person
-    (``retry_job``); ``succeeded`` and ``cancelled`` are final.
+    ``failed`` waits for its ``retry_at``; ``dead`` used all its attempts and ``held`` was
+    interrupted by a person: both wait for a person (``retry_job``, ``skip_job``,
+    ``cancel_job``). ``succeeded``, ``skipped`` and ``cancelled`` are final; ``succeeded`` and
+    ``skipped`` count as finished for their phase.
     """
 
     pending = "pending"
@@ -83,7 +85,14 @@ class JobStatus(StrEnum):
     succeeded = "succeeded"
     failed = "failed"
     dead = "dead"
+    held = "held"
+    skipped = "skipped"
     cancelled = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """True when the job counts as done for its phase (``succeeded`` or ``skipped``)."""
+        return self in (JobStatus.succeeded, JobStatus.skipped)
 
 
 @dataclass(frozen=True)
@@ -94,7 +103,8 @@ class Job:
     priority). ``rate_limits`` counts the rate limits met in a row (reset by an attempt that
     ends otherwise); ``awaiting`` is the id of the question its agent asked, until answered.
     ``attempts`` counts the attempts started since it was queued or requeued;
-    ``run_id`` and ``started_at`` are those of the current or last one. ``spec`` and ``result``
+    ``run_id`` and ``started_at`` are those of the current or last one, ``finished_at`` when
+    the last one ended (``None`` while one runs). ``spec`` and ``result``
     are JSON objects; they take part in equality but not in the hash (dicts have none).
     """
 
@@ -117,6 +127,7 @@ class Job:
     result: dict[str, Any] | None = field(default=None, hash=False)
     rate_limits: int = 0
     awaiting: str | None = None
+    finished_at: datetime | None = None
 
     @property
     def deadline(self) -> datetime | None:
@@ -147,6 +158,7 @@ class Job:
             "result": copy.deepcopy(self.result),
             "rate_limits": self.rate_limits,
             "awaiting": self.awaiting,
+            "finished_at": _iso(self.finished_at),
         }
 
     @classmethod
@@ -172,6 +184,7 @@ class Job:
             result=copy.deepcopy(data["result"]),
             rate_limits=data.get("rate_limits", 0),
             awaiting=data.get("awaiting"),
+            finished_at=_from_iso(data.get("finished_at")),
         )
 
 
@@ -218,6 +231,29 @@ class Workspace:
             commits=tuple(data["commits"]),
             removed=data["removed"],
         )
+
+
+@dataclass(frozen=True)
+class Branch:
+    """The task's branch ``name`` (``ipa/<task8>``), made at ``base_commit`` of ``base``;
+    ``head_commit`` is its newest commit, ``None`` until a job's work lands on it."""
+
+    name: str
+    base: str
+    base_commit: str
+    head_commit: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The branch as JSON-ready data (the task view's ``branch``)."""
+        return {"name": self.name, "base": self.base, "base_commit": self.base_commit,
+                "head_commit": self.head_commit}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Branch | None:
+        """The branch ``to_dict`` produced (``None`` stays ``None``)."""
+        if data is None:
+            return None
+        return cls(data["name"], data["base"], data["base_commit"], data["head_commit"])
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -398,7 +434,9 @@ class TaskState:
     failure, cleared by a retry. ``feedback`` holds the change requests not yet answered by an
     approval of their phase. ``jobs`` is the job queue and ``workspaces`` the working copies made
     for it, by id in the order they were added; ``repository_error`` says why the task's
-    repository could not be reached, until a workspace of it is made again.
+    repository could not be reached, until a workspace of it is made again. ``base_branch`` is
+    the branch the task asked to start from (``None``: the repository's default); ``branch`` is
+    the task's own branch, once made (see ``workspaces.py``).
 
     From the agents: ``usage`` sums tokens and cost; ``budget_usd`` caps the cost
     (``budget_paused`` while the task is paused because it reached it); ``learnings`` is the
@@ -425,6 +463,8 @@ class TaskState:
     jobs: FrozenMap[Job] = field(default_factory=FrozenMap)
     workspaces: FrozenMap[Workspace] = field(default_factory=FrozenMap)
     repository_error: str | None = None
+    base_branch: str | None = None
+    branch: Branch | None = None
     usage: Usage = Usage()
     budget_usd: float | None = None
     budget_paused: bool = False
@@ -464,6 +504,8 @@ class TaskState:
             "jobs": [job.to_dict() for job in self.jobs.values()],
             "workspaces": [workspace.to_dict() for workspace in self.workspaces.values()],
             "repository_error": self.repository_error,
+            "base_branch": self.base_branch,
+            "branch": None if self.branch is None else self.branch.to_dict(),
             "usage": self.usage.to_dict(),
             "budget_usd": self.budget_usd,
             "budget_paused": self.budget_paused,
@@ -524,6 +566,8 @@ class TaskState:
                 (w["workspace_id"], Workspace.from_dict(w)) for w in data.get("workspaces", ())
             ),
             repository_error=data.get("repository_error"),
+            base_branch=data.get("base_branch"),
+            branch=Branch.from_dict(data.get("branch")),
             usage=Usage.from_dict(data["usage"]) if "usage" in data else Usage(),
             budget_usd=data.get("budget_usd"),
             budget_paused=data.get("budget_paused", False),

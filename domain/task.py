@@ -116,6 +116,11 @@ def _create(command: CreateTask, draft: Draft) -> None:
     if command.repo is not None:
         text(command.repo, "repo", required=True)
         refuse_credentials(command.repo, "repo")
+    base_branch = None
+    if command.base_branch is not None:
+        if command.repo is None:
+            raise InvalidCommand("base_branch needs a repo: it names a branch of the repository")
+        base_branch = workspaces.branch_name(command.base_branch, "base_branch")
     try:
         workflow = get_workflow(text(command.workflow, "workflow"))
     except UnknownWorkflow as e:
@@ -127,6 +132,7 @@ def _create(command: CreateTask, draft: Draft) -> None:
         workflow=workflow.name,
         repo=command.repo,
         phase=workflow.first,
+        base_branch=base_branch,
     )
 
 
@@ -280,6 +286,7 @@ def _created(event: TaskCreated) -> TaskState:
         description=event.description,
         workflow=event.workflow,
         repo=event.repo,
+        base_branch=event.base_branch,
         phase=event.phase,
         status=Status.pending,
         paused_from=None,

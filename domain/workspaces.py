@@ -8,40 +8,89 @@ repository error) changes nothing and adds no event.
 
 ``repository_error`` on the state is set by ``RepositoryUnavailable`` and cleared by the next
 ``WorkspaceCreated``: a task has one repository, and a working copy of it proves it reachable.
+
+**The task's branch.** A task's work is delivered on one branch, ``ipa/<task8>``: made at the
+newest commit of its base (``BranchCreated``, recorded once, before the first run), then moved
+on by one commit per succeeded job (``BranchAdvanced``). ``head_commit`` — where each run starts
+— is that branch's newest commit. ``state.branch`` is what the task view shows as ``branch``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from .commands import (
+    AdvanceBranch,
     Command,
+    RecordBranch,
     RecordCommit,
     RecordRepositoryUnavailable,
     RecordWorkspace,
     RemoveWorkspace,
+    SetRepo,
 )
+from .credentials import refuse_credentials
 from .decision import Draft, identifier, rejection, text
 from .errors import InvalidCommand, JobNotFound
 from .events import (
+    BranchAdvanced,
+    BranchCreated,
+    RepositoryChanged,
     RepositoryUnavailable,
     TaskEvent,
     WorkspaceCommitted,
     WorkspaceCreated,
     WorkspaceRemoved,
 )
-from .state import TaskState, Workspace
+from .state import Branch, TaskState, Workspace
+
+# A branch name git accepts (git check-ref-format --branch), kept to the plain cases: no
+# component starting with '.' or '-' or ending in '.lock', no '..', '@{', '//', control
+# characters, spaces or any of ~^:?*[\.
+_BRANCH_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
+
+
+def branch_name(value: object, what: str) -> str:
+    """``value`` as a branch name git accepts (``main``, ``release/1.2``), or
+    ``InvalidCommand``."""
+    name = text(value, what, required=True)
+    parts = name.split("/")
+    if (
+        len(name) > 250
+        or _BRANCH_FORBIDDEN.search(name)
+        or name == "@"
+        or name.endswith(".")
+        or any(not p or p.startswith((".", "-")) or p.endswith(".lock") for p in parts)
+    ):
+        raise InvalidCommand(f"{what} {name[:80]!r} is not a valid branch name")
+    return name
 
 
 def head_commit(state: TaskState) -> str | None:
-    """The newest commit of the task's work: the last one recorded in its newest workspace
-    that has any. Each run starts from it, so it holds everything the task's jobs committed."""
+    """Where the task's next run starts: its branch's newest commit (its base commit until a
+    job lands). A task from before task branches (none recorded) starts from the last commit
+    recorded in its newest workspace that has any; ``None`` when there is nothing yet."""
+    if state.branch is not None:
+        return state.branch.head_commit or state.branch.base_commit
     for workspace in reversed(list(state.workspaces.values())):
         if workspace.commits:
             return workspace.commits[-1]
     return None
+
+
+def job_commit(state: TaskState, job_id: str) -> tuple[Workspace, str] | None:
+    """The workspace of job ``job_id``'s latest run and its newest commit (``None``: that run
+    committed nothing). A run's workspace id is ``<job_id>-<run8>``."""
+    job = state.jobs.get(job_id)
+    if job is None or job.run_id is None:
+        return None
+    workspace = state.workspaces.get(f"{job_id}-{job.run_id[:8]}")
+    if workspace is None or not workspace.commits:
+        return None
+    return workspace, workspace.commits[-1]
 
 
 # -- decide --------------------------------------------------------------------------------------
@@ -111,11 +160,52 @@ def _repository_error(repo: str, reason: str) -> str:
     return f"{repo}: {reason}"
 
 
+def _record_branch(state: TaskState, command: RecordBranch, draft: Draft) -> None:
+    name = branch_name(command.branch, "branch")
+    base = branch_name(command.base, "base")
+    base_commit = identifier(command.base_commit, "base_commit")
+    if state.branch is not None:
+        if (state.branch.name, state.branch.base, state.branch.base_commit) == (
+            name, base, base_commit
+        ):
+            return
+        raise rejection(state, command, f"the task's branch {state.branch.name} already exists")
+    draft.add(BranchCreated, name=name, base=base, base_commit=base_commit)
+
+
+def _advance_branch(state: TaskState, command: AdvanceBranch, draft: Draft) -> None:
+    job_id = identifier(command.job_id, "job_id")
+    commit = identifier(command.commit, "commit")
+    if job_id not in state.jobs:
+        raise JobNotFound(command.name, job_id)
+    if state.branch is None:
+        raise rejection(state, command, "the task has no branch yet")
+    previous = state.branch.head_commit or state.branch.base_commit
+    if commit != previous:
+        draft.add(BranchAdvanced, job_id=job_id, commit=commit, previous=previous)
+
+
+def _set_repo(state: TaskState, command: SetRepo, draft: Draft) -> None:
+    repo = text(command.repo, "repo", required=True)
+    refuse_credentials(repo, "repo")
+    if state.status.terminal:
+        raise rejection(state, command, f"the task is {state.status.value}")
+    if state.branch is not None and state.branch.head_commit is not None:
+        raise rejection(state, command, f"work has landed on the task's branch "
+                        f"{state.branch.name} in {state.repo}; start a new task for another "
+                        "repository")
+    if repo != state.repo or state.repository_error is not None:
+        draft.add(RepositoryChanged, repo=repo, previous=state.repo)
+
+
 DECIDERS: dict[type[Command], Callable[[TaskState, Any, Draft], None]] = {
     RecordWorkspace: _record_workspace,
     RecordCommit: _record_commit,
     RemoveWorkspace: _remove_workspace,
     RecordRepositoryUnavailable: _record_repository_unavailable,
+    RecordBranch: _record_branch,
+    AdvanceBranch: _advance_branch,
+    SetRepo: _set_repo,
 }
 """The handler of each workspace command, for ``task.decide``."""
 
@@ -166,10 +256,27 @@ def _repository_unavailable(event: RepositoryUnavailable, state: TaskState) -> d
     return {"repository_error": _repository_error(event.repo, event.reason)}
 
 
+def _repository_changed(event: RepositoryChanged, state: TaskState) -> dict[str, Any]:
+    return {"repo": event.repo, "repository_error": None, "branch": None}
+
+
+def _branch_created(event: BranchCreated, state: TaskState) -> dict[str, Any]:
+    return {"branch": Branch(event.name, event.base, event.base_commit)}
+
+
+def _branch_advanced(event: BranchAdvanced, state: TaskState) -> dict[str, Any]:
+    if state.branch is None:
+        raise ValueError("BranchAdvanced before BranchCreated")
+    return {"branch": replace(state.branch, head_commit=event.commit)}
+
+
 FOLDS: dict[type[TaskEvent], Callable[[Any, TaskState], dict[str, Any]]] = {
     WorkspaceCreated: _created,
     WorkspaceCommitted: _committed,
     WorkspaceRemoved: _removed,
     RepositoryUnavailable: _repository_unavailable,
+    RepositoryChanged: _repository_changed,
+    BranchCreated: _branch_created,
+    BranchAdvanced: _branch_advanced,
 }
 """The fold of each workspace event, for ``task.evolve``: the state fields the event changes."""

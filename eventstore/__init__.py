@@ -20,18 +20,21 @@ from .errors import (
     VersionConflict,
 )
 from .integrity import Audit, Finding, ManifestSummary, verify_stream
+from .lock import LOCK_FILE, DataDirInUse, data_dir_lock, read_holder
 from .store import EventStore, StoreSettings
 from .tail import Subscription
 from .writer import Appended
 
 __all__ = [
     "KEY_FILE",
+    "LOCK_FILE",
     "Appended",
     "Audit",
     "AuditKey",
     "AuditKeyError",
     "ConnectionParams",
     "CorruptEvent",
+    "DataDirInUse",
     "EventStore",
     "Finding",
     "ManifestSummary",
@@ -46,8 +49,10 @@ __all__ = [
     "UnstorableEvent",
     "VersionConflict",
     "check_data_dir",
+    "data_dir_lock",
     "default_data_dir",
     "embedded_postgres",
     "load_audit_key",
+    "read_holder",
     "verify_stream",
 ]

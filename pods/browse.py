@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 
 from .workspace import WorkspaceError, WorkspaceManager, _Git, _reason
 
-__all__ = ["BrowseError", "CommitBrowser", "DiffText", "FileContent", "TreeEntry"]
+__all__ = ["BrowseError", "CommitBrowser", "Comparison", "DiffText", "FileContent", "TreeEntry"]
 
 READ_LIMIT = 1024 * 1024
 DIFF_LIMIT = 4 * 1024 * 1024
@@ -47,6 +47,16 @@ class DiffText:
     text: str
     truncated: bool
     files: list[tuple[str, str]]  # (status letter, path)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A task branch against its base: the diff, and how many files and lines changed."""
+
+    diff: DiffText
+    files: int
+    insertions: int
+    deletions: int
 
 
 def clean_path(path: str) -> str:
@@ -141,8 +151,8 @@ class CommitBrowser:
         check_commit(base)
         check_commit(commit)
         code, out, why = await self._run(
-            repo, "diff", "--no-color", "--no-ext-diff", "--no-textconv", "--src-prefix=a/",
-            "--dst-prefix=b/", base, commit, "--",
+            repo, "diff", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames",
+            "--src-prefix=a/", "--dst-prefix=b/", base, commit, "--",
         )
         if code != 0:
             raise BrowseError(f"cannot diff {base[:12]}..{commit[:12]} ({why})")
@@ -152,3 +162,33 @@ class CommitBrowser:
         files = list(zip(parts[0::2], parts[1::2], strict=False)) if code == 0 else []
         truncated = len(out) > self.diff_limit
         return DiffText(out[: self.diff_limit].decode("utf-8", "replace"), truncated, files)
+
+    async def compare(self, repo: str, base: str, head: str) -> Comparison:
+        """:meth:`diff` from ``base`` to ``head`` with its stat (binary files count no lines)."""
+        diff = await self.diff(repo, base, head)
+        code, out, why = await self._run(
+            repo, "diff", "--numstat", "-z", "--no-renames", check_commit(base),
+            check_commit(head), "--")
+        if code != 0:
+            raise BrowseError(f"cannot diff {base[:12]}..{head[:12]} ({why})")
+        insertions = deletions = files = 0
+        for record in out.split(b"\0"):
+            added, _, rest = record.partition(b"\t")
+            removed, _, _path = rest.partition(b"\t")
+            if not record:
+                continue
+            files += 1
+            insertions += int(added) if added.isdigit() else 0
+            deletions += int(removed) if removed.isdigit() else 0
+        return Comparison(diff, files, insertions, deletions)
+
+    async def patch(self, repo: str, base: str, head: str) -> bytes:
+        """``git format-patch`` of the commits from ``base`` to ``head``, as one mbox (binary
+        changes included, full ids), for ``git am`` or ``git apply`` on the base."""
+        code, out, why = await self._run(
+            repo, "format-patch", "--stdout", "--no-color", "--binary", "--full-index",
+            "--no-signature", "--no-renames", "--no-ext-diff", "--no-textconv",
+            f"{check_commit(base)}..{check_commit(head)}", "--")
+        if code != 0:
+            raise BrowseError(f"cannot make a patch of {base[:12]}..{head[:12]} ({why})")
+        return out

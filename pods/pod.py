@@ -30,6 +30,7 @@ from anyio.abc import TaskStatus
 
 from ipa.domain import (
     Cancel,
+    CancelJob,
     Command,
     CommandRejected,
     Fail,
@@ -117,18 +118,22 @@ class Pod:
 
         ``interrupt`` with a pause: running agents are cut short (recorded as interrupted)
         instead of being let finish. A cancel always interrupts them and removes the task's
-        workspaces.
+        workspaces. A ``cancel_job`` stops the job's agent at once: the job is cancelled
+        before its run ends, so nothing the run reports afterwards is the job's result.
         """
         state = await self.state.execute(command, actor=actor, correlation_id=correlation_id,
                                          expected_version=expected_version)
         if isinstance(command, Cancel) or (isinstance(command, Pause) and interrupt):
             self.scheduler.interrupt(f"interrupted: {command.name} by {actor}")
+        elif isinstance(command, CancelJob):
+            self.scheduler.interrupt(f"interrupted: cancel_job by {actor}", command.job_id)
         return state
 
     def interrupt(self, job_id: str | None = None, *, actor: str = "system") -> int:
-        """Cut short the run of ``job_id`` (or every run): each is recorded as an interrupted
-        failure, so the job's retry policy applies. Returns how many runs were interrupted."""
-        return self.scheduler.interrupt(f"interrupted by {actor}", job_id)
+        """Stop the agent of ``job_id`` (or of every run) at once and hold its job for a person
+        (``retry_job``, ``skip_job``, ``cancel_job``): not a failed attempt, never a dead
+        letter. Returns how many runs were interrupted."""
+        return self.scheduler.interrupt(f"interrupted by {actor}", job_id, hold=True)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run the children until cancelled, restarting them after a crash (see module doc).

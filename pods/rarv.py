@@ -63,6 +63,10 @@ class AgentSettings:
     rate_limit_base: float = 60.0
     rate_limit_cap: float = 3600.0
     verify_timeout: float = 600.0
+    perpetual_interval: float = 3600.0
+    """Seconds between the end of a round of an open-ended last phase (a project's
+    ``perpetual``: the maintainer) and the next round (``ipa serve``: ``IPA_PERPETUAL_INTERVAL``).
+    Only with ``auto_queue``; without it a person queues each round."""
 
 
 def is_agent_job(spec: dict[str, Any]) -> bool:

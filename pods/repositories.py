@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ipa.domain.credentials import refuse_credentials
+
 from .workspace import _SCP_LIKE, WorkspaceError, _Git, _reason
 
 __all__ = ["ALLOWED_SCHEMES", "RepositoryPolicy", "RepositoryRefused"]
@@ -74,6 +76,7 @@ class RepositoryPolicy:
         :class:`RepositoryRefused` naming why."""
         if repo is None:
             return
+        refuse_credentials(repo, "repo")  # before any message or git command carries them
         if "\0" in repo:
             raise RepositoryRefused(repo, "it contains a NUL byte")
         if repo.startswith("-"):

@@ -6,16 +6,20 @@ from the state and the workflow definition:
 - a pending task is started;
 - in a running task, jobs that are ready (dependencies met, retry time reached) are started,
   highest priority first, up to ``max_parallel`` at once, each in its own cancel scope;
-- when every job of the current phase succeeded, the phase asks for approval at its gate, or
-  completes when it has none;
+- when every job of the current phase finished (succeeded or skipped), the phase asks for
+  approval at its gate, or completes when it has none; an open-ended last phase (a project's
+  ``perpetual``) never completes: with ``auto_queue`` its next round (the maintainer) is queued
+  ``AgentSettings.perpetual_interval`` seconds after the last one ended;
 - a paused, waiting, failed or finished task starts nothing.
 
 Each job runs through an :class:`~ipa.pods.runners.AgentRunner` in a workspace (a git worktree
 of the task's repository, or a scratch directory when the task has none). The run's output goes
 to the run's own stream; the task's stream gets the job's start, its workspace and commit, and
-its outcome. A run cut short (interrupted by a person, a pause that interrupts, a cancel, a
+its outcome. A run cut short (a pause that interrupts, a task cancel, a budget stop, a
 shutdown, or found in flight after a crash) is recorded as an interrupted failure, so the job's
-retry policy applies: never silently lost, never run twice at once.
+retry policy applies: never silently lost, never run twice at once. A person's interrupt stops
+the agent at once and holds the job (``HoldJob``: not a failed attempt); a ``cancel_job`` stops
+it at once and the run's later reports record nothing for the job.
 """
 
 from __future__ import annotations
@@ -33,10 +37,13 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from ipa.domain import (
+    AdvanceBranch,
     CompleteJob,
     CompletePhase,
     FailJob,
+    HoldJob,
     QueueJob,
+    RecordBranch,
     RecordCommit,
     RecordRepositoryUnavailable,
     RecordWorkspace,
@@ -47,7 +54,9 @@ from ipa.domain import (
     Status,
     get_workflow,
     head_commit,
+    job_commit,
     next_retry_at,
+    perpetual_due,
     phase_jobs_done,
     ready_jobs,
     running_jobs,
@@ -58,7 +67,7 @@ from ipa.eventstore import EventStore
 from .rarv import AgentAttempt, AgentSettings, is_agent_job
 from .runners import AgentRunner, OutputLine, RunnerError, RunRequest, RunResult
 from .state import Clock, PodState, utc_now
-from .workspace import RepositoryUnavailable, WorkspaceError, WorkspaceManager
+from .workspace import RepositoryUnavailable, UnknownRevision, WorkspaceError, WorkspaceManager
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +102,8 @@ class Scheduler:
         self._jitter = jitter
         self._agents = agents or AgentSettings()
         self._runs: dict[str, anyio.CancelScope] = {}
-        self._interrupt_reason = "interrupted"
+        self._landing = anyio.Lock()  # one job's commit lands on the task branch at a time
+        self._stops: dict[str, tuple[str, bool]] = {}  # job id → (why, hold it for a person)
         self.draining = False
         """When set, no new job starts (a graceful shutdown lets running ones finish)."""
 
@@ -106,15 +116,18 @@ class Scheduler:
         """How many runs are in flight."""
         return len(self._runs)
 
-    def interrupt(self, reason: str, job_id: str | None = None) -> int:
-        """Cut short one run (or all); each is recorded as interrupted. Returns how many."""
-        self._interrupt_reason = reason
-        scopes = [self._runs[job_id]] if job_id in self._runs else (
-            list(self._runs.values()) if job_id is None else []
-        )
-        for scope in scopes:
-            scope.cancel()
-        return len(scopes)
+    def interrupt(self, reason: str, job_id: str | None = None, *, hold: bool = False) -> int:
+        """Cut short one run (or all) at once: its agent is stopped and the run recorded as
+        interrupted (a failed attempt), or with ``hold`` as held for a person (``HoldJob``: the
+        attempt does not count). A job cancelled meanwhile records nothing. Returns how many."""
+        if job_id is None:
+            jobs = list(self._runs)
+        else:
+            jobs = [job_id] if job_id in self._runs else []
+        for job in jobs:
+            self._stops[job] = (reason, hold)
+            self._runs[job].cancel()
+        return len(jobs)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         await self._recover_interrupted()
@@ -148,10 +161,15 @@ class Scheduler:
                     workspace.workspace_id, "ipa stopped while its run was in flight")
 
     def _until_next_retry(self) -> float | None:
-        due = next_retry_at(self._state.current)
-        if due is None:
+        """Seconds until a retry (or the next perpetual round) falls due; ``None``: none."""
+        state = self._state.current
+        due = [next_retry_at(state)]
+        if self._agents.auto_queue:
+            due.append(perpetual_due(state, self._agents.perpetual_interval))
+        times = [t for t in due if t is not None]
+        if not times:
             return None
-        return max(0.0, (due - self._clock()).total_seconds())
+        return max(0.0, (min(times) - self._clock()).total_seconds())
 
     async def _step(self, runs: TaskGroup) -> None:
         state = self._state.current
@@ -171,9 +189,12 @@ class Scheduler:
             return
         if self._agents.auto_queue and await self._queue_phase_agents(state):
             return
-        if not self._runs and phase_jobs_done(state):
-            phase = get_workflow(state.workflow).phase(state.phase)
-            if phase.gated:
+        workflow = get_workflow(state.workflow)
+        open_ended = workflow.open_ended and state.phase == workflow.final
+        if not self._runs and not open_ended and phase_jobs_done(state):
+            # An open-ended last phase (project's perpetual) never completes: its rounds of
+            # work end, and the next is queued (_queue_phase_agents) or given by a person.
+            if workflow.phase(state.phase).gated:
                 await self._state.execute(RequestApproval(summary=f"jobs of {state.phase} done"))
             else:
                 await self._state.execute(CompletePhase())
@@ -191,7 +212,8 @@ class Scheduler:
     async def _queue_phase_agents(self, state: Any) -> bool:
         """Queue the phase's agent jobs, one per agent type in turn, unless the phase already
         has jobs queued since the task last entered it (or since changes were last requested
-        for it). True when it queued some."""
+        for it). In an open-ended last phase (``perpetual``) a new round is queued
+        ``perpetual_interval`` seconds after the last one ended. True when it queued some."""
         phase = get_workflow(state.workflow).phase(state.phase)
         if not phase.agents:
             return False
@@ -201,7 +223,9 @@ class Scheduler:
         since = max([*entered, *requested])
         if any(job.phase == phase.name and job.queued_at >= since
                for job in state.jobs.values()):
-            return False
+            due = perpetual_due(state, self._agents.perpetual_interval)
+            if due is None or due > self._clock():
+                return False
         previous: list[str] = []
         for name in phase.agents:
             try:
@@ -226,15 +250,25 @@ class Scheduler:
                 try:
                     outcome = await self._attempt(job, run_id)
                 except anyio.get_cancelled_exc_class():
+                    reason, hold = self._stops.get(job.job_id, ("interrupted", False))
                     with anyio.CancelScope(shield=True):
-                        await self._record_outcome(job, run_id, None, self._interrupt_reason)
+                        if hold:
+                            await self._state.execute(HoldJob(job_id=job.job_id, run_id=run_id,
+                                                              reason=reason))
+                        else:
+                            await self._record_outcome(job, run_id, None, reason)
                     raise
                 await self._record_outcome(job, run_id, outcome, None)
         finally:
             self._runs.pop(job.job_id, None)
+            self._stops.pop(job.job_id, None)
 
     async def _attempt(self, job: Any, run_id: str) -> RunResult:
         state = self._state.current
+        if state.repo is not None and state.branch is None:
+            if not await self._make_branch(state.repo, state.base_branch):
+                return _failed(f"repository {state.repo} is unavailable")
+            state = self._state.current
         base = head_commit(state)
         workspace_path, workspace_id = await self._workspace(job, run_id, state.repo, base)
         if workspace_path is None:
@@ -275,8 +309,9 @@ class Scheduler:
                 result = _failed(f"timed out after {job.timeout_seconds:g} s",
                                  job.timeout_seconds)
             except anyio.get_cancelled_exc_class():
+                reason = self._stops.get(job.job_id, ("interrupted", False))[0]
                 with anyio.CancelScope(shield=True):  # the run's stream says how it ended
-                    await self._finish(recorder, _failed(self._interrupt_reason))
+                    await self._finish(recorder, _failed(reason))
                 raise
             await self._finish(recorder, result)
             if not agent_job:
@@ -315,6 +350,39 @@ class Scheduler:
         ))
         return info.path, workspace_id
 
+    async def _make_branch(self, repo: str, base: str | None) -> bool:
+        """Make the task's branch at its base (recorded); False when the repository or the
+        base branch cannot be found (recorded as the repository's problem)."""
+        try:
+            branch = await self._workspaces.make_branch(task_id=self.task_id, repo=repo,
+                                                        base=base)
+        except (RepositoryUnavailable, UnknownRevision) as e:
+            await self._state.execute(RecordRepositoryUnavailable(repo=repo, reason=str(e)))
+            return False
+        await self._state.execute(RecordBranch(branch=branch.name, base=branch.base,
+                                               base_commit=branch.base_commit))
+        return True
+
+    async def _land(self, job_id: str) -> None:
+        """Put a succeeded job's commit on the task's branch (recorded). A conflict with
+        work that landed meanwhile is logged and leaves the branch as it was."""
+        async with self._landing:
+            state = self._state.current
+            found = job_commit(state, job_id)
+            if found is None or state.branch is None:
+                return
+            workspace, commit = found
+            head = state.branch.head_commit or state.branch.base_commit
+            try:
+                landed = await self._workspaces.land(
+                    task_id=self.task_id, repo=workspace.repo, commit=commit,
+                    start=workspace.base_commit, head=head)
+            except WorkspaceError as e:
+                log.warning("task %s: job %s did not land on %s: %s", self.task_id, job_id,
+                            state.branch.name, e)
+                return
+            await self._state.execute(AdvanceBranch(job_id=job_id, commit=landed))
+
     async def _commit(self, job: Any, workspace_id: str) -> str | None:
         workspace = self._workspaces.open(self.task_id, workspace_id)
         message = (f"ipa: task {self.task_id} job {job.job_id} "
@@ -331,10 +399,10 @@ class Scheduler:
     async def remove_workspace(
         self, workspace_id: str, reason: str, *, keep_branch: bool = True
     ) -> None:
-        """Remove a workspace's worktree (recorded). Its branch, which holds the run's
-        commit, stays unless ``keep_branch`` is false (a cancelled task)."""
+        """Remove a workspace's worktree and run branch (recorded). The run's commits stay
+        reachable unless ``keep_branch`` is false (a cancelled task)."""
         try:
-            await self._workspaces.remove(self.task_id, workspace_id, keep_branch=keep_branch)
+            await self._workspaces.remove(self.task_id, workspace_id, keep_commits=keep_branch)
         except WorkspaceError as e:
             log.warning("task %s: workspace %s not removed: %s", self.task_id, workspace_id, e)
             return
@@ -348,6 +416,7 @@ class Scheduler:
         if result is not None and result.succeeded:
             await self._state.execute(CompleteJob(job_id=job.job_id, run_id=run_id,
                                                   result=dict(result.result)))
+            await self._land(job.job_id)
             return
         reason = interrupted or (result.reason if result else None) or "failed"
         await self._state.execute(FailJob(

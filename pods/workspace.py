@@ -9,15 +9,25 @@ Layout under the manager's ``root`` (``<data dir>/workspaces``)::
 Where a worktree comes from (``repo`` of :meth:`WorkspaceManager.create`):
 
 - a local, non-bare repository (an absolute path or ``~/...``, naming its top level):
-  ``git worktree add`` in that repository, so the branch ``ipa/<task8>/<workspace_id>`` is
-  visible there;
+  ``git worktree add`` in that repository, so the branches are visible there;
 - a URL (``scheme://...`` or ``user@host:path``) or a local bare repository: a bare clone kept
   in the cache, fetched again on every create (its remote branches under
   ``refs/remotes/origin/``), and the worktree added from it; the workspace's ``origin`` is the
   repository.
 
-``base`` is a branch, tag or commit; by default the repository's ``HEAD`` (a local repository)
-or the remote's default branch (a clone).
+``base`` is a branch, tag or commit; by default the repository's default branch
+(:meth:`WorkspaceManager.default_branch`), never merely what the user has checked out.
+
+**Branches.** A task's work is delivered on one branch, ``ipa/<task8>`` (:func:`task_branch`),
+made at its base by :meth:`WorkspaceManager.make_branch`. Each run works on a branch of its own,
+``ipa/<task8>-runs/<workspace_id>`` (not below ``ipa/<task8>/``: git cannot hold a branch and a
+directory of branches under one name), made at the task branch's newest commit; a succeeded
+job's commit is put on the task branch by :meth:`WorkspaceManager.land` (a fast-forward, or
+the job's changes replayed on what landed meanwhile), so the task branch has one commit per
+job. A run's branch is deleted when its worktree goes; its commits stay reachable under
+``refs/ipa/runs/<task8>/<workspace_id>`` (not a branch: ``git branch`` does not list it) when
+kept, so the pages can still show them. Only these names are ever deleted or moved: never a
+branch of the user's.
 
 File access goes through :meth:`Workspace.resolve`: no absolute path, no ``..``, no NUL, no
 ``.git``, and nothing whose real path (symlinks followed) leaves the workspace root. The rule
@@ -64,16 +74,19 @@ from uuid import UUID, uuid4
 import anyio
 
 __all__ = [
+    "BranchConflict",
     "CommitInfo",
     "FileEntry",
     "PathOutsideWorkspace",
     "RepositoryUnavailable",
+    "TaskBranch",
     "UnknownRevision",
     "Workspace",
     "WorkspaceError",
     "WorkspaceInfo",
     "WorkspaceManager",
     "WorkspaceNotFound",
+    "task_branch",
 ]
 
 log = logging.getLogger(__name__)
@@ -101,6 +114,12 @@ _KEPT_GIT_VARIABLES = frozenset(
         "GIT_PROXY_COMMAND",
     }
 )
+_IDENTITY = {
+    "GIT_AUTHOR_NAME": AUTHOR_NAME,
+    "GIT_AUTHOR_EMAIL": AUTHOR_EMAIL,
+    "GIT_COMMITTER_NAME": AUTHOR_NAME,
+    "GIT_COMMITTER_EMAIL": AUTHOR_EMAIL,
+}
 _GIT_OPTIONS = (
     "-c", "core.hooksPath=/dev/null",  # a repository's hooks are code we did not choose to run
     "-c", "core.askPass=",
@@ -132,6 +151,10 @@ class UnknownRevision(WorkspaceError):
         self.revision = revision
 
 
+class BranchConflict(WorkspaceError):
+    """A job's changes conflict with what landed on the task branch since its run started."""
+
+
 class WorkspaceNotFound(WorkspaceError):
     """No such workspace under the root (never made, removed, or its directory is gone)."""
 
@@ -155,6 +178,28 @@ class WorkspaceInfo:
     branch: str
     repo: str
     base_commit: str
+
+
+@dataclass(frozen=True)
+class TaskBranch:
+    """The task's branch ``name``, made at ``base_commit``, the newest commit of ``base``."""
+
+    name: str
+    base: str
+    base_commit: str
+
+
+def task_branch(task_id: UUID) -> str:
+    """The name of the branch that carries a task's work: ``ipa/<first 8 hex digits>``."""
+    return f"ipa/{task_id.hex[:8]}"
+
+
+def _run_branch(task_id: UUID, workspace_id: str) -> str:
+    return f"{task_branch(task_id)}-runs/{workspace_id}"
+
+
+def _kept_ref(task_id: UUID, workspace_id: str) -> str:
+    return f"refs/ipa/runs/{task_id.hex[:8]}/{workspace_id}"
 
 
 @dataclass(frozen=True)
@@ -482,7 +527,8 @@ class WorkspaceManager:
     async def create(
         self, *, task_id: UUID, workspace_id: str, repo: str, base: str | None = None
     ) -> Workspace:
-        """A new worktree of ``repo`` at ``base`` on the branch ``ipa/<task8>/<workspace_id>``.
+        """A new worktree of ``repo`` at ``base`` (default: the repository's default branch) on
+        the run branch ``ipa/<task8>-runs/<workspace_id>``.
 
         Raises :class:`RepositoryUnavailable`, :class:`UnknownRevision`, or
         :class:`WorkspaceError` (bad id, already exists, git failed); a failed create leaves
@@ -505,6 +551,162 @@ class WorkspaceManager:
         repository. Raises :class:`RepositoryUnavailable`."""
         return (await self._source(repo)).git_dir
 
+    async def default_branch(self, repo: str) -> str:
+        """The branch a task of ``repo`` starts from unless it names one.
+
+        For a URL or a bare repository: the remote's default branch (its ``HEAD``). For a
+        local repository: the branch its ``origin``'s ``HEAD`` names, else
+        ``init.defaultBranch``, ``main`` or ``master`` — the first that exists as a local
+        branch — and only when none does, the branch checked out. Raises
+        :class:`RepositoryUnavailable`, or :class:`UnknownRevision` when there is none.
+        """
+        source = await self._source(repo)
+        async with self._locks.hold(str(source.git_dir)):
+            if source.url is not None:
+                await self._refresh(source, repo)
+            return await self._default_branch(source, repo)
+
+    async def make_branch(self, *, task_id: UUID, repo: str, base: str | None) -> TaskBranch:
+        """Make the task's branch ``ipa/<task8>`` at the newest commit of the branch ``base``
+        (default: :meth:`default_branch`); a branch of that name left by an earlier attempt
+        is moved there. For a local repository a local branch wins over ``origin``'s.
+
+        Raises :class:`RepositoryUnavailable`, :class:`UnknownRevision` (no such branch), or
+        :class:`WorkspaceError`.
+        """
+        if base is not None and (not base or base.startswith("-")):
+            raise UnknownRevision(repo, base)
+        source = await self._source(repo)
+        subject = f"repository {_display(repo)}"
+        name = task_branch(task_id)
+        async with self._locks.hold(str(source.git_dir)):
+            if source.url is not None:
+                await self._refresh(source, repo)
+            if base is None:
+                base = await self._default_branch(source, repo)
+            candidates = [f"refs/remotes/origin/{base}"]
+            if source.url is None:
+                candidates.insert(0, f"refs/heads/{base}")
+            base_commit = await self._first_commit(source.git_dir, candidates, subject)
+            if base_commit is None:
+                raise UnknownRevision(repo, base)
+            made = await self._git_in(
+                source.git_dir, "update-ref", "-m", f"ipa: task branch from {base}",
+                f"refs/heads/{name}", base_commit, subject=subject,
+            )  # fmt: skip
+            if made.returncode != 0:
+                raise WorkspaceError(f"{subject}: cannot make branch {name}: {_reason(made)}")
+        return TaskBranch(name, base, base_commit)
+
+    async def land(
+        self, *, task_id: UUID, repo: str, commit: str, start: str, head: str
+    ) -> str:
+        """Put one job's work on the task branch and return the branch's new newest commit.
+
+        ``commit`` is the newest commit of a run that started at ``start``; ``head`` is the
+        task branch's newest commit now. When ``commit`` sits right on ``head`` the branch
+        fast-forwards to it; otherwise one commit is made on ``head`` with the run's changes
+        (``start`` → ``commit``, replayed by a three-way merge when other work landed since)
+        and ``commit``'s message. Raises :class:`BranchConflict` when the changes conflict,
+        :class:`WorkspaceError` when the branch is not at ``head``.
+        """
+        source = await self._source(repo)
+        subject = f"repository {_display(repo)}"
+        name = task_branch(task_id)
+        async with self._locks.hold(str(source.git_dir)):
+            git_dir = source.git_dir
+            parent = await self._first_commit(git_dir, [f"{commit}^"], subject)
+            if parent == head:
+                new = commit
+            else:
+                tree = await self._replayed_tree(git_dir, commit, start, head, subject)
+                message = await self._git_in(git_dir, "log", "-1", "--format=%B", commit,
+                                             subject=subject)
+                made = await self._git(
+                    "commit-tree", tree, "-p", head, "-F", "-", subject=subject, cwd=git_dir,
+                    input=message.stdout or b"ipa\n", env=_IDENTITY,
+                )  # fmt: skip
+                if made.returncode != 0:
+                    raise WorkspaceError(f"{subject}: git commit-tree failed: {_reason(made)}")
+                new = made.stdout.decode().strip()
+            moved = await self._git_in(
+                git_dir, "update-ref", "-m", f"ipa: land {commit[:12]}", f"refs/heads/{name}",
+                new, head, subject=subject,
+            )  # fmt: skip
+            if moved.returncode != 0:
+                raise WorkspaceError(
+                    f"{subject}: branch {name} is not at {head[:12]}: {_reason(moved)}")
+        return new
+
+    async def _replayed_tree(
+        self, git_dir: Path, commit: str, start: str, head: str, subject: str
+    ) -> str:
+        if start == head:
+            tree = await self._first_commit(git_dir, [f"{commit}^{{tree}}"], subject)
+            if tree is None:
+                raise WorkspaceError(f"{subject}: no commit {commit}")
+            return tree
+        # The merge base of head and commit is start (the branch only moves forward), so this
+        # is the run's changes replayed on head.
+        merged = await self._git_in(
+            git_dir, "merge-tree", "--write-tree", "--name-only", "--no-messages", head, commit,
+            subject=subject,
+        )  # fmt: skip
+        lines = merged.stdout.decode("utf-8", "replace").splitlines()
+        if merged.returncode == 1:
+            files = ", ".join(line for line in lines[1:] if line) or "?"
+            raise BranchConflict(
+                f"{subject}: the changes of {commit[:12]} conflict with the task branch "
+                f"at {head[:12]} ({files})"
+            )
+        if merged.returncode != 0 or not lines:
+            raise WorkspaceError(f"{subject}: git merge-tree failed: {_reason(merged)}")
+        return lines[0].strip()
+
+    async def _default_branch(self, source: _Source, repo: str) -> str:
+        """See :meth:`default_branch`; the caller holds the source's lock."""
+        subject = f"repository {_display(repo)}"
+        git_dir = source.git_dir
+
+        async def output(*args: str) -> str | None:
+            result = await self._git_in(git_dir, *args, subject=subject)
+            text = result.stdout.decode().strip()
+            return text if result.returncode == 0 and text else None
+
+        if source.url is not None:
+            head = await output("symbolic-ref", "--quiet", "HEAD")
+            if head is None:
+                raise UnknownRevision(repo, "the remote's default branch")
+            return head.removeprefix("refs/heads/")
+        origin = await output("symbolic-ref", "--quiet", "refs/remotes/origin/HEAD")
+        names = [origin.removeprefix("refs/remotes/origin/")] if origin else []
+        configured = await output("config", "--get", "init.defaultBranch")
+        names += [configured] if configured else []
+        for name in [*names, "main", "master"]:
+            if await output("rev-parse", "--verify", "--quiet", f"refs/heads/{name}") is not None:
+                return name
+        checked_out = await output("symbolic-ref", "--quiet", "--short", "HEAD")
+        if checked_out is None or await output(
+            "rev-parse", "--verify", "--quiet", f"refs/heads/{checked_out}"
+        ) is None:
+            raise UnknownRevision(repo, "a default branch (main, master or origin's HEAD)")
+        return checked_out
+
+    async def _first_commit(
+        self, git_dir: Path, candidates: list[str], subject: str
+    ) -> str | None:
+        """The object the first resolvable candidate names (``^{commit}`` added unless it
+        peels already), or None."""
+        for candidate in candidates:
+            spec = candidate if "^" in candidate else f"{candidate}^{{commit}}"
+            found = await self._git_in(
+                git_dir, "rev-parse", "--verify", "--quiet", "--end-of-options", spec,
+                subject=subject,
+            )  # fmt: skip
+            if found.returncode == 0:
+                return found.stdout.decode().strip()
+        return None
+
     def open(self, task_id: UUID, workspace_id: str) -> Workspace:
         """Re-attach to an existing workspace (after a restart, or from another component).
 
@@ -522,12 +724,16 @@ class WorkspaceManager:
         info, _ = loaded
         return Workspace(info, self._git, read_limit=self._read_limit)
 
-    async def remove(self, task_id: UUID, workspace_id: str, *, keep_branch: bool = False) -> None:
-        """Remove the worktree and its branch (unless ``keep_branch``); idempotent.
+    async def remove(
+        self, task_id: UUID, workspace_id: str, *, keep_commits: bool = False
+    ) -> None:
+        """Remove the worktree and its run branch; idempotent.
 
-        The branch goes with its commits: a pod keeps it (``keep_branch``) when the work is
-        wanted and not pushed. Cancelled midway, a later call finishes the job; a pod calls
-        this from a shielded scope when it is being cancelled.
+        With ``keep_commits`` the run's commits stay reachable under
+        ``refs/ipa/runs/<task8>/<workspace_id>`` (a pod keeps them while the work may be
+        wanted: a job's commit lands on the task branch after its run ended); without, they
+        go too. Cancelled midway, a later call finishes the job; a pod calls this from a
+        shielded scope when it is being cancelled.
         """
         _check_workspace_id(workspace_id)
         path = self._path(task_id, workspace_id)
@@ -538,7 +744,7 @@ class WorkspaceManager:
                 info, git_dir = loaded
                 async with self._locks.hold(str(git_dir)):
                     try:
-                        await self._discard(info, git_dir, keep_branch=keep_branch)
+                        await self._discard(info, git_dir, keep_commits=keep_commits)
                     except OSError as e:
                         raise WorkspaceError(f"workspace {name}: {e}") from e
             elif await anyio.Path(path).exists():
@@ -565,8 +771,8 @@ class WorkspaceManager:
         what interrupted clones and records left; return the names removed.
 
         For recovery, before any run starts: a workspace exists only while its run does, so
-        whatever a killed process left is a leftover. Branches are kept (they may hold a
-        run's commits); git's records of the removed worktrees are dropped by path, never
+        whatever a killed process left is a leftover. The runs' commits are kept (see
+        :meth:`remove`); git's records of the removed worktrees are dropped by path, never
         with ``git worktree prune`` (see :meth:`remove`). A workspace that cannot be removed
         is logged and skipped.
         """
@@ -574,7 +780,7 @@ class WorkspaceManager:
         for task_id, names in await anyio.to_thread.run_sync(self._leftovers, skip):
             for workspace_id in names:
                 try:
-                    await self.remove(task_id, workspace_id, keep_branch=True)
+                    await self.remove(task_id, workspace_id, keep_commits=True)
                 except WorkspaceError as e:
                     log.warning("sweep: %s", e)
                     continue
@@ -618,7 +824,7 @@ class WorkspaceManager:
             if source.url is not None:
                 await self._refresh(source, repo)
             base_commit = await self._resolve(source, repo, base)
-            branch = f"ipa/{task_id.hex[:8]}/{workspace_id}"
+            branch = _run_branch(task_id, workspace_id)
             exists = await self._git_in(
                 source.git_dir, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}",
                 subject=f"repository {_display(repo)}",
@@ -641,7 +847,7 @@ class WorkspaceManager:
                     )
             except BaseException:
                 with anyio.CancelScope(shield=True):
-                    await self._discard(info, source.git_dir, keep_branch=False)
+                    await self._discard(info, source.git_dir, keep_commits=False)
                 raise
         return info
 
@@ -720,12 +926,12 @@ class WorkspaceManager:
 
     async def _resolve(self, source: _Source, repo: str, base: str | None) -> str:
         subject = f"repository {_display(repo)}"
-        if source.url is None:
-            candidates = [base or "HEAD"]
-        elif base is None:
-            head = await self._git_in(source.git_dir, "symbolic-ref", "HEAD", subject=subject)
-            default = head.stdout.decode().strip().removeprefix("refs/heads/")
-            candidates = [f"refs/remotes/origin/{default}"]
+        if base is None:
+            base = await self._default_branch(source, repo)
+            candidates = ([f"refs/heads/{base}", f"refs/remotes/origin/{base}"]
+                          if source.url is None else [f"refs/remotes/origin/{base}"])
+        elif source.url is None:
+            candidates = [base]
         else:
             candidates = [f"refs/remotes/origin/{base}", base]
         for candidate in candidates:
@@ -737,7 +943,7 @@ class WorkspaceManager:
                 return found.stdout.decode().strip()
         raise UnknownRevision(repo, base or "HEAD")
 
-    async def _discard(self, info: WorkspaceInfo, git_dir: Path, *, keep_branch: bool) -> None:
+    async def _discard(self, info: WorkspaceInfo, git_dir: Path, *, keep_commits: bool) -> None:
         """Undo a workspace, whatever state it is in; the caller holds both locks."""
         name = f"{info.task_id}/{info.workspace_id}"
         subject = f"workspace {name}"
@@ -756,7 +962,20 @@ class WorkspaceManager:
             await self._git_in(
                 git_dir, "worktree", "remove", "--force", "--force", path, subject=subject
             )
-        if not keep_branch:
+        kept = _kept_ref(info.task_id, info.workspace_id)
+        tip = await self._git_in(
+            git_dir, "rev-parse", "--verify", "--quiet", f"refs/heads/{info.branch}",
+            subject=subject,
+        )  # fmt: skip
+        tip_sha = tip.stdout.decode().strip() if tip.returncode == 0 else None
+        if keep_commits and tip_sha is not None and tip_sha != info.base_commit:
+            await self._git_in(git_dir, "update-ref", kept, tip_sha, subject=subject)
+        elif not keep_commits:
+            await self._git_in(git_dir, "update-ref", "-d", kept, subject=subject)
+        # Only ipa's own names: a record naming any other branch is not acted on.
+        if tip_sha is not None and info.branch.startswith("ipa/") and info.branch != task_branch(
+            info.task_id
+        ):
             deleted = await self._git_in(
                 git_dir, "branch", "--quiet", "-D", info.branch, subject=subject
             )

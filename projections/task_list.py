@@ -30,7 +30,7 @@ from uuid import UUID
 import anyio
 from anyio.abc import TaskStatus
 
-from ipa.domain import TaskCreated, TaskState, evolve
+from ipa.domain import TaskCreated, TaskState, attention, evolve
 from ipa.eventstore import (
     CorruptEvent,
     EventStore,
@@ -49,7 +49,9 @@ Progress = Callable[[int, int], None]
 
 
 def summary(state: TaskState) -> dict[str, Any]:
-    """The list's columns for one task."""
+    """The list's columns for one task; ``attention`` is the kind of what it needs from a
+    person (``ipa.domain.attention``), or ``None``."""
+    needed = attention(state)
     return {
         "id": str(state.id),
         "title": state.title,
@@ -59,6 +61,7 @@ def summary(state: TaskState) -> dict[str, Any]:
         "version": state.version,
         "created_at": state.created_at.isoformat(),
         "last_activity": state.updated_at.isoformat(),
+        "attention": None if needed is None else needed.kind,
     }
 
 
@@ -86,8 +89,8 @@ def _unsaved(saved: dict[str, Any] | None, key: str, reason: str) -> dict[str, A
     if saved is not None:
         return {**saved, "error": error}
     return {"id": key, "title": "", "workflow": "", "phase": "", "status": "failed",
-            "version": 0, "created_at": "", "last_activity": "", "error": error,
-            "state": None}
+            "version": 0, "created_at": "", "last_activity": "", "attention": None,
+            "error": error, "state": None}
 
 
 def _columns(row: dict[str, Any]) -> dict[str, Any]:
@@ -212,13 +215,25 @@ class TaskList:
         await self._load_columns()
         return position
 
-    def page(self, after: str = "", limit: int = 50) -> list[dict[str, Any]]:
+    def page(
+        self, after: str = "", limit: int = 50,
+        where: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> list[dict[str, Any]]:
         """Up to ``limit`` rows' columns (no ``state``) after task id ``after``, by task id,
-        from memory (empty until the list has caught up once)."""
+        from memory (empty until the list has caught up once); with ``where``, only the rows
+        it accepts (e.g. those that need a person)."""
         if self._columns is None:
             return []
         start = bisect_right(self._order, after)
-        return [self._columns[key] for key in self._order[start:start + limit]]
+        if where is None:
+            return [self._columns[key] for key in self._order[start:start + limit]]
+        rows: list[dict[str, Any]] = []
+        for key in self._order[start:]:
+            if len(rows) >= limit:
+                break
+            if where(self._columns[key]):
+                rows.append(self._columns[key])
+        return rows
 
     def count(self) -> int:
         """How many tasks the list has (from memory)."""

@@ -10,7 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ipa.domain import TaskEvent, TaskState, allowed_commands, evolve, fold, get_workflow
+from ipa.domain import (
+    Attention,
+    TaskEvent,
+    TaskState,
+    allowed_commands,
+    attention,
+    evolve,
+    fold,
+    get_workflow,
+)
 
 
 def apply(state: TaskState | None, event: TaskEvent) -> TaskState:
@@ -23,13 +32,20 @@ def replay(events: Iterable[TaskEvent], state: TaskState | None = None) -> TaskS
     return fold(events, state)
 
 
-def view(state: TaskState) -> dict[str, Any]:
-    """The task as the pages, the API and ``ipa replay --json`` show it."""
+def view(state: TaskState, *, crashed: Attention | None = None) -> dict[str, Any]:
+    """The task as the pages, the API and ``ipa replay --json`` show it.
+
+    ``attention`` says what a person must do (``ipa.domain.attention``), or is ``None``;
+    ``crashed`` is what the supervisor knows beyond the state (its pod crashed and stopped)
+    and wins over what the state says.
+    """
+    needed = crashed or attention(state)
     return {
         **state.to_dict(),
         "allowed_commands": allowed_commands(
             get_workflow(state.workflow), state.phase, state.status
         ),
+        "attention": None if needed is None else needed.to_dict(),
     }
 
 

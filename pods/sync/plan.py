@@ -40,8 +40,13 @@ def task_branch(state: TaskState) -> str:
 
 
 def task_commit(state: TaskState) -> tuple[str, str] | None:
-    """The repository and the newest commit of the task's work: the last commit of the last
-    workspace that has one (each run starts from the newest recorded commit)."""
+    """The repository and the newest commit of the task's work: its branch's head once a job
+    landed there; for a task from before task branches, the last commit of the last workspace
+    that has one."""
+    if state.branch is not None:
+        if state.branch.head_commit and state.repo:
+            return state.repo, state.branch.head_commit
+        return None
     for workspace in reversed(list(state.workspaces.values())):
         if workspace.commits:
             return workspace.repo, workspace.commits[-1]
@@ -98,7 +103,7 @@ def desired(state: TaskState) -> list[Desired]:
                 "title": state.title,
                 "body": pull_request_body(state),
                 "head": task_branch(state),
-                "base": options.get("base"),
+                "base": options.get("base") or (state.branch.base if state.branch else None),
                 "commit": work[1],
                 "source": work[0],
                 "remote": remote,

@@ -9,8 +9,8 @@ from ipa.domain import PERSON_COMMANDS, TASK_COMMANDS
 def test_person_commands_are_pinned() -> None:
     assert [c.name for c in PERSON_COMMANDS] == [
         "create_task", "update_spec", "approve", "request_changes", "return_to_phase", "pause",
-        "resume", "cancel", "retry", "queue_job", "retry_job", "cancel_job", "answer_question",
-        "set_budget", "configure_sync", "approve_update", "sync_now",
+        "resume", "cancel", "retry", "queue_job", "retry_job", "cancel_job", "skip_job",
+        "answer_question", "set_budget", "set_repo", "configure_sync", "approve_update", "sync_now",
     ]  # fmt: skip
 
 
@@ -20,8 +20,8 @@ def test_every_other_task_command_is_recorded_by_ipa_itself() -> None:
     assert set(PERSON_COMMANDS) <= set(TASK_COMMANDS)
     assert system == [
         "start", "request_approval", "complete_phase", "fail",
-        "start_job", "complete_job", "fail_job", "record_workspace", "record_commit",
-        "remove_workspace", "record_repository_unavailable",
+        "start_job", "complete_job", "fail_job", "hold_job", "record_workspace", "record_commit",
+        "remove_workspace", "record_branch", "advance_branch", "record_repository_unavailable",
         "record_context", "record_usage", "record_reflection", "record_verification",
         "record_artifact", "record_rate_limit", "ask_question",
         "queue_update", "expire_approval", "record_delivery", "record_delivery_failure",

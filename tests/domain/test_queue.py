@@ -303,7 +303,8 @@ def test_retry_job_puts_a_dead_job_back_with_all_its_attempts() -> None:
 def test_retry_job_refuses_a_job_that_is_not_dead() -> None:
     with pytest.raises(JobRejected) as caught:
         decide(started(), RetryJob("a"), context(), TASK_ID)
-    assert caught.value.problem == "job 'a' is running; only a dead-lettered job can be retried"
+    assert caught.value.problem == (
+        "job 'a' is running; only a dead-lettered or held job can be retried")
 
 
 def test_an_interrupted_attempt_counts_as_an_attempt() -> None:

@@ -27,6 +27,17 @@ SYNC_NAMES = [
 ]  # fmt: skip
 
 
+BRANCH_NAMES = [
+    "RecordBranch", "AdvanceBranch", "BranchCreated", "BranchAdvanced", "Branch", "job_commit",
+]
+
+
+WAY_FORWARD_NAMES = [
+    "HoldJob", "SkipJob", "JobHeld", "JobSkipped", "perpetual_due", "Attention",
+    "ATTENTION_KINDS", "attention", "crash_attention",
+]  # fmt: skip
+
+
 def test_public_names_are_pinned() -> None:
     assert sorted(ipa.domain.__all__) == sorted(
         [
@@ -35,7 +46,7 @@ def test_public_names_are_pinned() -> None:
             "Retry", "TASK_COMMANDS", "PERSON_COMMANDS",
             "QueueJob", "StartJob", "CompleteJob", "FailJob", "RetryJob", "CancelJob",
             "RecordWorkspace", "RecordCommit", "RemoveWorkspace", "RecordRepositoryUnavailable",
-            "JOB_COMMANDS",
+            "SetRepo", "JOB_COMMANDS",
             "RecordContext", "RecordUsage", "RecordReflection", "RecordVerification",
             "RecordArtifact", "RecordRateLimit", "AskQuestion", "AnswerQuestion", "SetBudget",
             "AGENT_COMMANDS",
@@ -44,7 +55,7 @@ def test_public_names_are_pinned() -> None:
             "TaskResumed", "TaskFailed", "TaskRetried", "TaskCancelled", "TaskCompleted",
             "JobQueued", "JobStarted", "JobSucceeded", "JobFailed", "JobDeadLettered",
             "JobRequeued", "JobCancelled", "WorkspaceCreated", "WorkspaceCommitted",
-            "WorkspaceRemoved", "RepositoryUnavailable",
+            "WorkspaceRemoved", "RepositoryUnavailable", "RepositoryChanged",
             "ContextPrepared", "UsageRecorded", "BudgetSet", "BudgetReached",
             "ReflectionRecorded", "VerificationPassed", "VerificationFailed", "ArtifactRecorded",
             "JobRateLimited", "QuestionAsked", "QuestionAnswered",
@@ -58,7 +69,7 @@ def test_public_names_are_pinned() -> None:
             "allowed_commands", "destination",
             "DomainError", "CommandRejected", "InvalidCommand", "TaskNotFound", "UnknownWorkflow",
             "JobRejected", "JobNotFound", "CredentialsInUrl", "clean_text",
-            *SYNC_NAMES,
+            *SYNC_NAMES, *BRANCH_NAMES, *WAY_FORWARD_NAMES,
         ]
     )  # fmt: skip
 

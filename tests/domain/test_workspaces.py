@@ -9,19 +9,25 @@ from uuid import UUID
 import pytest
 
 from ipa.domain import (
+    AdvanceBranch,
+    Branch,
+    BranchAdvanced,
     Cancel,
     Command,
+    CommandRejected,
     Context,
     CreateTask,
     InvalidCommand,
     JobNotFound,
     JobRejected,
     QueueJob,
+    RecordBranch,
     RecordCommit,
     RecordRepositoryUnavailable,
     RecordWorkspace,
     RemoveWorkspace,
     RepositoryUnavailable,
+    StartJob,
     StartTask,
     TaskState,
     Workspace,
@@ -29,6 +35,8 @@ from ipa.domain import (
     WorkspaceCreated,
     decide,
     fold,
+    head_commit,
+    job_commit,
 )
 
 TASK_ID = UUID(int=1)
@@ -139,3 +147,70 @@ def test_a_state_with_workspaces_round_trips_through_json_exactly() -> None:
         RemoveWorkspace("w2"), RecordRepositoryUnavailable("other", "gone"),
     )  # fmt: skip
     assert TaskState.from_dict(json.loads(json.dumps(state.to_dict()))) == state
+
+
+# The task's branch
+
+SHA_BASE, SHA_ONE, SHA_TWO = "b" * 40, "1" * 40, "2" * 40
+
+
+def with_branch() -> TaskState:
+    return run(with_workspace(), RecordBranch("ipa/00000000", "main", SHA_BASE))
+
+
+def test_create_task_names_its_base_branch() -> None:
+    state = run(None, CreateTask("Title", "spec", repo=REPO, base_branch="release/1.2"))
+    assert state.base_branch == "release/1.2"
+    assert state.branch is None
+    assert state.to_dict()["branch"] is None
+    assert run(None, CreateTask("Title", "spec", repo=REPO)).base_branch is None
+
+
+@pytest.mark.parametrize("name", ["", "-x", "a..b", "a b", "x.lock", "a/", "/a", "@", "a~1",
+                                  "a:b", ".hidden", "a\n"])
+def test_a_base_branch_git_would_refuse_is_invalid(name: str) -> None:
+    with pytest.raises(InvalidCommand, match="base_branch"):
+        run(None, CreateTask("Title", "spec", repo=REPO, base_branch=name))
+
+
+def test_a_base_branch_without_a_repo_is_invalid() -> None:
+    with pytest.raises(InvalidCommand, match="needs a repo"):
+        run(None, CreateTask("Title", "spec", base_branch="main"))
+
+
+def test_the_branch_is_recorded_once_and_advanced_by_succeeded_jobs() -> None:
+    state = with_branch()
+    assert state.branch == Branch("ipa/00000000", "main", SHA_BASE, None)
+    assert head_commit(state) == SHA_BASE
+    # Recording the same branch again changes nothing; another one is refused.
+    assert decide(state, RecordBranch("ipa/00000000", "main", SHA_BASE), context(),
+                  TASK_ID) == []
+    with pytest.raises(CommandRejected, match="already exists"):
+        decide(state, RecordBranch("ipa/00000000", "dev", SHA_BASE), context(), TASK_ID)
+
+    [event] = decide(state, AdvanceBranch("a", SHA_ONE), context(), TASK_ID)
+    assert isinstance(event, BranchAdvanced)
+    assert (event.job_id, event.commit, event.previous) == ("a", SHA_ONE, SHA_BASE)
+    state = run(state, AdvanceBranch("a", SHA_ONE), AdvanceBranch("a", SHA_TWO))
+    assert head_commit(state) == SHA_TWO
+    assert state.to_dict()["branch"] == {
+        "name": "ipa/00000000", "base": "main", "base_commit": SHA_BASE, "head_commit": SHA_TWO,
+    }
+    assert TaskState.from_dict(json.loads(json.dumps(state.to_dict()))) == state
+    assert decide(state, AdvanceBranch("a", SHA_TWO), context(), TASK_ID) == []
+
+
+def test_advancing_needs_a_branch_and_a_known_job() -> None:
+    with pytest.raises(CommandRejected, match="no branch"):
+        decide(with_workspace(), AdvanceBranch("a", SHA_ONE), context(), TASK_ID)
+    with pytest.raises(JobNotFound):
+        decide(with_branch(), AdvanceBranch("zz", SHA_ONE), context(), TASK_ID)
+
+
+def test_job_commit_is_the_newest_commit_of_the_jobs_latest_run() -> None:
+    state = run(None, CreateTask("Title", "spec", repo=REPO), StartTask(), QueueJob("a", "dev"),
+                StartJob("a", "12345678-run"))
+    assert job_commit(state, "a") is None
+    state = run(state, record("a-12345678"), RecordCommit("a-12345678", SHA_ONE, "m"))
+    workspace, commit = job_commit(state, "a")  # type: ignore[misc]
+    assert (workspace.workspace_id, commit) == ("a-12345678", SHA_ONE)

@@ -12,7 +12,7 @@ from uuid import UUID
 import anyio
 import pytest
 
-from ipa.domain import AnswerQuestion, Approve, QueueJob, SetBudget, Status
+from ipa.domain import AnswerQuestion, Approve, QueueJob, RetryJob, SetBudget, Status
 from ipa.pods import (
     AgentCatalog,
     AgentConfigError,
@@ -127,13 +127,18 @@ async def test_a_task_runs_end_to_end_through_the_rarv_cycle(
         "VerificationFailed", "WorkspaceRemoved", "JobFailed"]
     assert "VerificationPassed" in developer_steps and events[-1] == "TaskCompleted"
 
-    # Each run starts from the task's newest commit: the work accumulates on one line.
+    # The work accumulates on the task's one branch: the failed attempt's commit never lands,
+    # the retry starts from the branch and its commit is the branch's head.
     last = [w for w in state.workspaces.values() if w.commits][-1]
-    shown = subprocess.run(["git", "-C", str(repo), "show", f"{last.commits[-1]}:feature.py"],
+    assert state.branch is not None and state.branch.name == f"ipa/{str(task_id)[:8]}"
+    assert state.branch.head_commit == last.commits[-1]
+    branch_head = subprocess.run(["git", "-C", str(repo), "rev-parse", state.branch.name],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+    assert branch_head == last.commits[-1]
+    shown = subprocess.run(["git", "-C", str(repo), "show", f"{branch_head}:feature.py"],
                            capture_output=True, text=True, check=True)
     assert shown.stdout == "fixed\n"
-    assert state.workspaces[list(state.workspaces)[-2]].base_commit != \
-        state.workspaces[list(state.workspaces)[0]].base_commit
+    assert last.base_commit == state.branch.base_commit
 
     # The developer's first run, offline from its own stream: prompt, messages, end.
     run_types = await types_of(store, developer.run_id)
@@ -244,7 +249,7 @@ async def test_a_rate_limit_wait_survives_a_restart(
 # -- interrupts and questions --------------------------------------------------------------------
 
 
-async def test_interrupting_an_agent_records_the_run_as_interrupted_and_retries_it(
+async def test_interrupting_an_agent_holds_its_job_until_a_person_retries_it(
     start, create_task, fake: FakeClaude, store
 ) -> None:
     fake.script({"spec_writer": [{"messages": ["thinking"], "sleep": 60}, {"text": "spec"}]})
@@ -259,11 +264,14 @@ async def test_interrupting_an_agent_records_the_run_as_interrupted_and_retries_
                 break
 
     assert supervisor.interrupt(pod.task_id, "a", actor="user:ann") == 1
+    await wait_for(pod, lambda s: job(s, "a").status.value == "held")
+    await pod.execute(RetryJob(job_id="a"), actor="user:ann")
     state = await wait_for(pod, lambda s: job(s, "a").status.value == "succeeded")
 
-    failed = [e for e in await store.read(pod.task_id) if e.type == "JobFailed"]
-    assert [(e.data["interrupted"], e.data["reason"]) for e in failed] == [
-        (True, "interrupted by user:ann")]
+    held = [e for e in await store.read(pod.task_id) if e.type == "JobHeld"]
+    assert [(e.data["run_id"], e.data["reason"]) for e in held] == [
+        (first_run, "interrupted by user:ann")]
+    assert "JobFailed" not in await types_of(store, pod.task_id)
     assert (await types_of(store, first_run))[-1] == "RunFinished"
 
 

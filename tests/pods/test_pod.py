@@ -135,7 +135,7 @@ async def test_pause_with_interrupt_records_the_run_as_interrupted_and_resume_re
     assert job(state, "long").attempts == 2
 
 
-async def test_interrupting_one_job_records_its_run_as_interrupted_and_leaves_the_other(
+async def test_interrupting_one_job_holds_it_for_a_person_and_leaves_the_other(
     supervisor, create_task
 ) -> None:
     pod = await supervisor.start(await create_task())
@@ -148,7 +148,7 @@ async def test_interrupting_one_job_records_its_run_as_interrupted_and_leaves_th
     state = await wait_for(pod, lambda s: job(s, "a").status.value != "running")
 
     assert job(state, "a").last_error == "interrupted by user:ann"
-    assert job(state, "a").retry_at is not None  # the retry policy applies
+    assert (job(state, "a").status.value, job(state, "a").attempts) == ("held", 0)
     assert job(state, "b").status.value == "running"
     assert supervisor.interrupt(pod.task_id, "no-such-job") == 0
 
@@ -189,15 +189,17 @@ async def test_a_run_in_a_repo_commits_its_changes_on_its_own_branch(
     await pod.execute(QueueJob(job_id="write", agent="developer",
                                spec=python("open('hello.txt', 'w').write('hi')")))
 
-    state = await wait_for(pod, lambda s: job(s, "write").status.value == "succeeded")
+    state = await wait_for(pod, lambda s: job(s, "write").status.value == "succeeded"
+                           and s.branch is not None and s.branch.head_commit is not None)
 
     [workspace] = state.workspaces.values()
     assert workspace.removed and len(workspace.commits) == 1
+    assert state.branch.head_commit == workspace.commits[0]  # landed on the task branch
     events = await pod_env.store.read(task_id)
     [commit] = [e for e in events if e.type == "WorkspaceCommitted"]
     assert commit.data["files"] == ["hello.txt"]
     assert f"task {task_id}" in commit.data["message"] and "task version" in commit.data["message"]
-    shown = subprocess.run(["git", "-C", str(repo), "show", f"{workspace.branch}:hello.txt"],
+    shown = subprocess.run(["git", "-C", str(repo), "show", f"{state.branch.name}:hello.txt"],
                            capture_output=True, text=True, check=True)
     assert shown.stdout == "hi"
 

@@ -200,6 +200,9 @@ async def test_after_sigkill_leftover_worktrees_are_removed_and_the_users_are_ke
     assert not Path(left.path).exists() and not orphan.info.path.exists()
     assert registered(repo) == {str(mine), str(gone)}
     assert (mine / ".git").is_file()
-    assert git(repo, "branch", "--list", left.branch).strip()  # its commits stay reachable
+    # The run's branch goes with its worktree (its commits, had it any, stay under
+    # refs/ipa/runs/); the user's branches stay.
+    assert git(repo, "branch", "--list", left.branch).strip() == ""
+    assert git(repo, "branch", "--list", "mine").strip()
     removed = [e for e in await store.read(task_id) if e.type == "WorkspaceRemoved"]
     assert removed[-1].data["reason"] == "ipa stopped while its run was in flight"

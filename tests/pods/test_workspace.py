@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 from ipa.pods.workspace import (
+    BranchConflict,
     PathOutsideWorkspace,
     RepositoryUnavailable,
     UnknownRevision,
@@ -101,7 +102,7 @@ async def test_create_adds_a_worktree_on_its_own_branch_at_the_base_commit(
 
     info = workspace.info
     assert info.path == manager.root / str(task_id) / "run-1"
-    assert info.branch == f"ipa/{task_id.hex[:8]}/run-1"
+    assert info.branch == f"ipa/{task_id.hex[:8]}-runs/run-1"
     assert info.base_commit == head
     assert git(info.path, "rev-parse", "HEAD") == head
     assert git(info.path, "symbolic-ref", "--short", "HEAD") == info.branch
@@ -558,17 +559,18 @@ async def test_remove_twice_is_harmless(
     assert not workspace.info.path.exists()
 
 
-async def test_remove_can_keep_the_branch(
+async def test_remove_can_keep_the_runs_commits_but_not_its_branch(
     manager: WorkspaceManager, workspace: Workspace, repo: Path, task_id: UUID
 ) -> None:
     await workspace.write("new.txt", b"new\n")
     commit = await workspace.commit("keep me")
     assert commit is not None
 
-    await manager.remove(task_id, "run-1", keep_branch=True)
+    await manager.remove(task_id, "run-1", keep_commits=True)
 
     assert not workspace.info.path.exists()
-    assert git(repo, "rev-parse", workspace.info.branch) == commit.sha
+    assert git(repo, "branch", "--list", workspace.info.branch) == ""
+    assert git(repo, "rev-parse", f"refs/ipa/runs/{task_id.hex[:8]}/run-1") == commit.sha
 
 
 async def test_remove_task_removes_all_of_its_workspaces_and_no_other(
@@ -643,7 +645,9 @@ async def test_sweep_removes_what_a_killed_process_left_and_nothing_of_the_users
     assert not (manager.root / str(left)).exists() and not (manager.root / str(vanished)).exists()
     assert list((manager.root / ".cache").glob("*.partial-*")) == []
     assert (mine / "README.md").exists() and (other.info.path / "README.md").exists()
-    assert git(repo, "log", "-1", "--format=%s", intact.info.branch) == "a run's commit"
+    assert git(repo, "branch", "--list", intact.info.branch) == ""
+    assert git(repo, "log", "-1", "--format=%s", f"refs/ipa/runs/{left.hex[:8]}/run-1") == (
+        "a run's commit")
     assert await manager.sweep(skip={kept}) == []
 
 
@@ -673,3 +677,124 @@ async def test_open_of_a_removed_workspace_is_not_found(
 
     with pytest.raises(WorkspaceNotFound):
         manager.open(task_id, "run-1")
+
+
+# The task's branch
+
+
+async def test_default_branch_is_main_not_what_the_user_has_checked_out(
+    manager: WorkspaceManager, repo: Path
+) -> None:
+    git(repo, "checkout", "--quiet", "-b", "my-feature")
+    add_commit(repo, "feature.txt", "mine\n")
+
+    assert await manager.default_branch(str(repo)) == "main"
+    workspace = await manager.create(task_id=uuid4(), workspace_id="run-1", repo=str(repo))
+    assert workspace.info.base_commit == git(repo, "rev-parse", "main")
+
+
+async def test_default_branch_follows_origin_head_then_init_default_branch(
+    manager: WorkspaceManager, repo: Path, remote: Path, tmp_path: Path
+) -> None:
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "--quiet", str(remote), str(clone))
+    git(clone, "checkout", "--quiet", "-b", "trunk")
+    git(clone, "checkout", "--quiet", "-b", "topic")
+    git(clone, "symbolic-ref", "refs/remotes/origin/HEAD", "refs/remotes/origin/trunk")
+    git(clone, "update-ref", "refs/remotes/origin/trunk", "HEAD")
+    assert await manager.default_branch(str(clone)) == "trunk"
+
+    git(repo, "branch", "-m", "main", "develop")
+    git(repo, "branch", "master")
+    git(repo, "config", "init.defaultBranch", "develop")
+    assert await manager.default_branch(str(repo)) == "develop"
+
+
+async def test_default_branch_of_a_url_is_the_remotes_head(
+    manager: WorkspaceManager, remote: Path
+) -> None:
+    assert await manager.default_branch(remote.as_uri()) == "main"
+
+
+async def test_make_branch_starts_the_task_branch_at_its_base(
+    manager: WorkspaceManager, repo: Path, task_id: UUID
+) -> None:
+    main = git(repo, "rev-parse", "main")
+    git(repo, "checkout", "--quiet", "-b", "release")
+    release = add_commit(repo, "release.txt", "1.0\n")
+    git(repo, "checkout", "--quiet", "-b", "elsewhere")
+
+    default = await manager.make_branch(task_id=task_id, repo=str(repo), base=None)
+    assert (default.name, default.base, default.base_commit) == (
+        f"ipa/{task_id.hex[:8]}", "main", main)
+    named = await manager.make_branch(task_id=task_id, repo=str(repo), base="release")
+    assert (named.base, named.base_commit) == ("release", release)
+    assert git(repo, "rev-parse", named.name) == release
+    with pytest.raises(UnknownRevision, match="nope"):
+        await manager.make_branch(task_id=task_id, repo=str(repo), base="nope")
+
+
+async def run_commit(manager: WorkspaceManager, task_id: UUID, repo: str, workspace_id: str,
+                     start: str, files: dict[str, bytes]) -> str:
+    """A run: a worktree at ``start`` that writes ``files``, commits and goes (commits kept)."""
+    workspace = await manager.create(task_id=task_id, workspace_id=workspace_id, repo=repo,
+                                     base=start)
+    for name, data in files.items():
+        await workspace.write(name, data)
+    commit = await workspace.commit(f"job {workspace_id}")
+    assert commit is not None
+    await manager.remove(task_id, workspace_id, keep_commits=True)
+    return commit.sha
+
+
+async def test_land_fast_forwards_then_replays_work_that_started_before(
+    manager: WorkspaceManager, repo: Path, task_id: UUID
+) -> None:
+    branch = await manager.make_branch(task_id=task_id, repo=str(repo), base=None)
+    base = branch.base_commit
+    first = await run_commit(manager, task_id, str(repo), "a-1", base, {"a.txt": b"a\n"})
+    second = await run_commit(manager, task_id, str(repo), "b-1", base, {"b.txt": b"b\n"})
+
+    head = await manager.land(task_id=task_id, repo=str(repo), commit=first, start=base,
+                              head=base)
+    assert head == first
+    head = await manager.land(task_id=task_id, repo=str(repo), commit=second, start=base,
+                              head=head)
+
+    assert git(repo, "rev-parse", branch.name) == head != second
+    assert git(repo, "rev-list", "--count", f"{base}..{branch.name}") == "2"
+    assert git(repo, "log", "-1", "--format=%s", head) == "job b-1"
+    assert sorted(git(repo, "ls-tree", "--name-only", head).split()) == [
+        "README.md", "a.txt", "b.txt", "src"]
+    assert git(repo, "rev-parse", "main") == base  # the base is untouched
+    assert git(repo, "branch", "--list", "--format=%(refname:short)", "ipa/*") == branch.name
+
+
+async def test_land_refuses_conflicting_changes_and_a_moved_branch(
+    manager: WorkspaceManager, repo: Path, task_id: UUID
+) -> None:
+    branch = await manager.make_branch(task_id=task_id, repo=str(repo), base=None)
+    base = branch.base_commit
+    first = await run_commit(manager, task_id, str(repo), "a-1", base, {"README.md": b"one\n"})
+    second = await run_commit(manager, task_id, str(repo), "b-1", base, {"README.md": b"two\n"})
+    head = await manager.land(task_id=task_id, repo=str(repo), commit=first, start=base,
+                              head=base)
+
+    with pytest.raises(BranchConflict, match="README.md"):
+        await manager.land(task_id=task_id, repo=str(repo), commit=second, start=base,
+                           head=head)
+    with pytest.raises(WorkspaceError, match="is not at"):
+        await manager.land(task_id=task_id, repo=str(repo), commit=second, start=base,
+                           head=base)
+    assert git(repo, "rev-parse", branch.name) == first
+
+
+async def test_removing_a_run_never_deletes_a_branch_it_did_not_make(
+    manager: WorkspaceManager, workspace: Workspace, repo: Path, task_id: UUID
+) -> None:
+    record = manager.root / str(task_id) / ".run-1.json"
+    record.write_text(record.read_text().replace(workspace.info.branch, "main"))
+
+    await manager.remove(task_id, "run-1")
+
+    assert git(repo, "rev-parse", "--verify", "main")

@@ -38,6 +38,8 @@ from ipa.domain import (
     CreateTask,
     Pause,
     RetryJob,
+    SetRepo,
+    SkipJob,
     TaskState,
     decide,
     evolve,
@@ -117,6 +119,9 @@ class Api:
                   methods=["GET"]),
             Route("/api/tasks/{task_id}/workspaces/{workspace_id}/diff", self.workspace_diff,
                   methods=["GET"]),
+            Route("/api/tasks/{task_id}/diff", self.task_diff, methods=["GET"]),
+            Route("/api/tasks/{task_id}/patch", self.task_patch, methods=["GET"]),
+            Route("/api/tasks/{task_id}/restart", self.restart_task, methods=["POST"]),
             Route("/api/tasks/{task_id}/{command}", self.task_command, methods=["POST"]),
             Route("/api/runs/{run_id}/events", self.run_events, methods=["GET"]),
         ]
@@ -148,7 +153,12 @@ class Api:
         return Response(body, media_type="application/json")
 
     async def view(self, request: Request) -> dict[str, Any]:
-        return task_state.view(await self.state(task_id_param(request)))
+        return self.present(await self.state(task_id_param(request)))
+
+    def present(self, state: TaskState) -> dict[str, Any]:
+        """The task view, with ``attention`` ``crashed`` when its pod crashed and stopped
+        (the supervisor knows it; the state may not)."""
+        return task_state.view(state, crashed=self.supervisor.attention(state.id))
 
     # Tasks -----------------------------------------------------------------------------------
 
@@ -163,9 +173,19 @@ class Api:
             if after is None:
                 raise BadCursor(f"cursor {cursor[:40]!r} was not handed out by this API")
             cursor = str(after)
-        page = self.task_list.page(after=cursor, limit=limit + 1)  # from memory
+        needs_person = request.query_params.get("attention")
+        if needs_person not in (None, "", "0", "1"):
+            raise BadRequest(f"attention {needs_person[:40]!r}: expected 1 or 0")
+
+        def kind(row: dict[str, Any]) -> str | None:
+            crashed = self.supervisor.attention(UUID(row["id"])) if row["id"] else None
+            return crashed.kind if crashed is not None else row.get("attention")
+
+        where = (lambda row: kind(row) is not None) if needs_person == "1" else None
+        page = self.task_list.page(after=cursor, limit=limit + 1, where=where)  # from memory
         next_cursor = page[limit - 1]["id"] if len(page) > limit else None
-        return JSONResponse({"items": page[:limit], "next_cursor": next_cursor})
+        items = [{**row, "attention": kind(row)} for row in page[:limit]]
+        return JSONResponse({"items": items, "next_cursor": next_cursor})
 
     async def create_task(self, request: Request) -> JSONResponse:
         body = await json_body(request)
@@ -187,7 +207,17 @@ class Api:
                 return task_state.view(await self.store.load(task_id, at))
 
             return await self.cached(("state", task_id, at), None, past)
-        return JSONResponse(task_state.view(await self.state(task_id)))
+        return JSONResponse(self.present(await self.state(task_id)))
+
+    async def restart_task(self, request: Request) -> JSONResponse:
+        """Start a new pod for a task whose pod crashed (a failed task goes back to work);
+        409 ``pod_running`` when its pod runs."""
+        task_id = task_id_param(request)
+        body = await json_body(request, required=False)
+        if body:
+            raise BadRequest(f"restart: unknown field(s) {', '.join(map(repr, body))}")
+        state = await self.supervisor.restart_task(task_id, actor=actor(request))
+        return JSONResponse(self.present(state))
 
     async def task_events(self, request: Request) -> Response:
         task_id = task_id_param(request)
@@ -259,12 +289,14 @@ class Api:
         ):
             raise BadRequest("expected_version must be a whole number ≥ 1")
         command = build(command_type, body, name)
+        if isinstance(command, SetRepo):
+            await self.supervisor.env.repositories.check(command.repo)  # 422 when refused
         ctx = context(request)
         state = await self.supervisor.execute(
             task_id, command, actor=ctx.actor, correlation_id=ctx.correlation_id,
             expected_version=expected, interrupt=interrupt,
         )
-        return JSONResponse(task_state.view(state))
+        return JSONResponse(self.present(state))
 
     # Jobs and runs ---------------------------------------------------------------------------
 
@@ -285,14 +317,16 @@ class Api:
         return JSONResponse(job)
 
     async def job_action(self, request: Request) -> JSONResponse:
-        """``retry`` (a dead-lettered job), ``cancel`` (``{"reason"}``), ``interrupt`` (its
-        running agent; the job's retry policy applies)."""
+        """``retry`` (a dead-lettered or held job), ``cancel`` (``{"reason"}``; its running
+        agent is stopped at once), ``skip`` (``{"reason"}``; a dead, held or queued job, which
+        then counts as finished for its phase), ``interrupt`` (stops its running agent and
+        holds the job for a person; not a failed attempt)."""
         task_id = task_id_param(request)
         job_id = request.path_params["job_id"]
         action = request.path_params["action"]
-        if action not in ("retry", "cancel", "interrupt"):
+        if action not in ("retry", "cancel", "interrupt", "skip"):
             raise NotFound("unknown_action", f"unknown job action {action!r}; known: "
-                           "cancel, interrupt, retry")
+                           "cancel, interrupt, retry, skip")
         body = await json_body(request, required=False)
         expected = body.pop("expected_version", None)
         if expected is not None and (
@@ -310,6 +344,8 @@ class Api:
             return JSONResponse({"interrupted": count})
         if action == "retry":
             command = build(RetryJob, {**body, "job_id": job_id}, "retry")
+        elif action == "skip":
+            command = build(SkipJob, {**body, "job_id": job_id}, "skip")
         else:
             command = build(CancelJob, {**body, "job_id": job_id}, "cancel")
         state = await self.supervisor.execute(
@@ -428,6 +464,45 @@ class Api:
             "base": base, "commit": commit, "diff": diff.text, "truncated": diff.truncated,
             "files": [{"status": status, "path": path} for status, path in diff.files],
         })
+
+
+    # The deliverable: the task's branch against its base -------------------------------------
+
+    async def _branch(self, request: Request) -> tuple[TaskState, str, str]:
+        """The task, its branch's base commit and newest commit; 404 before it has one."""
+        state = await self.state(task_id_param(request))
+        branch = state.branch
+        if branch is None or state.repo is None:
+            raise NotFound("branch_not_found", f"task {state.id} has no branch yet: it is made "
+                           "when the task's first job starts in its repository")
+        return state, branch.base_commit, branch.head_commit or branch.base_commit
+
+    async def task_diff(self, request: Request) -> JSONResponse:
+        """The task's branch against its base: unified diff (cut at the browser's limit),
+        changed files with their status letters, and the stat."""
+        state, base, head = await self._branch(request)
+        try:
+            found = await self.browser.compare(state.repo or "", base, head)
+        except BrowseError as e:
+            raise NotFound("commit_not_found", str(e)) from None
+        return JSONResponse({
+            "branch": state.branch.name if state.branch else None, "base": base, "head": head,
+            "diff": found.diff.text, "truncated": found.diff.truncated,
+            "files": [{"status": status, "path": path} for status, path in found.diff.files],
+            "stat": {"files": found.files, "insertions": found.insertions,
+                     "deletions": found.deletions},
+        })
+
+    async def task_patch(self, request: Request) -> Response:
+        """``git format-patch`` of the task's branch since its base, as a download."""
+        state, base, head = await self._branch(request)
+        try:
+            patch = await self.browser.patch(state.repo or "", base, head)
+        except BrowseError as e:
+            raise NotFound("commit_not_found", str(e)) from None
+        name = f"ipa-{state.id.hex[:8]}.patch"
+        return Response(patch, media_type="text/x-patch",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 def events_page_params(request: Request) -> tuple[int, int]:

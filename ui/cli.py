@@ -1,7 +1,9 @@
 """The ``ipa`` command line.
 
-Store-reading commands (``events``, ``replay``, ``audit verify``, ``projections rebuild``,
-``snapshot``) open the store directly, so they work whether or not a server is running;
+Store commands (``events``, ``replay``, ``audit verify``, ``projections rebuild``,
+``snapshot``) open the store directly. The reading ones work whether or not a server is running;
+the writing ones (``projections rebuild``, ``snapshot``, and ``serve`` itself) take the data
+dir's lock (:mod:`ipa.eventstore.lock`) and are refused while another process holds it.
 ``ipa task ...`` acts through a running server's HTTP API (:mod:`.client`).
 Errors are one line on stderr, ``ipa: <what> ...``, with exit status 1 (2 for bad usage).
 """
@@ -376,7 +378,7 @@ async def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_projections_rebuild(settings: Settings, args: argparse.Namespace) -> int:
-    async with open_store(settings, create=False) as store:
+    async with open_store(settings, create=False, lock="ipa projections rebuild") as store:
         progress = Progress("events", 0)
 
         def report(at: int, head: int) -> None:
@@ -392,7 +394,7 @@ async def cmd_projections_rebuild(settings: Settings, args: argparse.Namespace) 
 
 
 async def cmd_snapshot(settings: Settings, args: argparse.Namespace) -> int:
-    async with open_store(settings, create=False) as store:
+    async with open_store(settings, create=False, lock="ipa snapshot") as store:
         taken = await store.take_snapshot(args.task_id, args.at)
     print(f"snapshot of task {args.task_id} at version {taken}")
     return 0

@@ -1,9 +1,14 @@
 """``ipa task ...``: the task commands, acting through a running server's HTTP API.
 
-The server is ``--url`` (env ``IPA_URL``, default ``http://127.0.0.1:8765``); an API key comes
-from ``--api-key`` (env ``IPA_API_KEY``) and is sent as ``X-API-Key``. Plain ``urllib``: the
-command line needs no HTTP library of its own. Every failure is an :class:`ApiCallError` whose
-message is the server's own error message and code.
+Everything a person can do on the pages has a command here: the decisions at a gate
+(``approve``, ``request-changes``, ``back-to-phase``), answers, the budget, pause / resume /
+cancel / retry, ``restart`` of a stopped pod, and ``ipa task job retry|cancel|interrupt|skip``.
+
+The server is ``--url``, else ``IPA_URL``, else the live server named by the data dir's
+``server.json`` (``--data-dir``, env ``IPA_DATA_DIR``), else ``http://127.0.0.1:8765``. An API
+key comes from ``--api-key`` (env ``IPA_API_KEY``) and is sent as ``X-API-Key``. Plain
+``urllib``: the command line needs no HTTP library of its own. Every failure is an
+:class:`ApiCallError` whose message is the server's own error message and code.
 """
 
 from __future__ import annotations
@@ -18,6 +23,10 @@ import urllib.request
 from typing import Any
 
 import anyio
+
+from ipa.domain import Status
+
+from .runtime import Settings, running_server_url
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 TIMEOUT = 30.0
@@ -74,15 +83,29 @@ def _describe(e: urllib.error.HTTPError) -> str:
 def add_task_commands(commands: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     """The ``ipa task`` subcommands, added to the CLI's subparsers."""
     connection = parser_class(add_help=False)
-    connection.add_argument("--url", default=os.environ.get("IPA_URL", DEFAULT_URL),
-                            help=f"the ipa server (env IPA_URL; default {DEFAULT_URL})")
+    connection.add_argument("--url", help="the ipa server (env IPA_URL; default: the one "
+                            f"running on the data dir, else {DEFAULT_URL})")
+    connection.add_argument("--data-dir", help="find the server running on this data dir "
+                            "(env IPA_DATA_DIR; default: user data dir)")
     connection.add_argument("--api-key", default=os.environ.get("IPA_API_KEY"),
                             help="an API key, when the server requires one (env IPA_API_KEY)")
     connection.add_argument("--json", action="store_true", help="print the answer as JSON")
+    expected = parser_class(add_help=False)
+    expected.add_argument("--expected-version", type=int, metavar="N",
+                          help="refuse if the task has moved past version N")
 
     task = commands.add_parser("task", help="create, list, show and steer tasks (through the "
                                "running server)")
     sub = task.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    def command(name: str, help: str, api: str | None, body: Any = None,
+                parents: tuple[argparse.ArgumentParser, ...] = (connection, expected),
+                ) -> argparse.ArgumentParser:
+        parser = sub.add_parser(name, parents=list(parents), help=help, description=help)
+        parser.add_argument("task_id", metavar="TASK_ID")
+        parser.set_defaults(run=cmd_task, action=name, api=api,
+                            body=body or _nothing)
+        return parser
 
     create = sub.add_parser("create", parents=[connection], help="create a task")
     create.add_argument("title")
@@ -94,77 +117,191 @@ def add_task_commands(commands: Any, parser_class: type[argparse.ArgumentParser]
     create.add_argument("--workflow", default="task", help="task (default) or project")
     create.set_defaults(run=cmd_task, action="create")
 
-    listing = sub.add_parser("list", parents=[connection], help="list tasks")
-    listing.add_argument("--status", help="only tasks in this status")
+    listing = sub.add_parser("list", parents=[connection],
+                             help="list tasks, newest first")
+    listing.add_argument("--status", choices=[status.value for status in Status],
+                         help="only tasks in this status")
+    listing.add_argument("--attention", action="store_true",
+                         help="only tasks that need a person (a gate, a question, a dead job...)")
     listing.set_defaults(run=cmd_task, action="list")
 
-    show = sub.add_parser("show", parents=[connection], help="show a task's state")
-    show.add_argument("task_id", metavar="TASK_ID")
+    show = command("show", "show a task: its gate, what needs a person, questions, jobs and "
+                   "branch", None, parents=(connection,))
     show.add_argument("--version", type=int, help="as of this version")
-    show.set_defaults(run=cmd_task, action="show")
 
-    texts = {"approve": "comment", "pause": "reason", "cancel": "reason", "resume": None}
-    for name, field in texts.items():
-        command = sub.add_parser(name, parents=[connection], help=f"{name} a task")
-        command.add_argument("task_id", metavar="TASK_ID")
-        if field:
-            command.add_argument(f"--{field}", default="", help=f"the {field}")
-        command.add_argument("--expected-version", type=int, metavar="N",
-                             help="refuse if the task has moved past version N")
-        if name == "pause":
-            command.add_argument("--interrupt", action="store_true",
-                                 help="cut running agents short")
-        command.set_defaults(run=cmd_task, action=name, field=field)
+    approve = command("approve", "approve the phase waiting at its gate", "approve",
+                      lambda args: _texts(args, "comment"))
+    approve.add_argument("--comment", default="", help="a comment")
+    changes = command("request-changes", "send the phase at its gate back for another round, "
+                      "with feedback", "request_changes",
+                      lambda args: {"feedback": args.feedback})
+    changes.add_argument("feedback", metavar="FEEDBACK", help="what must change")
+    back = command("back-to-phase", "send the task back to an earlier phase, with feedback",
+                   "return_to_phase", lambda args: {"phase": args.phase,
+                                                    "feedback": args.feedback})
+    back.add_argument("phase", metavar="PHASE", help="the phase (e.g. planning)")
+    back.add_argument("feedback", metavar="FEEDBACK", help="what that phase must address")
+    answer = command("answer", "answer an agent's question", "answer_question")
+    answer.add_argument("answer", metavar="ANSWER")
+    answer.add_argument("--question", metavar="QUESTION_ID",
+                        help="which question (default: the only open one)")
+    budget = command("budget", "cap what the task may spend on models (raising it resumes a "
+                     "task its budget paused)", "set_budget",
+                     lambda args: {"limit_usd": args.limit_usd})
+    budget.add_argument("limit_usd", type=dollars, metavar="USD", help="dollars, or 'none'")
+    repo = command("set-repo", "point the task at another repository (a path or git URL), "
+                   "e.g. when its own cannot be used", "set_repo",
+                   lambda args: {"repo": args.repo})
+    repo.add_argument("repo", metavar="REPO", help="a local git repository or a git URL")
+    spec = command("update-spec", "replace the task's description (later prompts use it)",
+                   "update_spec", lambda args: {"description": _description(args)})
+    spec_source = spec.add_mutually_exclusive_group(required=True)
+    spec_source.add_argument("--description", help="the new description")
+    spec_source.add_argument("--description-file", metavar="FILE",
+                             help="read it from FILE ('-': stdin)")
+    pause = command("pause", "pause a task", "pause",
+                    lambda args: {**_texts(args, "reason"),
+                                  **({"interrupt": True} if args.interrupt else {})})
+    pause.add_argument("--reason", default="", help="why")
+    pause.add_argument("--interrupt", action="store_true", help="cut running agents short")
+    command("resume", "resume a paused task", "resume")
+    cancel = command("cancel", "cancel a task", "cancel", _reason)
+    cancel.add_argument("--reason", default="", help="why")
+    command("retry", "retry a failed task", "retry")
+    command("restart", "restart a task's pod that crashed or stopped", "restart",
+            parents=(connection,))
+
+    job = sub.add_parser("job", help="steer one job of a task: retry, cancel, interrupt, skip")
+    job_sub = job.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    job_actions = {
+        "retry": "run a dead or held job again",
+        "cancel": "cancel a job (its running agent stops at once)",
+        "interrupt": "stop a job's running agent and hold the job for a person",
+        "skip": "skip a dead, held or queued job (its phase can complete without it)",
+    }
+    for name, help in job_actions.items():
+        parents = [connection] if name == "interrupt" else [connection, expected]
+        parser = job_sub.add_parser(name, parents=parents, help=help, description=help)
+        parser.add_argument("task_id", metavar="TASK_ID")
+        parser.add_argument("job_id", metavar="JOB_ID")
+        if name in ("cancel", "skip"):
+            parser.add_argument("--reason", default="", help="why")
+        parser.set_defaults(run=cmd_task, action=f"job {name}", api=name,
+                            body=_reason if name in ("cancel", "skip") else _nothing)
 
 
-async def cmd_task(settings: object, args: argparse.Namespace) -> int:
-    client = ApiClient(args.url, args.api_key)
+def dollars(text: str) -> float | None:
+    """A budget in dollars, ``none`` for no cap."""
+    if text.strip().lower() in ("none", "off", "no"):
+        return None
+    try:
+        value = float(text.strip().lstrip("$"))
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 10**9:
+        raise argparse.ArgumentTypeError(f"invalid budget {text!r}: expected dollars ≥ 0 "
+                                         "or 'none'")
+    return value
+
+
+def _texts(args: argparse.Namespace, *fields: str) -> dict[str, str]:
+    return {field: getattr(args, field) for field in fields if getattr(args, field)}
+
+
+def _reason(args: argparse.Namespace) -> dict[str, str]:
+    return _texts(args, "reason")
+
+
+def _nothing(args: argparse.Namespace) -> dict[str, Any]:
+    return {}
+
+
+def _description(args: argparse.Namespace) -> str:
+    if args.description_file:
+        return sys.stdin.read() if args.description_file == "-" else _read(args.description_file)
+    return args.description or ""
+
+
+def server_url(args: argparse.Namespace, settings: Settings) -> str:
+    """``--url``, else ``IPA_URL``, else the data dir's running server, else the default."""
+    return (args.url or os.environ.get("IPA_URL") or running_server_url(settings.data_dir)
+            or DEFAULT_URL)
+
+
+async def cmd_task(settings: Settings, args: argparse.Namespace) -> int:
+    client = ApiClient(server_url(args, settings), args.api_key)
     return await anyio.to_thread.run_sync(_task, client, args)
 
 
 def _task(client: ApiClient, args: argparse.Namespace) -> int:
     if args.action == "create":
-        description = args.description
-        if args.description_file:
-            description = (sys.stdin.read() if args.description_file == "-"
-                           else _read(args.description_file))
-        body = {"title": args.title, "description": description, "workflow": args.workflow}
+        body = {"title": args.title, "description": _description(args),
+                "workflow": args.workflow}
         if args.repo:
             body["repo"] = args.repo
         task = client.call("POST", "/api/tasks", body)
         _print_task(task, args.json, created=True)
         return 0
     if args.action == "list":
-        rows = []
-        cursor = None
-        while True:
-            page = client.call("GET", "/api/tasks", query={"limit": 500, "cursor": cursor})
-            rows.extend(r for r in page["items"] if not args.status or r["status"] == args.status)
-            cursor = page["next_cursor"]
-            if cursor is None:
-                break
-        if args.json:
-            print(json.dumps(rows, indent=2))
-        else:
-            for row in rows:
-                print(f"{row['id']}  {row['status']:<9}  {row['phase']:<20}  v{row['version']:<5} "
-                      f" {row['title']}")
-        return 0
+        return _list(client, args)
     task_path = f"/api/tasks/{urllib.parse.quote(args.task_id, safe='')}"
     if args.action == "show":
         task = client.call("GET", task_path, query={"version": args.version})
-        _print_task(task, args.json)
+        _print_task(task, args.json, full=True)
         return 0
-    body: dict[str, Any] = {}
-    if args.field and getattr(args, args.field):
-        body[args.field] = getattr(args, args.field)
-    if args.expected_version is not None:
+    body: dict[str, Any] = args.body(args)
+    if args.action == "answer":
+        body = {"question_id": args.question or _open_question(client, task_path),
+                "answer": args.answer}
+    if getattr(args, "expected_version", None) is not None:
         body["expected_version"] = args.expected_version
-    if getattr(args, "interrupt", False):
-        body["interrupt"] = True
-    task = client.call("POST", f"{task_path}/{args.action}", body)
-    _print_task(task, args.json)
+    if args.action.startswith("job "):
+        job_path = f"{task_path}/jobs/{urllib.parse.quote(args.job_id, safe='')}"
+        answer = client.call("POST", f"{job_path}/{args.api}", body)
+    else:
+        answer = client.call("POST", f"{task_path}/{args.api}", body)
+    if isinstance(answer, dict) and "status" in answer and "id" in answer:
+        _print_task(answer, args.json)
+    else:  # e.g. ``{"interrupted": 1}``
+        print(json.dumps(answer, indent=2, sort_keys=True) if args.json else
+              ", ".join(f"{key}: {value}" for key, value in (answer or {}).items()))
     return 0
+
+
+def _list(client: ApiClient, args: argparse.Namespace) -> int:
+    """Every page of the list (the API lists by id), filtered, then sorted newest first."""
+    rows = []
+    cursor = None
+    while True:
+        page = client.call("GET", "/api/tasks", query={
+            "limit": 500, "cursor": cursor, "attention": 1 if args.attention else None})
+        rows.extend(row for row in page["items"]
+                    if (not args.status or row["status"] == args.status)
+                    and (not args.attention or row.get("attention")))
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    rows.sort(key=lambda row: (row.get("created_at") or "", row["id"]), reverse=True)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        needs = row.get("attention") or ""
+        print(f"{row['id']}  {row['status']:<9}  {needs:<10}  {row['phase']:<20}  "
+              f"v{row['version']:<5}  {row['title']}")
+    return 0
+
+
+def _open_question(client: ApiClient, task_path: str) -> str:
+    task = client.call("GET", task_path)
+    open_ = [q for q in task.get("questions") or [] if q.get("answer") is None]
+    if len(open_) == 1:
+        return open_[0]["question_id"]
+    if not open_:
+        raise ApiCallError(f"task {task['id']} has no open question")
+    listed = ", ".join(q["question_id"] for q in open_)
+    raise ApiCallError(f"task {task['id']} has {len(open_)} open questions ({listed}): name "
+                       "one with --question")
 
 
 def _read(path: str) -> str:
@@ -175,7 +312,8 @@ def _read(path: str) -> str:
         raise ApiCallError(f"cannot read {path}: {e.strerror}") from None
 
 
-def _print_task(task: dict[str, Any], as_json: bool, created: bool = False) -> None:
+def _print_task(task: dict[str, Any], as_json: bool, created: bool = False,
+                full: bool = False) -> None:
     if as_json:
         print(json.dumps(task, indent=2, sort_keys=True))
         return
@@ -184,4 +322,66 @@ def _print_task(task: dict[str, Any], as_json: bool, created: bool = False) -> N
         return
     for key in ("id", "title", "workflow", "phase", "status", "version"):
         print(f"{key:>17}: {task.get(key)}")
+    if full:
+        for key, value in _details(task):
+            print(f"{key:>17}: {value}")
     print(f"{'allowed_commands':>17}: {', '.join(task.get('allowed_commands', []))}")
+    if full:
+        for line in _jobs_and_questions(task):
+            print(line)
+
+
+def _details(task: dict[str, Any]) -> list[tuple[str, str]]:
+    """What ``show`` adds: the gate, what needs a person, the branch, the spend."""
+    lines = []
+    if task.get("status") == "waiting":
+        lines.append(("gate", f"{task.get('phase')} waits for approval (approve, "
+                              "request-changes or back-to-phase)"))
+    attention = task.get("attention")
+    if isinstance(attention, dict):
+        actions = ", ".join(attention.get("actions") or [])
+        lines.append(("attention", f"{attention.get('kind')}: {attention.get('message')}"
+                                   + (f" (do: {actions})" if actions else "")))
+    branch = task.get("branch")
+    if isinstance(branch, dict) and branch.get("name"):
+        head = branch.get("head_commit")
+        lines.append(("branch", f"{branch['name']} from {branch.get('base')} "
+                                f"{_short(branch.get('base_commit'))}"
+                                + (f", head {_short(head)}" if head else ", no commit yet")))
+    if task.get("repository_error"):
+        lines.append(("repository", str(task["repository_error"])))
+    cost = (task.get("usage") or {}).get("cost_usd") or 0.0
+    if task.get("budget_usd") is not None or cost:
+        cap = task.get("budget_usd")
+        lines.append(("spent", f"${cost:.2f}" + (f" of a ${cap:.2f} budget"
+                                                  if cap is not None else "")
+                      + (" (paused by its budget)" if task.get("budget_paused") else "")))
+    return lines
+
+
+def _jobs_and_questions(task: dict[str, Any]) -> list[str]:
+    lines = []
+    jobs = sorted(task.get("jobs") or [], key=lambda job: job.get("queued_seq", 0))
+    if jobs:
+        lines.append("jobs:")
+        for job in jobs:
+            error = f"  ({job['last_error']})" if job.get("last_error") else ""
+            lines.append(f"  {job['job_id']}  {job.get('agent', ''):<14} "
+                         f"{job.get('status', ''):<9}  attempts {job.get('attempts', 0)}/"
+                         f"{job.get('max_attempts', '?')}  phase {job.get('phase')}{error}")
+    questions = task.get("questions") or []
+    if questions:
+        lines.append("questions:")
+        for q in questions:
+            if q.get("answer") is None:
+                lines.append(f"  {q['question_id']}  open      (job {q.get('job_id')}) "
+                             f"{q.get('question')}")
+            else:
+                lines.append(f"  {q['question_id']}  answered  (job {q.get('job_id')}) "
+                             f"{q.get('question')} -> {q['answer']} "
+                             f"({q.get('answered_by')})")
+    return lines
+
+
+def _short(sha: Any) -> str:
+    return str(sha)[:12] if sha else "?"

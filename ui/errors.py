@@ -22,7 +22,7 @@ import math
 import re
 import typing
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from typing import Any
 from uuid import UUID
 
@@ -33,7 +33,7 @@ from starlette.responses import JSONResponse
 from ipa.domain import CommandRejected, DomainError, InvalidCommand, TaskNotFound
 from ipa.eventstore import StoreUnavailable, StreamNotFound, VersionConflict
 from ipa.pods import RepositoryRefused, WorkspaceError
-from ipa.supervisor import PodNotRunning, ShuttingDown
+from ipa.supervisor import PodNotRunning, PodRunning, ShuttingDown, TaskFinished
 
 MAX_BODY = 1024 * 1024
 """The largest request body accepted, in bytes (413 above it)."""
@@ -99,6 +99,8 @@ ERRORS: list[tuple[type[Exception], int, str]] = [
     (InvalidCommand, 400, "invalid_input"),
     (StreamNotFound, 404, "task_not_found"),
     (PodNotRunning, 409, "pod_not_running"),
+    (PodRunning, 409, "pod_running"),
+    (TaskFinished, 409, "task_finished"),
     (ShuttingDown, 503, "shutting_down"),
     (TaskNotFound, 404, "task_not_found"),
     (VersionConflict, 409, "version_conflict"),
@@ -330,10 +332,20 @@ def build(command_type: type, body: dict[str, Any], what: str) -> Any:
         if expected is not None and not expected[0](value):
             raise BadRequest(f"{what}: field {name!r} must be {expected[1]}, "
                              f"not {json.dumps(value)[:80]}")
+    missing = [f.name for f in known.values() if f.name not in body and f.init
+               and f.default is MISSING and f.default_factory is MISSING]
+    if missing:
+        raise BadRequest(f"{what}: {_plural(missing, 'the field', 'the fields')} "
+                         f"{', '.join(map(repr, missing))} {'is' if len(missing) == 1 else 'are'} "
+                         "required")
     try:
         return command_type(**body)
-    except TypeError as e:  # a required field is missing
+    except TypeError as e:  # a check of the command's own
         raise BadRequest(f"{what}: {e}") from None
+
+
+def _plural(items: Sequence[Any], one: str, many: str) -> str:
+    return one if len(items) == 1 else many
 
 
 def _json_type(hint: Any) -> tuple[Any, str] | None:

@@ -17,7 +17,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from ipa.domain import Pause
+from ipa.domain import Pause, SetRepo
 
 from .api import COMMANDS
 
@@ -133,8 +133,11 @@ def command_body(command_type: type) -> dict[str, Any]:
 
 def _command(command_type: type) -> dict[str, Any]:
     summary = (command_type.__doc__ or command_type.name).strip().splitlines()[0]
+    statuses = [400, 401, 403, 404, 409, 413, 415, 503]
+    if command_type is SetRepo:
+        statuses.append(422)  # the repository is refused, as at creation
     operation = _op(f"{command_type.name}: {summary}",
-                    {"200": _json(_TASK), **_errors(400, 401, 403, 404, 409, 413, 415, 503)},
+                    {"200": _json(_TASK), **_errors(*sorted(statuses))},
                     parameters=[TASK_ID], body=command_body(command_type))
     if any(f.default is MISSING and f.default_factory is MISSING
            for f in fields(command_type)):
@@ -174,7 +177,9 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
     "/api/tasks": {
         "get": _op("The task list (one summary row per task), by id",
                    {"200": _json(_page({"type": "object"})), **_errors(400, 401)},
-                   parameters=[_limit(500, 50), _query("cursor", "from next_cursor", _UUID)]),
+                   parameters=[_limit(500, 50), _query("cursor", "from next_cursor", _UUID),
+                               _query("attention", "1: only the tasks that need a person",
+                                      {"type": "string", "enum": ["0", "1"]})]),
         "post": _op("Create a task; its pod starts at once (422: its repo is refused)",
                     {"201": _json(_TASK), **_errors(400, 401, 413, 422)},
                     body={"type": "object", "required": ["title"], "additionalProperties": False,
@@ -182,12 +187,19 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                                          "description": {"type": "string"},
                                          "workflow": {"type": "string",
                                                       "enum": ["task", "project"]},
-                                         "repo": {"type": ["string", "null"]}}}),
+                                         "repo": {"type": ["string", "null"]},
+                                         "base_branch": {"type": ["string", "null"]}}}),
     },
     "/api/tasks/{task_id}": {"get": _op(
         "The task's state (as of ?version=N when given)",
         {"200": _json(_TASK), **_errors(400, 401, 404)},
         parameters=[TASK_ID, _query("version", "a past version", _VERSION)])},
+    "/api/tasks/{task_id}/restart": {"post": _op(
+        "Restart a task whose pod crashed (a failed task goes back to work); 409 pod_running "
+        "when its pod runs, task_finished when the task is over",
+        {"200": _json(_TASK), **_errors(400, 401, 404, 409, 413, 415, 503)},
+        parameters=[TASK_ID], body={"type": "object", "additionalProperties": False,
+                                    "properties": {}})},
     "/api/tasks/{task_id}/events": {"get": _op(
         "The task's events in version order", {"200": _json(_page(_EVENT)),
                                                **_errors(400, 401, 404)},
@@ -209,11 +221,14 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
         "One job", {"200": _json({"type": "object"}), **_errors(400, 401, 404)},
         parameters=[TASK_ID, _path("job_id", "the job's id")])},
     "/api/tasks/{task_id}/jobs/{job_id}/{action}": {"post": _op(
-        "retry (a dead-lettered job), cancel ({reason}) or interrupt (its running agent)",
+        "retry (a dead-lettered or held job), cancel ({reason}; stops its agent at once), "
+        "skip ({reason}; a dead, held or queued job, then finished for its phase) or "
+        "interrupt (stops its agent and holds the job for a person)",
         {"200": _json({"type": "object"}), **_errors(400, 401, 404, 409, 413)},
         parameters=[TASK_ID, _path("job_id", "the job's id"),
                     {**_path("action", "what to do"),
-                     "schema": {"type": "string", "enum": ["retry", "cancel", "interrupt"]}}],
+                     "schema": {"type": "string",
+                                "enum": ["retry", "cancel", "interrupt", "skip"]}}],
         body={"type": "object", "properties": {"reason": {"type": "string"},
                                                "expected_version": EXPECTED_VERSION}})},
     "/api/tasks/{task_id}/runs": {"get": _op(
@@ -240,6 +255,17 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
         {"200": _json({"type": "object"}), **_errors(400, 401, 404)},
         parameters=[TASK_ID, _path("workspace_id", "the workspace's id"),
                     _query("commit", "default: the newest"), _query("base", "default: base")])},
+    "/api/tasks/{task_id}/diff": {"get": _op(
+        "The task's branch against its base: diff (cut at a size limit), files and stat",
+        {"200": _json({"type": "object", "required": ["base", "head", "diff", "truncated",
+                                                      "files", "stat"]}),
+         **_errors(400, 401, 404)},
+        parameters=[TASK_ID])},
+    "/api/tasks/{task_id}/patch": {"get": _op(
+        "git format-patch of the task's branch since its base (text/x-patch, an attachment)",
+        {"200": {"description": "the patch", "content": {"text/x-patch": {
+            "schema": {"type": "string"}}}}, **_errors(400, 401, 404)},
+        parameters=[TASK_ID])},
     "/api/runs/{run_id}/events": {"get": _op(
         "An agent run's own events (RunStarted, RunOutput, RunFinished ...)",
         {"200": _json(_page(_EVENT)), **_errors(400, 401, 404)},
@@ -270,7 +296,11 @@ COMPONENTS = {
             "status": {"type": "string", "enum": ["pending", "running", "waiting", "paused",
                                                   "completed", "failed", "cancelled"]},
             "version": {"type": "integer"},
-            "allowed_commands": {"type": "array", "items": {"type": "string"}}},
+            "allowed_commands": {"type": "array", "items": {"type": "string"}},
+            "branch": {"type": ["object", "null"], "properties": {
+                "name": {"type": "string"}, "base": {"type": "string"},
+                "base_commit": {"type": "string"},
+                "head_commit": {"type": ["string", "null"]}}}},
             "additionalProperties": True},
         "Event": {"type": "object", "required": ["stream_id", "version", "position", "type",
                                                  "timestamp", "actor", "data"], "properties": {

@@ -147,7 +147,7 @@ def job_board(view: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
     """The jobs by status, one column per status in :data:`JOB_COLUMNS` order."""
     columns: dict[str, list[dict[str, Any]]] = {status: [] for status in JOB_COLUMNS}
     for job in items(view.get("jobs")):
-        columns.setdefault(job["status"], []).append(job)
+        columns.setdefault(job["status"], []).append(job)  # held, skipped...: when present
     return list(columns.items())
 
 
@@ -225,13 +225,41 @@ def pretty(value: Any) -> str:
 
 
 def when(value: str | None) -> str:
-    """An ISO time as ``YYYY-MM-DD HH:MM:SS`` (UTC as stored); empty for none."""
+    """An ISO time as ``YYYY-MM-DD HH:MM:SS UTC`` (as stored); empty for none."""
     if not value:
         return ""
     try:
-        return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M:%S")
+        return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M:%S UTC")
     except ValueError:
         return value
+
+
+def stamp(value: str | None, relative: bool = True) -> Markup:
+    """A ``<time>`` for an ISO time: UTC as rendered, the browser's zone and a relative age
+    once ``ipa.js`` formats it."""
+    if not value:
+        return Markup("")
+    rel = ' data-rel=""' if relative else ""
+    return Markup('<time datetime="{}"{}>{}</time>').format(value, Markup(rel), when(value))
+
+
+def duration(start: str | None, end: str | None) -> str:
+    """How long from ``start`` to ``end`` (ISO times), e.g. ``4.2 s``, ``3 min 5 s``."""
+    try:
+        seconds = (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+    except (TypeError, ValueError):
+        return ""
+    return seconds_text(seconds)
+
+
+def seconds_text(seconds: float) -> str:
+    if seconds < 60:
+        return f"{max(seconds, 0):.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
 
 
 def money(value: float | int | None) -> str:
@@ -240,3 +268,173 @@ def money(value: float | int | None) -> str:
 
 def number(value: int | None) -> str:
     return f"{value or 0:,}"
+
+
+# -- what the task's events tell beyond its view ------------------------------------------------
+
+RUN_OUTCOMES = {
+    "JobSucceeded": "succeeded",
+    "JobRateLimited": "rate limited",
+    "QuestionAsked": "asked a question",
+}
+
+
+def gate_review(events: list[dict[str, Any]], view: dict[str, Any]) -> dict[str, Any]:
+    """What a person approves at the current phase's gate: the artifacts the phase produced
+    (the newest of each name) and each job's latest verification in the phase (from the
+    events since the phase was last entered)."""
+    phase = view.get("phase")
+    artifacts: dict[str, dict[str, Any]] = {}
+    for artifact in items(view.get("artifacts")):
+        if artifact.get("phase") == phase and artifact.get("name"):
+            artifacts[artifact["name"]] = artifact
+    entered = max((i for i, e in enumerate(events) if e["type"] == "PhaseEntered"
+                   and (e.get("data") or {}).get("phase") == phase), default=-1)
+    verified: dict[str, dict[str, Any]] = {}
+    for event in events[entered + 1:]:
+        if event["type"] in ("VerificationPassed", "VerificationFailed"):
+            data = event.get("data") or {}
+            verified[data.get("job_id", "")] = {
+                "job_id": data.get("job_id", ""), "passed": event["type"] == "VerificationPassed",
+                "checks": [c for c in items(data.get("checks")) if isinstance(c, dict)],
+                "at": event["timestamp"],
+            }
+    return {"artifacts": list(artifacts.values()), "verifications": list(verified.values())}
+
+
+def runs_of(events: list[dict[str, Any]], view: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every agent run of the task as of its last event in ``events`` (JSON events, in version
+    order), newest first: its job, agent, attempt, start and end, and its own outcome
+    (``running``, ``succeeded``, ``failed``, ``interrupted``, ``asked a question``,
+    ``rate limited``, ``cancelled``), whatever its job did afterwards."""
+    agents = {job["job_id"]: job.get("agent", "") for job in items(view.get("jobs"))}
+    runs: dict[str, dict[str, Any]] = {}
+    current: dict[str, str] = {}  # job id → its run that is still going
+    for event in events:
+        kind, data = event["type"], event.get("data") or {}
+        job_id, run_id = data.get("job_id"), data.get("run_id")
+        if kind == "JobQueued" and job_id:
+            agents.setdefault(job_id, data.get("agent", ""))
+        if kind == "JobStarted" and run_id:
+            runs[run_id] = {
+                "run_id": run_id, "job_id": job_id, "agent": agents.get(job_id, ""),
+                "attempt": data.get("attempt"), "started_at": event["timestamp"],
+                "ended_at": None, "outcome": "running", "reason": None,
+                "version": event["version"],
+            }
+            current[job_id] = run_id
+            continue
+        if run_id is None and job_id in current and kind in (
+                "JobCancelled", "JobHeld", "JobInterrupted", "JobSkipped"):
+            run_id = current[job_id]
+        if kind == "TaskCancelled":
+            ended = list(current.values())
+        elif run_id in runs and runs[run_id]["outcome"] == "running":
+            ended = [run_id]
+        else:
+            continue
+        for rid in ended:
+            run = runs[rid]
+            if kind == "JobFailed":
+                outcome = "interrupted" if data.get("interrupted") else "failed"
+            elif kind in ("JobCancelled", "TaskCancelled", "JobSkipped"):
+                outcome = "cancelled"
+            elif kind in ("JobHeld", "JobInterrupted"):
+                outcome = "interrupted"
+            elif kind in RUN_OUTCOMES:
+                outcome = RUN_OUTCOMES[kind]
+            else:
+                continue  # usage, artifacts, verification...: the run goes on
+            run.update(outcome=outcome, ended_at=event["timestamp"],
+                       reason=data.get("reason") or data.get("question"))
+            current.pop(run["job_id"], None)
+    return sorted(runs.values(), key=lambda run: run["version"], reverse=True)
+
+
+def spec_history(events: list[dict[str, Any]], view: dict[str, Any]) -> dict[str, Any]:
+    """The description as created (with who and when) and each later edit (without the
+    events, the view's description stands for the original)."""
+    original: dict[str, Any] | None = None
+    if view.get("description"):
+        original = {"description": view["description"], "actor": view.get("created_by"),
+                    "at": view.get("created_at"), "version": 1}
+    edits: list[dict[str, Any]] = []
+    for event in events:
+        data = event.get("data") or {}
+        if event["type"] == "TaskCreated":
+            original = {"description": data.get("description", ""), "actor": event["actor"],
+                        "at": event["timestamp"], "version": event["version"]}
+        elif event["type"] == "SpecUpdated":
+            edits.append({"description": data.get("description", ""), "actor": event["actor"],
+                          "at": event["timestamp"], "version": event["version"]})
+    return {"original": original, "edits": edits}
+
+
+def answered_questions(view: dict[str, Any]) -> list[dict[str, Any]]:
+    return [q for q in items(view.get("questions")) if q.get("answer") is not None]
+
+
+STOPPED_JOBS = ("dead", "held", "cancelled")
+"""Job statuses that wait for a person (or, cancelled, stop their phase's work)."""
+
+JOB_ACTIONS = ("retry_job", "skip_job", "cancel_job")
+
+
+def way_forward(view: dict[str, Any], allowed: set[str]) -> dict[str, Any] | None:
+    """What the page offers a task that needs a person: the view's ``attention`` when it has
+    one, else one made up from its stopped jobs (dead, held or cancelled) and the task
+    commands allowed now. ``None`` when nothing waits for a person."""
+    status = view.get("status")
+    if status in ("completed", "cancelled"):
+        return None
+    attention = view.get("attention")
+    phases = earlier_phases(view)
+    if isinstance(attention, dict):
+        actions = list(attention.get("actions") or [])
+        if attention.get("kind") in ("job_dead", "job_held", "repository"):
+            actions += [name for name in ("return_to_phase", "request_approval")
+                        if name in allowed and name not in actions
+                        and (name != "return_to_phase" or phases)]
+        return {
+            "kind": attention.get("kind") or "attention",
+            "message": attention.get("message") or "This task needs you.",
+            "job_id": attention.get("job_id"),
+            "phase": attention.get("phase"),
+            "actions": actions,
+            "phases": phases,
+            "from_view": True,
+        }
+    stopped = [job for job in items(view.get("jobs")) if job.get("status") in STOPPED_JOBS]
+    if not stopped:
+        return None
+    job = stopped[-1]
+    actions = []
+    if job["status"] in ("dead", "held"):
+        actions += ["retry_job", "skip_job", "cancel_job"]
+    actions += [name for name in ("return_to_phase", "request_approval")
+                if name in allowed and (name != "return_to_phase" or phases)]
+    what = {"dead": "gave up", "held": "is held for you", "cancelled": "was cancelled"}
+    message = f"Job {job['job_id']} {what[job['status']]}"
+    if job.get("last_error") and job["status"] != "cancelled":
+        message += f": {job['last_error']}"
+    return {"kind": f"job_{job['status']}", "message": message + ".", "job_id": job["job_id"],
+            "phase": job.get("phase"), "actions": actions, "phases": phases,
+            "from_view": False}
+
+
+def earlier_phases(view: dict[str, Any]) -> list[str]:
+    """The workflow's phases before the current one (where ``return_to_phase`` can go)."""
+    names = [step["phase"] for step in timeline(view)]
+    current = view.get("phase")
+    return names[: names.index(current)] if current in names else []
+
+
+def job_notes(job: dict[str, Any], task_status: str | None) -> dict[str, Any]:
+    """What a job card says, true to the job's latest state only: the error only while the job
+    is failed, dead or held; the retry time only while a running task waits for it."""
+    status = job.get("status")
+    return {
+        "error": job.get("last_error") if status in ("failed", "dead", "held") else None,
+        "retry_at": job.get("retry_at") if status == "failed" and task_status == "running"
+        else None,
+    }

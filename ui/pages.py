@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -35,8 +36,9 @@ LIST_LIMIT = 2000
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters.update(
     markdown=model.markdown, pretty=model.pretty, when=model.when, money=model.money,
-    number=model.number,
+    number=model.number, stamp=model.stamp, duration=model.duration,
 )
+templates.env.globals.update(job_notes=model.job_notes)
 
 
 def routes(supervisor: Supervisor, task_list: TaskList) -> list[BaseRoute]:
@@ -61,9 +63,47 @@ def routes(supervisor: Supervisor, task_list: TaskList) -> list[BaseRoute]:
         except StreamNotFound:
             return None
 
-    def not_found(request: Request, what: str) -> Response:
+    def not_found(request: Request, what: str, kind: str = "task") -> Response:
         return templates.TemplateResponse(
-            request, "not_found.html", {"what": what}, status_code=404)
+            request, "not_found.html", {"what": what, "kind": kind}, status_code=404)
+
+    async def events_of(task_id: UUID, upto: int | None = None) -> list[dict[str, Any]]:
+        """The task's events up to ``upto`` (all by default), as JSON."""
+        found: list[dict[str, Any]] = []
+        while True:
+            page = await store.read(task_id, after=len(found), upto=upto, limit=1000)
+            found += [event.to_json() for event in page]
+            if len(page) < 1000:
+                return found
+
+    async def render_state(request: Request, template: str, state: TaskState,
+                           version: int | None, extra: dict[str, Any]) -> Response:
+        """A page or the state panel for ``state``; with ``version``, as time travel to it."""
+        view = task_state.view(state)
+        events = await events_of(state.id, version)
+        context = {**panel(view, events), **extra}
+        if version is not None:
+            previous = await store.load(state.id, version - 1) if version > 1 else None
+            before = task_state.view(previous) if previous else None
+            context["travel"] = {
+                "version": version,
+                "head": await store.version(state.id),
+                "changed": [
+                    change for key, value in task_state.diff(before, view).items()
+                    if key != "version"
+                    for change in model.changes(None if before is None else before.get(key),
+                                                value, key)
+                ],
+                "event": events[-1] if events else None,
+            }
+        return templates.TemplateResponse(request, template, context)
+
+    def version_param(request: Request) -> int | None | str:
+        """``?version=N``: N, None without one, or the text of a malformed one."""
+        text = request.query_params.get("version")
+        if text is None:
+            return None
+        return whole_number(text) or text  # 0 and malformed alike: no such version
 
     async def task_list_page(request: Request) -> Response:
         # Read before the rows, so a change made while they are read is sent again, not lost.
@@ -95,44 +135,37 @@ def routes(supervisor: Supervisor, task_list: TaskList) -> list[BaseRoute]:
             "row": model.list_row(task_state.view(state))})
 
     async def pod_page(request: Request) -> Response:
+        version = version_param(request)
+        if isinstance(version, str):
+            return not_found(request, f"version {version}", "version")
         state = await task_or_none(request)
         if state is None:
             return not_found(request, request.path_params["task_id"])
-        view = task_state.view(state)
-        return templates.TemplateResponse(request, "pod.html", {
-            **panel(view),
+        if version is not None:
+            if version > state.version:
+                return not_found(request, f"version {version}", "version")
+            state = await store.load(state.id, version)
+        return await render_state(request, "pod.html", state, version, {
+            "head": await store.version(state.id) if version is not None else state.version,
             "task_event_types": model.task_event_types(),
             "run_event_types": model.run_event_types(),
         })
 
     async def state_fragment(request: Request) -> Response:
-        text = request.query_params.get("version")
-        version = None
-        if text is not None:
-            version = whole_number(text) or -1  # 0 and malformed alike: no such version
-        if version == -1:
-            return not_found(request, f"version {text}")
+        version = version_param(request)
+        if isinstance(version, str):
+            return not_found(request, f"version {version}", "version")
         state = await task_or_none(request, version)
         if state is None:
             return not_found(request, request.path_params["task_id"])
-        view = task_state.view(state)
-        context = panel(view)
-        if version is not None:
-            previous = await store.load(state.id, version - 1) if version > 1 else None
-            before = task_state.view(previous) if previous else None
-            events = await store.read(state.id, after=version - 1, upto=version)
-            context["travel"] = {
-                "version": version,
-                "head": await store.version(state.id),
-                "changed": [
-                    change for key, value in task_state.diff(before, view).items()
-                    if key != "version"
-                    for change in model.changes(None if before is None else before.get(key),
-                                                value, key)
-                ],
-                "event": events[0].to_json() if events else None,
-            }
-        return templates.TemplateResponse(request, "_state.html", context)
+        return await render_state(request, "_state.html", state, version, {})
+
+    async def unknown_page(request: Request) -> Response:
+        path = request.url.path
+        if path.startswith(("/api/", "/static/")) or "text/html" not in request.headers.get(
+                "accept", ""):
+            raise HTTPException(404)
+        return not_found(request, path, "page")
 
     return [
         Route("/", task_list_page),
@@ -140,16 +173,25 @@ def routes(supervisor: Supervisor, task_list: TaskList) -> list[BaseRoute]:
         Route("/pods/{task_id}/row", row),
         Route("/pods/{task_id}/state", state_fragment),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        # Last: any other page a browser asks for is an HTML 404 (the API's stay JSON).
+        Route("/{path:path}", unknown_page, methods=["GET", "HEAD"]),
     ]
 
 
-def panel(view: dict[str, Any]) -> dict[str, Any]:
-    """What the state panel of a pod page shows, from the task's view."""
+def panel(view: dict[str, Any], events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """What the state panel of a pod page shows, from the task's view and its events (up to
+    the same version)."""
     spec = model.latest_artifact(view, "spec")
     plan = model.latest_artifact(view, "plan")
+    allowed = set(model.allowed_commands(view))
     return {
         "task": view,
-        "allowed": set(model.allowed_commands(view)),
+        "allowed": allowed,
+        "forward": model.way_forward(view, allowed),
+        "runs": model.runs_of(events or [], view),
+        "review": model.gate_review(events or [], view),
+        "spec_history": model.spec_history(events or [], view),
+        "answered": model.answered_questions(view),
         "spec": spec["content"] if spec else view.get("description", ""),
         "spec_from": spec,
         "plan": plan,

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import anyio
 import uvicorn
+from anyio.abc import TaskStatus
 
 from ipa.pods import (
     AgentCatalog,
@@ -44,7 +45,7 @@ from ipa.supervisor import Supervisor
 from .app import create_app
 from .connections import Limits, raise_file_limit, server_config
 from .guard import GuardPolicy
-from .runtime import Settings, open_store
+from .runtime import Settings, open_store, remove_server_file, write_server_file
 from .sessions import DEFAULT_TTL, Sessions
 
 SHUTDOWN_DEADLINE = 10.0
@@ -101,7 +102,8 @@ def agent_settings(environ: Mapping[str, str]) -> AgentSettings:
     catalog from ``IPA_AGENTS_FILE`` (TOML) over the built-in one, the Claude Code CLI from
     ``IPA_CLAUDE_CLI`` (else the SDK's bundled one), rate-limit waits from
     ``IPA_RATE_LIMIT_BASE`` (seconds, default 60) doubling up to ``IPA_RATE_LIMIT_CAP``
-    (default 3600). Raises ``AgentConfigError`` naming what is wrong."""
+    (default 3600), a project's next maintainer run ``IPA_PERPETUAL_INTERVAL`` seconds after
+    its last (default 3600). Raises ``AgentConfigError`` naming what is wrong."""
     agents_file = environ.get("IPA_AGENTS_FILE")
     catalog = AgentCatalog.load(Path(agents_file) if agents_file else None)
 
@@ -127,7 +129,8 @@ def agent_settings(environ: Mapping[str, str]) -> AgentSettings:
     if auto not in ("1", "0", "true", "false", "on", "off", "yes", "no"):
         raise AgentConfigError(f"IPA_AUTO_AGENTS={auto!r}: expected 1 or 0")
     return AgentSettings(catalog=catalog, auto_queue=auto in ("1", "true", "on", "yes"),
-                         rate_limit_base=base, rate_limit_cap=cap)
+                         rate_limit_base=base, rate_limit_cap=cap,
+                         perpetual_interval=seconds("IPA_PERPETUAL_INTERVAL", 3600.0))
 
 
 def check_host(host: str, keys: Mapping[str, str]) -> None:
@@ -166,6 +169,11 @@ def allowed_hosts(host: str, keys: Mapping[str, str], extra: tuple[str, ...]) ->
     return (host, *extra)
 
 
+def server_url(host: str, port: int) -> str:
+    """``http://host:port`` (an IPv6 literal in brackets)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 class _Server(uvicorn.Server):
     """uvicorn without its signal handlers (``serve`` handles the signals)."""
 
@@ -197,7 +205,8 @@ async def serve(settings: Settings, host: str, port: int,
     shutdown = anyio.Event()
     agents = agent_settings(os.environ)
     sync = SyncSettings.from_environment()
-    async with open_store(settings, create=True) as store, anyio.create_task_group() as tg:
+    async with open_store(settings, create=True, lock="ipa serve") as store, \
+            anyio.create_task_group() as tg:
         supervisor = Supervisor(PodEnvironment(
             store=store,
             workspaces=WorkspaceManager(data_dir / "workspaces"),
@@ -215,8 +224,10 @@ async def serve(settings: Settings, host: str, port: int,
                        sessions=sessions),
             limits, host=host, port=port, timeout_graceful_shutdown=5))
 
-        async def on_signals() -> None:
+        async def on_signals(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+                             ) -> None:
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                task_status.started()  # handled from here on: before the "open" line
                 async for signum in signals:
                     if shutdown.is_set():
                         server.force_exit = True
@@ -226,7 +237,7 @@ async def serve(settings: Settings, host: str, port: int,
                     shutdown.set()
                     server.should_exit = True
 
-        tg.start_soon(on_signals)
+        await tg.start(on_signals)
         try:
             sock = listen(host, port)
         except OSError as e:
@@ -241,11 +252,16 @@ async def serve(settings: Settings, host: str, port: int,
         access = (f"API keys required ({len(keys)} configured)" if keys
                   else f"no API keys: listening on {host} only")
         tune_gc()
+        url = server_url(shown, sock.getsockname()[1])
+        write_server_file(data_dir, url)  # how `ipa task ...` finds this server
         # Printed once the socket listens: a client that reads it may connect at once.
-        print(f"ipa: open http://{shown}:{port}/ ({access}; {where}; "
+        print(f"ipa: open {url}/ ({access}; {where}; "
               f"{len(supervisor.pods())} pods recovered)", file=sys.stderr, flush=True)
-        with sock:
-            await server.serve(sockets=[sock])
+        try:
+            with sock:
+                await server.serve(sockets=[sock])
+        finally:
+            remove_server_file(data_dir)
         shutdown.set()
         print("ipa: stopping: letting running steps finish, then snapshotting",
               file=sys.stderr, flush=True)

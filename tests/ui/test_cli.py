@@ -7,6 +7,7 @@ and never a traceback.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -15,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,12 +65,18 @@ class Run:
         return lines[0]
 
 
+DATA_DIR = tempfile.mkdtemp(prefix="ipa-test-data-")
+"""The data dir of commands given none: never the user's own (its lock, server.json, keys)."""
+atexit.register(shutil.rmtree, DATA_DIR, ignore_errors=True)
+
+
 def environment(**extra: str) -> dict[str, str]:
     """This process's environment without any ``IPA_*`` setting, plus ``extra``."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("IPA_")}
     # A server started by these tests queues no agent per phase (jobs are queued by hand);
     # it and the store-reading commands use the tests' audit key (that of their stores).
-    return {**env, "IPA_AUTO_AGENTS": "0", "IPA_AUDIT_KEY": AUDIT_KEY_TEXT, **extra}
+    return {**env, "IPA_AUTO_AGENTS": "0", "IPA_AUDIT_KEY": AUDIT_KEY_TEXT,
+            "IPA_DATA_DIR": DATA_DIR, **extra}
 
 
 async def ipa(*args: str, **env: str) -> Run:

@@ -221,3 +221,25 @@ async def test_an_oversized_or_odd_request_id_is_not_stored_as_the_correlation_i
     ids = [e.to_json()["correlation_id"] for e in events]
     assert len(ids) == 3 and all(re.fullmatch("[0-9a-f]{32}", i) for i in ids[:2])  # fresh
     assert ids[2] == "req-42.a:b"
+
+
+@pytest.mark.parametrize(("path", "body", "message"), [
+    ("/api/tasks", {"description": "d"}, "create_task: the field 'title' is required"),
+], ids=["create-without-title"])
+async def test_a_missing_field_is_named_in_the_users_words(api, path: str, body: dict,
+                                                             message: str) -> None:
+    response = await api.post(path, json=body)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == message
+    assert "__init__" not in response.text and "positional" not in response.text
+
+
+async def test_a_command_missing_its_fields_names_them_all(api) -> None:
+    task = await create(api)
+
+    response = await api.post(f"/api/tasks/{task['id']}/queue_job", json={})
+
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == (
+        "queue_job: the fields 'job_id', 'agent' are required")

@@ -7,8 +7,11 @@ import contextlib
 import json
 import signal
 import socket
+import subprocess
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 import httpx
@@ -16,7 +19,10 @@ import pytest
 from anyio.abc import Process
 
 from ipa.eventstore import ConnectionParams
+from ipa.pods import AgentConfigError
+from ipa.ui.serve import agent_settings
 
+from ..fakes.claude import FakeClaude
 from .test_cli import IPA, Run, environment, ipa, url_of
 
 pytestmark = pytest.mark.anyio
@@ -27,6 +33,7 @@ class Served:
     process: Process
     url: str
     first_line: str
+    data_dir: Path
 
 
 def free_port() -> int:
@@ -36,26 +43,36 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def served(database: ConnectionParams, *args: str, **env: str) -> AsyncIterator[Served]:
-    port = free_port()
-    process = await anyio.open_process(
-        [IPA, "serve", "--database-url", url_of(database), "--port", str(port), *args],
-        env=environment(**env))
-    try:
-        assert process.stderr is not None
-        line = b""
-        with anyio.fail_after(30):
-            while not line.endswith(b"\n"):
-                line += await process.stderr.receive(1)
-        yield Served(process, f"http://127.0.0.1:{port}", line.decode())
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            with anyio.move_on_after(15):
-                await process.wait()
+async def served(database: ConnectionParams, *args: str, data_dir: Path | None = None,
+                 **env: str) -> AsyncIterator[Served]:
+    """An ``ipa serve`` on the test's database, with a data dir of its own unless given (the
+    data dir is locked by its server)."""
+    with contextlib.ExitStack() as stack:
+        if "--data-dir" in args:
+            data_dir = Path(args[args.index("--data-dir") + 1])
+        if data_dir is None:
+            data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ipa-serve-")))
+        port = free_port()
+        process = await anyio.open_process(
+            [IPA, "serve", "--database-url", url_of(database), "--data-dir", str(data_dir),
+             "--port", str(port), *args],
+            env=environment(**env))
+        try:
+            assert process.stderr is not None
+            line = b""
+            with anyio.fail_after(30):
+                while not line.endswith(b"\n"):
+                    line += await process.stderr.receive(1)
+            yield Served(process, f"http://127.0.0.1:{port}", line.decode(), data_dir)
+        finally:
             if process.returncode is None:
-                process.kill()
-        await process.aclose()
+                process.terminate()
+                with anyio.move_on_after(15):
+                    await process.wait()
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+            await process.aclose()
 
 
 async def task_cli(server: Served, *args: str, **env: str) -> Run:
@@ -140,3 +157,121 @@ async def test_sigterm_ends_open_streams_and_exits_0(database: ConnectionParams)
 
     assert status == 0
     assert "event: shutdown" in rest
+
+
+# CLI parity: what a person does on the page, done with `ipa task ...` ------------------------
+
+
+async def until(server: Served, task_id: str, predicate) -> dict:
+    """The task's view once ``predicate`` holds (polled through the API, with a deadline)."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=20) as client:
+        with anyio.fail_after(60):
+            while True:
+                view = (await client.get(f"/api/tasks/{task_id}")).json()
+                if predicate(view):
+                    return view
+                await anyio.sleep(0.05)
+
+
+def git_repo(path: Path) -> Path:
+    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
+    subprocess.run(["git", "-C", str(path), "-c", "user.name=t", "-c", "user.email=t@t",
+                    "commit", "-q", "--allow-empty", "-m", "init"], check=True)
+    return path
+
+
+async def test_a_question_a_gate_and_the_budget_are_handled_from_the_cli(
+    database: ConnectionParams, tmp_path: Path,
+) -> None:
+    fake = FakeClaude(tmp_path / "fake").script({
+        "spec_writer": [{"text": "QUESTION: which endpoint?"}, {"text": "# Spec\nlogin"}],
+        "*": [{"text": "# Plan\nsteps"}]})
+    env = {"IPA_AUTO_AGENTS": "1", "IPA_CLAUDE_CLI": str(fake.cli)}
+    async with served(database, **env) as server:
+        task_id = (await task_cli(server, "create", "Rate limit", "--repo",
+                                  str(git_repo(tmp_path / "repo")))).out.strip()
+        await until(server, task_id, lambda v: any(
+            q["answer"] is None for q in v.get("questions") or []))
+        asked = await task_cli(server, "show", task_id)
+        answered = await task_cli(server, "answer", task_id, "the login one")
+        await until(server, task_id, lambda v: v["status"] == "waiting")
+        at_gate = await task_cli(server, "show", task_id)
+        changes = await task_cli(server, "request-changes", task_id, "more detail")
+        await until(server, task_id, lambda v: v["status"] == "waiting"
+                    and len(v["feedback"]) == 1)
+        budget = await task_cli(server, "budget", task_id, "5")
+        shown_budget = await task_cli(server, "show", task_id)
+        approved = await task_cli(server, "approve", task_id, "--comment", "ok")
+        await until(server, task_id, lambda v: v["phase"] == "planning"
+                    and v["status"] == "waiting")
+        back = await task_cli(server, "back-to-phase", task_id, "spec_clarification", "redo")
+        again = await task_cli(server, "approve", task_id, "--expected-version", "1")
+        no_job = await task_cli(server, "job", "retry", task_id, "no-such-job")
+
+    assert "questions:" in asked.out and "open" in asked.out and "which endpoint?" in asked.out
+    assert answered.status == 0, answered.err
+    assert "gate: spec_clarification waits for approval" in at_gate.out
+    assert "answered" in at_gate.out and "the login one" in at_gate.out
+    assert "jobs:" in at_gate.out and "spec_writer" in at_gate.out
+    assert changes.status == 0 and "status: running" in changes.out
+    assert budget.status == 0 and "of a $5.00 budget" in shown_budget.out
+    assert approved.status == 0
+    assert back.status == 0 and "phase: spec_clarification" in back.out
+    assert again.status == 1 and "version_conflict" in again.error_line()
+    assert no_job.status == 1 and "no-such-job" in no_job.error_line()
+
+
+async def test_task_list_is_newest_first_and_filters_by_status_and_attention(
+    database: ConnectionParams,
+) -> None:
+    async with served(database) as server:
+        first = (await task_cli(server, "create", "first")).out.strip()
+        second = (await task_cli(server, "create", "second")).out.strip()
+        await task_cli(server, "pause", first)
+        listed = await task_cli(server, "list")
+        paused = await task_cli(server, "list", "--status", "paused")
+        needs_me = await task_cli(server, "list", "--attention", "--json")
+    bogus = await ipa("task", "list", "--status", "bogus", "--url", server.url)
+
+    ids = [line.split()[0] for line in listed.lines]
+    assert ids.index(second) < ids.index(first)
+    assert [line.split()[0] for line in paused.lines] == [first]
+    assert needs_me.status == 0 and all(row.get("attention") for row in json.loads(needs_me.out))
+    assert bogus.status == 2 and bogus.out == ""
+    assert "invalid choice: 'bogus'" in bogus.error_line() and "'paused'" in bogus.error_line()
+
+
+async def test_a_job_is_interrupted_held_and_skipped_from_the_cli(
+    database: ConnectionParams, tmp_path: Path,
+) -> None:
+    fake = FakeClaude(tmp_path / "fake").script({"*": [{"text": "# Spec", "sleep": 60}]})
+    env = {"IPA_AUTO_AGENTS": "1", "IPA_CLAUDE_CLI": str(fake.cli)}
+    async with served(database, **env) as server:
+        task_id = (await task_cli(server, "create", "t", "--repo",
+                                  str(git_repo(tmp_path / "repo")))).out.strip()
+        view = await until(server, task_id, lambda v: any(
+            j["status"] == "running" for j in v["jobs"]))
+        [job] = [j["job_id"] for j in view["jobs"] if j["status"] == "running"]
+        interrupted = await task_cli(server, "job", "interrupt", task_id, job)
+        await until(server, task_id, lambda v: any(
+            j["job_id"] == job and j["status"] == "held" for j in v["jobs"]))
+        skipped = await task_cli(server, "job", "skip", task_id, job, "--reason", "not needed")
+        shown = await task_cli(server, "show", task_id)
+        restart = await task_cli(server, "restart", task_id)
+        elsewhere = git_repo(tmp_path / "elsewhere")
+        moved = await task_cli(server, "set-repo", task_id, str(elsewhere))
+        refused = await task_cli(server, "set-repo", task_id, str(tmp_path / "nowhere"))
+
+    assert interrupted.status == 0, interrupted.err
+    assert moved.status == 0, moved.err
+    assert refused.status == 1 and "repository_refused" in refused.error_line()
+    assert skipped.status == 0, skipped.err
+    assert f"{job}  spec_writer" in shown.out and "skipped" in shown.out
+    assert restart.status == 1 and "pod_running" in restart.error_line()
+
+
+def test_agent_settings_read_the_perpetual_interval_from_the_environment() -> None:
+    assert agent_settings({}).perpetual_interval == 3600.0
+    assert agent_settings({"IPA_PERPETUAL_INTERVAL": "90"}).perpetual_interval == 90.0
+    with pytest.raises(AgentConfigError, match="IPA_PERPETUAL_INTERVAL='-1'"):
+        agent_settings({"IPA_PERPETUAL_INTERVAL": "-1"})

@@ -81,6 +81,7 @@ const ipa = (() => {
 
   function live(state, text) {
     const badge = document.getElementById("live");
+    if (!badge) return;
     badge.dataset.state = state;
     badge.textContent = text || state;
   }
@@ -110,6 +111,7 @@ const ipa = (() => {
       if (opened.has(s.textContent)) s.parentElement.open = true;
     });
     if (focus && document.getElementById(focus)) document.getElementById(focus).focus();
+    times(container);
   }
 
   /** Listen to every named event type (and unnamed messages) of an EventSource. */
@@ -123,8 +125,10 @@ const ipa = (() => {
    * anything missed, then `stream` (SSE, `id:` = version, opened after the history) for what is
    * new. Every event reaches `onEvent` exactly once, in version order, however often the
    * connection drops. `optional`: a 404 from `events` means "nothing yet" (a run not started).
+   * `streamFirst`: open the stream at once, without reading `events` first (a run's stream
+   * waits for its first event, where its events endpoint would answer 404 until then).
    */
-  function follow({ stream, events, types, onEvent, onState, optional }) {
+  function follow({ stream, events, types, onEvent, onState, optional, streamFirst }) {
     let last = 0;
     let closed = false;
     let source = null;
@@ -139,6 +143,7 @@ const ipa = (() => {
       onEvent(event);
     };
     const catchUp = async () => {
+      if (streamFirst && last === 0) return; // the stream sends everything from the start
       for (;;) {
         let page;
         try {
@@ -254,5 +259,60 @@ const ipa = (() => {
     if (e.target.id === "notice-close") document.getElementById("notice").hidden = true;
   });
 
-  return { request, fragment, fragmentAt, notify, live, swap, listen, follow };
+  // Times: rendered as ISO in <time datetime> (UTC text as a fallback), shown here in the
+  // browser's zone; data-rel adds the relative age, data-elapsed shows the time since then.
+  const dateFormat = new Intl.DateTimeFormat(undefined, {
+    year: "numeric", month: "short", day: "numeric",
+    hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short",
+  });
+  const relativeFormat = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
+
+  function relative(ms) {
+    const seconds = Math.round(ms / 1000);
+    const size = Math.abs(seconds);
+    if (size < 60) return relativeFormat.format(seconds, "second");
+    if (size < 3600) return relativeFormat.format(Math.round(seconds / 60), "minute");
+    if (size < 86400) return relativeFormat.format(Math.round(seconds / 3600), "hour");
+    return relativeFormat.format(Math.round(seconds / 86400), "day");
+  }
+
+  /** A duration in seconds as "12 s", "3 min 5 s", "2 h 4 min". */
+  function span(seconds) {
+    seconds = Math.max(0, Math.floor(seconds));
+    if (seconds < 60) return `${seconds} s`;
+    const minutes = Math.floor(seconds / 60);
+    if (minutes < 60) return `${minutes} min ${seconds % 60} s`;
+    return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
+  }
+
+  /** Format every <time datetime> under `root` (elapsed ones only, with `onlyElapsed`). */
+  function times(root = document, onlyElapsed = false) {
+    const now = Date.now();
+    const selector = onlyElapsed ? "time[datetime][data-elapsed]" : "time[datetime]";
+    root.querySelectorAll(selector).forEach((node) => {
+      const at = Date.parse(node.dateTime);
+      if (Number.isNaN(at)) return;
+      if ("elapsed" in node.dataset) {
+        node.textContent = span((now - at) / 1000);
+        return;
+      }
+      node.title = node.dateTime;
+      node.textContent = dateFormat.format(at) + ("rel" in node.dataset ? ` · ${relative(at - now)}` : "");
+    });
+  }
+  document.addEventListener("DOMContentLoaded", () => times());
+  setInterval(() => times(document, true), 1000);
+  setInterval(() => times(), 20000);
+
+  /** A <time> element for an ISO time (formatted by `times`). */
+  function timeElement(iso, rel = true) {
+    const node = document.createElement("time");
+    node.dateTime = iso || "";
+    if (rel) node.dataset.rel = "";
+    node.textContent = iso || "";
+    times({ querySelectorAll: () => [node] });
+    return node;
+  }
+
+  return { request, fragment, fragmentAt, notify, live, swap, listen, follow, times, timeElement, span };
 })();

@@ -42,6 +42,7 @@
     } else {
       rows.prepend(row);
     }
+    ipa.times(row);
     applyFilter();
   }
 

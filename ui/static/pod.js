@@ -12,8 +12,12 @@
   const range = document.getElementById("travel-range");
   const number = document.getElementById("travel-number");
   const liveButton = document.getElementById("travel-live");
+  const typeFilter = document.getElementById("history-type");
+  const actorFilter = document.getElementById("history-actor");
   let head = Number(pod.dataset.version);
-  let travel = null; // the version shown, or null while live
+  // The version shown, or null while live; a page opened with ?version=N starts there.
+  const opened = document.getElementById("state-panel");
+  let travel = opened && opened.dataset.travel ? Number(opened.dataset.travel) : null;
 
   const el = (tag, attrs = {}, ...children) => {
     const node = document.createElement(tag);
@@ -24,27 +28,74 @@
     node.append(...children);
     return node;
   };
-  const time = (iso) => (iso ? iso.replace("T", " ").slice(0, 19) : "");
+
+  // -- links: #v20 (an event), #job-<id>, #run-<id> scroll to their element and mark it ------
+
+  let anchor = location.hash ? decodeURIComponent(location.hash.slice(1)) : null;
+  let marked = null; // the id of the element marked, marked again after a re-render
+  function seekAnchor() {
+    if (marked) {
+      const again = document.getElementById(marked);
+      if (again) again.classList.add("highlight");
+    }
+    if (!anchor) return;
+    const target = document.getElementById(anchor);
+    if (!target) return;
+    document.querySelectorAll(".highlight").forEach((n) => n.classList.remove("highlight"));
+    target.classList.add("highlight");
+    if (target.tagName === "DETAILS") target.open = true;
+    target.scrollIntoView({ block: "center" });
+    marked = anchor;
+    anchor = null;
+  }
+  window.addEventListener("hashchange", () => {
+    anchor = location.hash ? decodeURIComponent(location.hash.slice(1)) : null;
+    seekAnchor();
+  });
 
   // -- the event history ---------------------------------------------------------------------
 
+  function addOption(select, value) {
+    if (!Array.from(select.options).some((o) => o.value === value)) {
+      select.append(el("option", { value, text: value }));
+    }
+  }
+  function filterHistory(items = history.children) {
+    const type = typeFilter.value;
+    const actor = actorFilter.value;
+    for (const li of items) {
+      li.hidden = Boolean((type && li.dataset.type !== type) || (actor && li.dataset.actor !== actor));
+    }
+    const shown = Array.from(history.children).filter((li) => !li.hidden).length;
+    document.getElementById("history-count").textContent = shown === history.children.length
+      ? `(${shown})` : `(${shown} of ${history.children.length})`;
+  }
+  typeFilter.addEventListener("change", () => filterHistory());
+  actorFilter.addEventListener("change", () => filterHistory());
+
   function showEvent(event) {
-    const item = el("li", { "data-version": event.version },
+    const item = el("li", { id: "v" + event.version, "data-version": event.version,
+                            "data-type": event.type, "data-actor": event.actor },
       el("button", { type: "button", class: "v link", title: "show this version",
                      text: "v" + event.version }),
       " ", el("b", { class: "event-type", text: event.type }),
-      " ", el("span", { class: "muted", text: `${event.actor} · ${time(event.timestamp)}` }));
+      " ", el("span", { class: "muted", text: `${event.actor} · ` }),
+      ipa.timeElement(event.timestamp));
     const data = JSON.stringify(event.data, null, 2);
     if (data && data !== "{}") {
       item.append(el("details", {}, el("summary", { text: "data" }), el("pre", { text: data })));
     }
+    if (travel === event.version) item.classList.add("selected");
     history.append(item);
-    document.getElementById("history-count").textContent = `(${history.children.length})`;
+    addOption(typeFilter, event.type);
+    addOption(actorFilter, event.actor);
+    filterHistory([item]);
     if (event.version > head) {
       head = event.version;
       range.max = number.max = head;
       if (travel === null) range.value = number.value = head;
     }
+    seekAnchor();
     const panel = document.getElementById("state-panel");
     if (!panel || event.version > Number(panel.dataset.version)) refreshState();
   }
@@ -74,7 +125,7 @@
         const html = await ipa.fragmentAt(`/pods/${taskId}/state`, head);
         if (travel === null) {
           ipa.swap(state, html);
-          followRuns();
+          attachRuns();
         }
       } while (again);
     } catch (error) {
@@ -85,17 +136,24 @@
   }
   document.addEventListener("ipa:done", () => refreshState());
 
-  // -- time travel ---------------------------------------------------------------------------
+  // -- time travel: every panel as of version N, and the URL says so (?version=N) --------------
+
+  function setUrl(version) {
+    const search = version === null ? "" : `?version=${version}`;
+    window.history.replaceState(null, "", location.pathname + search + location.hash);
+  }
 
   async function showVersion(version) {
     version = Math.max(1, Math.min(head, Math.floor(Number(version)) || head));
     travel = version;
     range.value = number.value = version;
     liveButton.disabled = false;
+    setUrl(version);
     try {
       const html = await ipa.fragment(`/pods/${taskId}/state?version=${version}`);
       if (travel !== version) return;
       ipa.swap(state, html);
+      attachRuns();
       history.querySelectorAll("li.selected").forEach((li) => li.classList.remove("selected"));
       const item = history.querySelector(`li[data-version="${version}"]`);
       if (item) item.classList.add("selected");
@@ -107,6 +165,7 @@
     travel = null;
     liveButton.disabled = true;
     range.value = number.value = head;
+    setUrl(null);
     history.querySelectorAll("li.selected").forEach((li) => li.classList.remove("selected"));
     refreshState();
   }
@@ -121,104 +180,137 @@
   });
 
   // -- the agents' output --------------------------------------------------------------------
+  // The server renders one pane per run (its outcome, times and duration, as of the version
+  // shown); the output each pane has received is kept here and put back after every render.
 
-  const runs = new Map(); // run id → {pane, output, follower, paused}
-  const runsBox = document.getElementById("runs");
+  const runs = new Map(); // run id → {output, follower, paused, started}
 
-  function line(text, cls, badge) {
+  function line(text, cls, badge, at) {
     const row = el("div", { class: "line " + (cls || "") });
+    if (at) row.dataset.at = at;
     if (badge) row.append(el("span", { class: "kind", text: badge }), " ");
     row.append(text);
     return row;
   }
 
+  // A prompt as text: its markdown headings as section titles, folded.
+  function promptBlock(d, at) {
+    const body = el("div", { class: "prompt" });
+    for (const text of String(d.prompt || "").split("\n")) {
+      const heading = text.match(/^#{1,6}\s+(.*)$/);
+      body.append(heading ? el("div", { class: "prompt-section", text: heading[1] })
+        : el("div", { class: "prompt-line", text: text || "\u00a0" }));
+    }
+    const box = el("details", { class: "line meta" },
+      el("summary", { text: `prompt${d.model ? " for " + d.model : ""} ` +
+                            `(${String(d.prompt || "").length} characters)` }), body);
+    if (at) box.dataset.at = at;
+    return box;
+  }
+
   function showRunEvent(run, event) {
     const d = event.data || {};
+    const at = String(Date.parse(event.timestamp) || "");
     const out = [];
     if (event.type === "RunOutput") {
       for (const l of d.lines || []) {
-        out.push(line(l.text, "stream-" + l.stream, l.kind || (l.stream !== "stdout" ? l.stream : "")));
+        out.push(line(l.text, "stream-" + l.stream,
+                      l.kind || (l.stream !== "stdout" ? l.stream : ""), at));
       }
+    } else if (event.type === "RunPrompted") {
+      out.push(promptBlock(d, at));
     } else if (event.type === "RunStarted") {
       out.push(line(`started ${d.agent || ""} (attempt ${d.attempt}, ${d.runner || "runner"}` +
-        `${d.pid ? ", pid " + d.pid : ""})`, "meta"));
+        `${d.pid ? ", pid " + d.pid : ""})`, "meta", "", at));
     } else if (event.type === "RunFinished") {
-      out.push(line(`finished: ${d.succeeded ? "succeeded" : "failed"}` +
-        `${d.exit_code !== null && d.exit_code !== undefined ? ", exit " + d.exit_code : ""}` +
-        `${d.reason ? " — " + d.reason : ""}` +
-        `${typeof d.duration_seconds === "number" ? ` (${d.duration_seconds.toFixed(1)} s)` : ""}`,
-        d.succeeded ? "meta" : "meta failed"));
-      run.status.textContent = d.succeeded ? "succeeded" : "failed";
+      const exit = d.exit_code !== null && d.exit_code !== undefined ? "exit " + d.exit_code : "";
+      const took = typeof d.duration_seconds === "number" ? ipa.span(d.duration_seconds) : "";
+      const facts = [exit, took].filter(Boolean).join(", ");
+      out.push(line((d.succeeded ? "finished: succeeded" : "finished" +
+        (d.reason ? ": " + d.reason : "")) + (facts ? ` (${facts})` : ""),
+        d.succeeded ? "meta" : "meta failed", "", at));
       if (run.follower) {
         run.follower.close();
         run.follower = null;
       }
     } else {
-      out.push(line(JSON.stringify(d), "meta", event.type));
+      out.push(line(JSON.stringify(d), "meta", event.type, at));
     }
+    hideAfterTravel(out);
     run.output.append(...out);
     if (!run.paused) run.output.scrollTop = run.output.scrollHeight;
   }
 
-  function pane(runId, job) {
-    if (runs.has(runId)) return runs.get(runId);
-    const output = el("div", { class: "output", role: "log" });
-    const status = el("span", { class: "badge job-" + job.status, text: job.status });
-    const scroll = el("button", { type: "button", class: "small", text: "pause scroll" });
-    const load = el("button", { type: "button", class: "small", text: "show output" });
-    const node = el("div", { class: "run", "data-run": runId },
-      el("div", { class: "run-head" },
-        el("b", { text: job.jobId }), " ", el("span", { class: "muted", text: job.agent }), " ",
-        status, " ", el("code", { class: "muted", text: runId.slice(0, 8) }), " ", scroll, load),
-      output);
-    const run = { pane: node, output, status, follower: null, paused: false, load };
-    scroll.addEventListener("click", () => {
-      run.paused = !run.paused;
-      scroll.textContent = run.paused ? "resume scroll" : "pause scroll";
-      if (!run.paused) output.scrollTop = output.scrollHeight;
-    });
-    load.addEventListener("click", () => start(runId));
-    runsBox.prepend(node);
-    document.getElementById("no-runs").hidden = true;
-    runs.set(runId, run);
-    return run;
+  function record(runId) {
+    if (!runs.has(runId)) {
+      runs.set(runId, { output: el("div", { class: "output", role: "log" }), follower: null,
+                        paused: false, started: false });
+    }
+    return runs.get(runId);
   }
 
   function start(runId) {
-    const run = runs.get(runId);
-    if (run.follower || run.started) return;
+    const run = record(runId);
+    if (run.started) return;
     run.started = true;
-    run.load.hidden = true;
+    const paneNode = document.getElementById("run-" + runId);
+    if (paneNode) paneNode.querySelector("[data-load]").hidden = true;
     run.follower = ipa.follow({
       stream: `/api/runs/${runId}/stream`,
       events: `/api/runs/${runId}/events`,
       types: runTypes,
       optional: true,
+      streamFirst: true,
       onEvent: (event) => showRunEvent(run, event),
     });
   }
 
-  // After each render of the state: a pane for every run of a job; running ones stream.
-  function followRuns() {
-    if (travel !== null) return;
-    state.querySelectorAll(".job[data-run-id]").forEach((card) => {
-      const job = { jobId: card.dataset.jobId, agent: card.dataset.agent,
-                    status: card.dataset.status };
-      const run = pane(card.dataset.runId, job);
-      if (!run.follower || job.status !== "running") run.status.textContent = job.status;
-      if (job.status === "running") start(card.dataset.runId);
-    });
+  // In time travel, output written after the version's event is hidden.
+  function travelAt() {
+    const panel = document.getElementById("state-panel");
+    return panel && panel.dataset.travelAt ? Date.parse(panel.dataset.travelAt) : null;
   }
+  function hideAfterTravel(nodes) {
+    const at = travelAt();
+    for (const node of nodes) node.hidden = at !== null && Number(node.dataset.at) > at;
+  }
+
+  // After each render of the state panel: put each run's output back into its pane.
+  function attachRuns() {
+    state.querySelectorAll(".run[data-run]").forEach((paneNode) => {
+      const runId = paneNode.dataset.run;
+      const run = record(runId);
+      paneNode.querySelector(".run-body").replaceWith(run.output);
+      paneNode.querySelector("[data-scroll]").textContent =
+        run.paused ? "resume scroll" : "pause scroll";
+      paneNode.querySelector("[data-load]").hidden = run.started;
+      if (travel === null && paneNode.dataset.outcome === "running") start(runId);
+      hideAfterTravel(run.output.children);
+    });
+    seekAnchor();
+  }
+
   state.addEventListener("click", (e) => {
+    const paneNode = e.target.closest(".run[data-run]");
+    if (paneNode && e.target.closest("[data-scroll]")) {
+      const run = record(paneNode.dataset.run);
+      run.paused = !run.paused;
+      e.target.textContent = run.paused ? "resume scroll" : "pause scroll";
+      if (!run.paused) run.output.scrollTop = run.output.scrollHeight;
+      return;
+    }
+    if (paneNode && e.target.closest("[data-load]")) {
+      start(paneNode.dataset.run);
+      return;
+    }
     const button = e.target.closest("[data-show-run]");
     if (!button) return;
     const runId = button.dataset.showRun;
-    if (runs.has(runId)) {
-      start(runId);
-      runs.get(runId).pane.scrollIntoView({ behavior: "smooth", block: "center" });
-    }
+    start(runId);
+    const target = document.getElementById("run-" + runId);
+    if (target) target.scrollIntoView({ behavior: "smooth", block: "center" });
   });
-  followRuns();
+  attachRuns();
 
   // -- the workspace browser -----------------------------------------------------------------
 
@@ -305,8 +397,36 @@
     return nodes;
   }
 
+  // The task's change: its branch against its base (stat, files, diff) in the viewer.
+  async function showChange(branch, baseName) {
+    browsing = null;
+    commitSelect.replaceChildren();
+    viewer.hidden = false;
+    document.getElementById("ws-name").textContent = branch;
+    document.getElementById("ws-where").textContent = "the task's change";
+    wsBody.replaceChildren(el("p", { class: "muted", text: "loading…" }));
+    try {
+      const data = await ipa.request("GET", `/api/tasks/${taskId}/diff`);
+      const stat = data.stat || {};
+      const files = el("ul", { class: "files", id: "change-files" });
+      for (const f of data.files || []) files.append(el("li", { text: `${f.status} ${f.path}` }));
+      wsBody.replaceChildren(
+        el("p", { id: "change-stat", text: `${stat.files ?? 0} file(s) changed, `
+          + `${stat.insertions ?? 0} insertion(s), ${stat.deletions ?? 0} deletion(s) `
+          + `against ${baseName} (${String(data.base).slice(0, 10)})` }),
+        files,
+        data.diff ? diffBlock(data.diff) : el("p", { class: "muted", text: "no changes" }),
+        ...(data.truncated ? [el("p", { class: "muted", text: "(diff truncated)" })] : []));
+    } catch (error) {
+      wsBody.replaceChildren(el("p", { class: "error-text", text: error.message }));
+    }
+    viewer.scrollIntoView({ behavior: "smooth", block: "start" });
+  }
+
   state.addEventListener("click", (e) => {
     const button = e.target.closest("[data-ws]");
     if (button) browse(button.dataset.ws, button.dataset.wsView);
+    const change = e.target.closest("[data-change]");
+    if (change) showChange(change.dataset.change, change.dataset.base);
   });
 })();

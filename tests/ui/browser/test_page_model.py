@@ -115,3 +115,32 @@ def test_markdown_escapes_html_and_drops_script_links() -> None:
 
     assert "<img" not in html and "&lt;img" in html
     assert "href" not in html  # the link is not made at all
+
+
+def test_the_gate_shows_the_phases_artifacts_and_each_jobs_latest_checks() -> None:
+    task = view(status="waiting", phase="development", allowed_commands=["approve"],
+                artifacts=[
+                    {"name": "summary", "job_id": "developer-1", "phase": "development",
+                     "content": "Rate limits *added*."},
+                    {"name": "spec", "job_id": "spec_writer-1", "phase": "spec_clarification",
+                     "content": "the old spec"}])
+    def event(kind: str, **data: object) -> dict:
+        return {"type": kind, "data": data, "timestamp": NOW.isoformat(), "version": 1}
+    check = {"command": "pytest -q", "exit_code": 1, "passed": False}
+    events = [
+        event("PhaseEntered", phase="development"),
+        event("VerificationFailed", job_id="developer-1", checks=[check], learning="x"),
+        event("VerificationPassed", job_id="developer-1",
+              checks=[{**check, "exit_code": 0, "passed": True}]),
+        event("VerificationFailed", job_id="tester-1", checks=[check], learning="y"),
+    ]
+
+    review = model.gate_review(events, task)
+    html = templates.get_template("_state.html").render(panel(task, events))
+
+    assert [a["name"] for a in review["artifacts"]] == ["summary"]
+    assert [(v["job_id"], v["passed"]) for v in review["verifications"]] == [
+        ("developer-1", True), ("tester-1", False)]
+    assert 'data-artifact="summary"' in html and "the old spec" not in html.split(
+        'id="gate-review"')[1].split("</div>")[0]
+    assert "<code>pytest -q</code> (exit 0)" in html and "<code>pytest -q</code> (exit 1)" in html

@@ -275,7 +275,7 @@ def test_an_unknown_task_is_a_404_page(page: Page, server: Server) -> None:
         expect(page.locator("main")).to_contain_text(task_id)
 
 
-def test_a_running_job_is_interrupted_and_a_dead_job_retried_from_the_board(
+def test_a_running_job_is_interrupted_held_retried_and_cancelled_from_the_board(
     page: Page, server: Server
 ) -> None:
     task = server.create("Board")
@@ -290,19 +290,22 @@ def test_a_running_job_is_interrupted_and_a_dead_job_retried_from_the_board(
     expect(page.locator("#runs .run .output")).to_contain_text("working")
     running.get_by_role("button", name="interrupt").click()
 
-    dead = page.locator('.column[data-column="dead"] .job[data-job-id="stuck"]')
+    # An interrupt holds the job for a person (issue 12): retry, skip or cancel it.
+    held = page.locator('.column[data-column="held"] .job[data-job-id="stuck"]')
     # The interrupted run ends, is recorded and reaches the page over SSE: slower under load.
-    expect(dead).to_be_visible(timeout=15_000)
-    expect(dead).to_contain_text("interrupt")
-    dead.get_by_role("button", name="retry").click()
+    expect(held).to_be_visible(timeout=15_000)
+    expect(page.locator("#forward [data-action=retry_job]")).to_be_visible()
+    held.get_by_role("button", name="retry").click()
 
     expect(page.locator("#history")).to_contain_text("JobRequeued")
     again = page.locator('.column[data-column="running"] .job[data-job-id="stuck"]')
     expect(again).to_be_visible()
     again.get_by_role("button", name="interrupt").click()
-    expect(dead).to_be_visible(timeout=15_000)
+    expect(held).to_be_visible(timeout=15_000)
+    expect(page.locator("#runs .run[data-job-id=stuck] .badge")).to_have_text(
+        ["interrupted", "interrupted"])
     page.once("dialog", lambda dialog: dialog.accept())
-    dead.get_by_role("button", name="cancel").click()
+    held.get_by_role("button", name="cancel").click()
     cancelled = page.locator('.column[data-column="cancelled"] .job[data-job-id="stuck"]')
     expect(cancelled).to_be_visible()
 

@@ -103,6 +103,7 @@ class Scheduler:
         self._agents = agents or AgentSettings()
         self._runs: dict[str, anyio.CancelScope] = {}
         self._landing = anyio.Lock()  # one job's commit lands on the task branch at a time
+        self._runs_ended = 0  # runs that left self._runs so far (see run())
         self._stops: dict[str, tuple[str, bool]] = {}  # job id → (why, hold it for a person)
         self.draining = False
         """When set, no new job starts (a graceful shutdown lets running ones finish)."""
@@ -140,9 +141,12 @@ class Scheduler:
                 # handled at once.
                 await anyio.sleep(max(0.0, last_step + self._cooldown - time.monotonic()))
                 last_step = time.monotonic()
-                seen = self._state.current.version
+                seen, ended = self._state.current.version, self._runs_ended
                 await self._step(runs)
-                if self._state.current.version == seen:  # else: our own step moved it on
+                # Else our own step moved the state on, or a run ended meanwhile (a run's last
+                # event, e.g. CompleteJob, comes before it leaves self._runs: the step that
+                # event woke may have seen it still running).
+                if (self._state.current.version, self._runs_ended) == (seen, ended):
                     await self._state.wait_changed(timeout=self._until_next_retry())
 
     async def _recover_interrupted(self) -> None:
@@ -262,6 +266,8 @@ class Scheduler:
         finally:
             self._runs.pop(job.job_id, None)
             self._stops.pop(job.job_id, None)
+            self._runs_ended += 1
+            self._state.wake()
 
     async def _attempt(self, job: Any, run_id: str) -> RunResult:
         state = self._state.current

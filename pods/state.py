@@ -105,6 +105,11 @@ class PodState:
         with anyio.move_on_after(timeout):
             await changed.wait()
 
+    def wake(self) -> None:
+        """Wake whoever waits in :meth:`wait_changed` though the state did not change (the
+        scheduler, when a run it tracks ended after its last event)."""
+        self._notify()
+
     def _notify(self) -> None:
         self._changed.set()
         self._changed = anyio.Event()

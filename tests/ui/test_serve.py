@@ -164,13 +164,20 @@ async def test_sigterm_ends_open_streams_and_exits_0(database: ConnectionParams)
 
 async def until(server: Served, task_id: str, predicate) -> dict:
     """The task's view once ``predicate`` holds (polled through the API, with a deadline)."""
+    view: dict = {}
     async with httpx.AsyncClient(base_url=server.url, timeout=20) as client:
-        with anyio.fail_after(60):
-            while True:
-                view = (await client.get(f"/api/tasks/{task_id}")).json()
-                if predicate(view):
-                    return view
-                await anyio.sleep(0.05)
+        try:
+            with anyio.fail_after(60):
+                while True:
+                    view = (await client.get(f"/api/tasks/{task_id}")).json()
+                    if predicate(view):
+                        return view
+                    await anyio.sleep(0.05)
+        except TimeoutError:
+            jobs = [(j["job_id"], j["status"], j.get("last_error")) for j in view.get("jobs", [])]
+            raise AssertionError(f"the task never got there: phase {view.get('phase')}, status "
+                                 f"{view.get('status')}, attention {view.get('attention')}, "
+                                 f"jobs {jobs}") from None
 
 
 def git_repo(path: Path) -> Path:

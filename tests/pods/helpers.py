@@ -42,3 +42,17 @@ def registered(repo: Path) -> set[str]:
     lines = git(repo, "worktree", "list", "--porcelain").splitlines()
     return {line.removeprefix("worktree ") for line in lines
             if line.startswith("worktree ")} - {str(repo)}
+
+
+def repo_with_users_worktrees(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A repository with two worktrees of the user's own: ``mine`` (live) and ``gone`` (its
+    directory deleted: a stale record ``git worktree prune`` would drop). (repo, mine, gone)."""
+    repo = tmp_path / "repo"
+    git(tmp_path, "init", "-q", "-b", "main", str(repo))
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty",
+        "-m", "init")
+    mine, gone = tmp_path / "mine", tmp_path / "gone"
+    git(repo, "worktree", "add", "-q", "-b", "mine", str(mine))
+    git(repo, "worktree", "add", "-q", "-b", "gone", str(gone))
+    subprocess.run(["rm", "-rf", str(gone)], check=True)
+    return repo, mine, gone

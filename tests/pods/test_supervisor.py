@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import uuid
 from datetime import UTC, datetime
@@ -18,7 +17,7 @@ from ipa.eventstore import EventStore
 from ipa.pods import CommandRunner, PodEnvironment, PodStatus, RestartPolicy, WorkspaceManager
 from ipa.supervisor import PodNotRunning, Supervisor
 
-from .helpers import git, job, python, registered, wait_for
+from .helpers import git, job, python, registered, repo_with_users_worktrees, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -163,14 +162,7 @@ async def test_recovery_starts_pods_only_for_unfinished_tasks(
 async def test_after_sigkill_leftover_worktrees_are_removed_and_the_users_are_kept(
     database, store: EventStore, create_task, tmp_path: Path
 ) -> None:
-    repo = tmp_path / "repo"
-    git(tmp_path, "init", "-q", "-b", "main", str(repo))
-    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty",
-            "-m", "init")
-    mine, gone = tmp_path / "mine", tmp_path / "gone"
-    git(repo, "worktree", "add", "-q", "-b", "mine", str(mine))
-    git(repo, "worktree", "add", "-q", "-b", "gone", str(gone))
-    subprocess.run(["rm", "-rf", str(gone)], check=True)  # the user's, stale: prunable
+    repo, mine, gone = repo_with_users_worktrees(tmp_path)
     task_id = await create_task(repo=str(repo))
     ctx = Context(actor="user:test", now=datetime.now(UTC), correlation_id="t")
     state = await store.load(task_id)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ import httpx
 import pytest
 from anyio.abc import Process
 
-from ..pods.helpers import git, registered
+from ..pods.helpers import registered, repo_with_users_worktrees
 from .test_cli import IPA, environment
 from .test_serve import free_port
 
@@ -91,14 +90,7 @@ async def view_when(client: httpx.AsyncClient, task_id: str,
 async def test_after_sigkill_a_restart_removes_the_runs_worktree_and_a_stop_stops_postgres(
     tmp_path: Path,
 ) -> None:
-    repo = tmp_path / "repo"
-    git(tmp_path, "init", "-q", "-b", "main", str(repo))
-    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty",
-        "-m", "init")
-    mine, gone = tmp_path / "mine", tmp_path / "gone"
-    git(repo, "worktree", "add", "-q", "-b", "mine", str(mine))
-    git(repo, "worktree", "add", "-q", "-b", "gone", str(gone))
-    subprocess.run(["rm", "-rf", str(gone)], check=True)  # the user's, stale: prunable
+    repo, mine, gone = repo_with_users_worktrees(tmp_path)
     data_dir = tmp_path / "data"
     pgdata = data_dir / "pg"
     try:

@@ -14,8 +14,10 @@ its beginning and end. Whatever was dropped or shortened is named, and recorded 
 
 The prompt is the agent type's template (``string.Template``: ``$name`` or ``${name}``) filled
 with ``task_title``, ``task_id``, ``workflow``, ``phase``, ``agent``, ``job_id``, ``attempt``,
-``base_commit``, ``context`` and ``rules``. A template that names another field fails with a
-:class:`PromptError` naming it.
+``base_commit`` (where this run's worktree starts), ``change_base`` (where the task's branch
+started: ``git diff ${change_base}`` is the task's whole change so far; ``base_commit`` before
+the branch exists), ``context``, ``rules`` and ``role`` (the agent type's role text; empty when
+it has none). A template that names another field fails with a :class:`PromptError` naming it.
 """
 
 from __future__ import annotations
@@ -139,7 +141,7 @@ def fit(sections: list[Section], job: Job, budget_tokens: int) -> tuple[list[Sec
 
 def prepare(
     state: TaskState, job: Job, *, template: Path, agent: str, budget_tokens: int,
-    base_commit: str = "",
+    base_commit: str = "", role: str = "",
 ) -> PreparedContext:
     """The prompt of the job's next run (see the module doc)."""
     kept, dropped = fit(gather(state, job), job, budget_tokens)
@@ -157,8 +159,10 @@ def prepare(
         "job_id": job.job_id,
         "attempt": str(job.attempts),
         "base_commit": base_commit,
+        "change_base": state.branch.base_commit if state.branch is not None else base_commit,
         "context": context,
         "rules": RULES,
+        "role": role,
     }
     try:
         prompt = Template(source).substitute(fields)

@@ -99,7 +99,8 @@ class AgentAttempt:
         current = state.jobs[job.job_id]
         try:
             prepared = prepare(state, current, template=agent.prompt_path(), agent=agent.name,
-                               budget_tokens=agent.context_tokens, base_commit=base_commit)
+                               budget_tokens=agent.context_tokens, base_commit=base_commit,
+                               role=agent.role)
         except PromptError as e:
             return _failed(str(e))
         await self.state.execute(RecordContext(

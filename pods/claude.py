@@ -95,7 +95,11 @@ class _Transport(SubprocessCLITransport):
     def __init__(self, *, on_started: OnStarted | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._on_started = on_started
-        self.cancelled = False
+        # Until the CLI gives its result, closing means the run was cut short (cancelled): the
+        # CLI is stopped at once. The SDK closes the transport itself as a cancellation passes
+        # through its generator, before ``ClaudeRunner.run`` could say so; a flag set only there
+        # came too late, and the CLI lived on for the SDK's 5 s grace.
+        self.stop_on_close = True
 
     def _build_command(self) -> list[str]:
         command = super()._build_command()
@@ -121,7 +125,7 @@ class _Transport(SubprocessCLITransport):
 
     async def close(self) -> None:
         process = self._process
-        if self.cancelled and process is not None and process.returncode is None:
+        if self.stop_on_close and process is not None and process.returncode is None:
             try:
                 process.terminate()
             except ProcessLookupError:
@@ -161,13 +165,14 @@ class ClaudeRunner:
                     model = message.model or model
                 elif isinstance(message, ResultMessage):
                     result = message
+                    transport.stop_on_close = False  # the CLI ends on its own now
                 elif isinstance(message, RateLimitEvent):
                     info = message.rate_limit_info
                     if info.status == "rejected":
                         rate_limit = {"resets_at": _iso(info.resets_at)}
                 await on_output(lines.of(message))
         except anyio.get_cancelled_exc_class():
-            transport.cancelled = True
+            transport.stop_on_close = True
             with anyio.CancelScope(shield=True):
                 await messages.aclose()
             raise

@@ -8,6 +8,7 @@ when present and never required. Markdown is rendered here, with raw HTML escape
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from datetime import datetime
 from typing import Any
@@ -106,7 +107,17 @@ def list_row(row: dict[str, Any]) -> dict[str, Any]:
         "output_tokens": row.get("output_tokens", usage["output_tokens"]) or 0,
         "cost_usd": row.get("cost_usd", usage["cost_usd"]) or 0.0,
         "allowed": set(allowed_commands(state)),
+        "attention": attention_kind(row),
     }
+
+
+def attention_kind(row: dict[str, Any]) -> str | None:
+    """What a task needs from a person, as its kind (``gate``, ``job_dead``...), or ``None``:
+    a task-list row carries the kind, a task view the whole ``attention``."""
+    found = row.get("attention", (row.get("state") or {}).get("attention"))
+    if isinstance(found, dict):
+        found = found.get("kind")
+    return found if isinstance(found, str) and found else None
 
 
 def allowed_commands(view: dict[str, Any]) -> list[str]:
@@ -437,4 +448,37 @@ def job_notes(job: dict[str, Any], task_status: str | None) -> dict[str, Any]:
         "error": job.get("last_error") if status in ("failed", "dead", "held") else None,
         "retry_at": job.get("retry_at") if status == "failed" and task_status == "running"
         else None,
+    }
+
+
+def requeue(job: dict[str, Any], view: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``queue_job`` body that queues a cancelled job's work again, or ``None`` when it
+    cannot be: the task is over, the job's phase is behind the task, a job it depends on is
+    cancelled too, or its work is queued again already (a copy that is not cancelled).
+
+    The domain never reopens a cancelled job (``retry_job`` takes dead and held jobs only),
+    so this is a copy under a new id (``<id>-again``, ``<id>-again-2``...) with the same
+    agent, phase, priority, dependencies, timeout, attempts and spec.
+    """
+    if job.get("status") != "cancelled" or view.get("status") in ("completed", "cancelled"):
+        return None
+    jobs = {j["job_id"]: j for j in items(view.get("jobs"))}
+    if any((jobs.get(d) or {}).get("status") == "cancelled" for d in job.get("depends_on") or []):
+        return None
+    names = [step["phase"] for step in timeline(view)]
+    phase, current = job.get("phase"), view.get("phase")
+    if phase in names and current in names and names.index(phase) < names.index(current):
+        return None
+    base = re.sub(r"-again(-\d+)?$", "", job["job_id"])
+    copy = re.compile(re.escape(base) + r"(-again(-\d+)?)?")
+    if any(copy.fullmatch(other) and j["status"] != "cancelled" for other, j in jobs.items()):
+        return None  # its work is queued again already
+    job_id, n = f"{base}-again", 2
+    while job_id in jobs:
+        job_id, n = f"{base}-again-{n}", n + 1
+    return {
+        "job_id": job_id, "agent": job["agent"], "phase": phase,
+        "priority": job.get("priority", 0), "depends_on": list(job.get("depends_on") or []),
+        "timeout_seconds": job.get("timeout_seconds", 3600.0),
+        "max_attempts": job.get("max_attempts", 5), "spec": job.get("spec") or {},
     }

@@ -38,7 +38,7 @@ templates.env.filters.update(
     markdown=model.markdown, pretty=model.pretty, when=model.when, money=model.money,
     number=model.number, stamp=model.stamp, duration=model.duration,
 )
-templates.env.globals.update(job_notes=model.job_notes)
+templates.env.globals.update(job_notes=model.job_notes, requeue=model.requeue)
 
 
 def routes(supervisor: Supervisor, task_list: TaskList) -> list[BaseRoute]:
@@ -63,6 +63,16 @@ def routes(supervisor: Supervisor, task_list: TaskList) -> list[BaseRoute]:
         except StreamNotFound:
             return None
 
+    def view_of(state: TaskState) -> dict[str, Any]:
+        """The task view, with ``attention`` ``crashed`` when its pod crashed and stopped (as
+        the API shows it)."""
+        return task_state.view(state, crashed=supervisor.attention(state.id))
+
+    def list_row(row: dict[str, Any]) -> dict[str, Any]:
+        shown = model.list_row(row)
+        crashed = supervisor.attention(UUID(row["id"])) if row.get("id") else None
+        return shown if crashed is None else {**shown, "attention": crashed.kind}
+
     def not_found(request: Request, what: str, kind: str = "task") -> Response:
         return templates.TemplateResponse(
             request, "not_found.html", {"what": what, "kind": kind}, status_code=404)
@@ -79,7 +89,7 @@ def routes(supervisor: Supervisor, task_list: TaskList) -> list[BaseRoute]:
     async def render_state(request: Request, template: str, state: TaskState,
                            version: int | None, extra: dict[str, Any]) -> Response:
         """A page or the state panel for ``state``; with ``version``, as time travel to it."""
-        view = task_state.view(state)
+        view = task_state.view(state) if version is not None else view_of(state)
         events = await events_of(state.id, version)
         context = {**panel(view, events), **extra}
         if version is not None:
@@ -112,7 +122,7 @@ def routes(supervisor: Supervisor, task_list: TaskList) -> list[BaseRoute]:
         after = ""
         while len(rows) < LIST_LIMIT:
             page = await store.read_model_page(task_list.model, after=after, limit=500)
-            rows += [model.list_row(row) for _, row in page]
+            rows += [list_row(row) for _, row in page]
             if len(page) < 500:
                 break
             after = page[-1][0]
@@ -123,6 +133,7 @@ def routes(supervisor: Supervisor, task_list: TaskList) -> list[BaseRoute]:
             "statuses": model.STATUSES,
             "status": request.query_params.get("status", ""),
             "query": request.query_params.get("q", ""),
+            "needs_me": request.query_params.get("attention") == "1",
             "event_types": model.task_event_types(),
             "after": position,
         })
@@ -132,7 +143,7 @@ def routes(supervisor: Supervisor, task_list: TaskList) -> list[BaseRoute]:
         if state is None:
             return not_found(request, request.path_params["task_id"])
         return templates.TemplateResponse(request, "_row.html", {
-            "row": model.list_row(task_state.view(state))})
+            "row": model.list_row(view_of(state))})
 
     async def pod_page(request: Request) -> Response:
         version = version_param(request)

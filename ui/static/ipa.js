@@ -211,7 +211,8 @@ const ipa = (() => {
   }
 
   // Command forms: <form class="cmd" data-command="approve"> (inside an element with
-  // data-task) or data-url="..."; the named fields are the JSON body.
+  // data-task) or data-url="..."; the named fields are the JSON body, over the JSON object of
+  // data-body when it has one (values a field cannot hold: lists, objects).
   document.addEventListener("submit", async (e) => {
     const form = e.target;
     if (!form.matches("form.cmd")) return;
@@ -219,7 +220,7 @@ const ipa = (() => {
     if (form.dataset.confirm && !confirm(form.dataset.confirm)) return;
     const holder = form.closest("[data-task]");
     const url = form.dataset.url || `/api/tasks/${holder.dataset.task}/${form.dataset.command}`;
-    const body = {};
+    const body = form.dataset.body ? JSON.parse(form.dataset.body) : {};
     const numbers = (form.dataset.numbers || "").split(" ");
     Array.from(form.elements).forEach((el) => {
       if (!el.name) return;

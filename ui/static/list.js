@@ -8,14 +8,18 @@
   const types = document.getElementById("tasks").dataset.eventTypes.split(" ").filter(Boolean);
   const statusFilter = document.getElementById("filter-status");
   const queryFilter = document.getElementById("filter-query");
+  // "needs me": only tasks whose row says what they wait for from a person (data-attention).
+  const needsMe = document.getElementById("filter-attention");
 
   function applyFilter() {
     const status = statusFilter.value;
     const query = queryFilter.value.trim().toLowerCase();
+    const mine = needsMe.checked;
     let shown = 0;
     for (const row of rows.children) {
       row.hidden = !((!status || row.dataset.status === status) &&
-                     (!query || row.dataset.title.includes(query)));
+                     (!query || row.dataset.title.includes(query)) &&
+                     (!mine || Boolean(row.dataset.attention)));
       if (!row.hidden) shown += 1;
     }
     document.getElementById("task-count").textContent =
@@ -24,11 +28,13 @@
     const params = new URLSearchParams();
     if (status) params.set("status", status);
     if (query) params.set("q", query);
+    if (mine) params.set("attention", "1");
     const search = params.toString();
     history.replaceState(null, "", search ? "?" + search : location.pathname);
   }
   statusFilter.addEventListener("change", applyFilter);
   queryFilter.addEventListener("input", applyFilter);
+  needsMe.addEventListener("change", applyFilter);
 
   function place(html) {
     const template = document.createElement("template");

@@ -144,3 +144,48 @@ def test_the_gate_shows_the_phases_artifacts_and_each_jobs_latest_checks() -> No
     assert 'data-artifact="summary"' in html and "the old spec" not in html.split(
         'id="gate-review"')[1].split("</div>")[0]
     assert "<code>pytest -q</code> (exit 0)" in html and "<code>pytest -q</code> (exit 1)" in html
+
+
+def cancelled_job(job_id: str = "build", **fields: object) -> dict:
+    return {"job_id": job_id, "agent": "developer", "phase": "spec_clarification",
+            "priority": 2, "depends_on": [], "timeout_seconds": 60.0, "max_attempts": 3,
+            "spec": {"command": ["make"]}, "status": "cancelled", "attempts": 1,
+            **fields}
+
+
+def test_a_cancelled_job_is_queued_again_as_a_copy_while_its_phase_is_not_over() -> None:
+    job = cancelled_job()
+    task = view(status="running", phase="spec_clarification", jobs=[job])
+    html = render(task)
+
+    again = model.requeue(job, task)
+    assert again == {"job_id": "build-again", "agent": "developer",
+                     "phase": "spec_clarification", "priority": 2, "depends_on": [],
+                     "timeout_seconds": 60.0, "max_attempts": 3, "spec": {"command": ["make"]}}
+    assert 'data-command="queue_job"' in html and 'data-requeue="build-again"' in html
+    # A cancelled copy queues the next copy; a copy at work leaves nothing to queue again.
+    copy = cancelled_job("build-again")
+    assert model.requeue(copy, view(jobs=[job, copy]))["job_id"] == "build-again-2"
+    assert model.requeue(job, view(jobs=[job, {**copy, "status": "running"}])) is None
+
+
+def test_a_cancelled_job_is_not_queued_again_when_the_domain_would_refuse_it() -> None:
+    job = cancelled_job(depends_on=["first"])
+    first = cancelled_job("first")
+
+    assert model.requeue(job, view(jobs=[first, job])) is None  # its dependency never runs
+    assert model.requeue(cancelled_job(), view(status="cancelled")) is None
+    assert model.requeue(cancelled_job(), view(phase="planning")) is None  # its phase is over
+    assert model.requeue({**cancelled_job(), "status": "dead"}, view()) is None
+    assert 'data-command="queue_job"' not in render(view(status="completed",
+                                                         jobs=[cancelled_job()]))
+
+
+def test_a_list_row_says_what_the_task_needs_from_a_person() -> None:
+    waiting = {"kind": "gate", "message": "m", "phase": "p", "job_id": None, "actions": []}
+
+    assert model.list_row(view(attention=waiting))["attention"] == "gate"
+    assert model.list_row({**view(), "attention": "job_dead"})["attention"] == "job_dead"
+    assert model.list_row(view(attention=None))["attention"] is None
+    html = templates.get_template("_row.html").render(row=model.list_row(view(attention=waiting)))
+    assert 'data-attention="gate"' in html and "needs you: gate" in html

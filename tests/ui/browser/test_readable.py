@@ -1,9 +1,13 @@
-"""The pages read well and fit (issue 12): no sideways scroll from 390 to 1,920 px, times in
+"""The pages read well and fit (issue 12): no sideways scroll from 390 to 1,920 px (a screenshot
+of each page at each width), times in
 the browser's zone, an HTML 404 for unknown pages, no console errors, a history filter."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -14,11 +18,29 @@ from .test_pages import job_spec, open_pod
 pytestmark = pytest.mark.browser
 
 FITS = "document.scrollingElement.scrollWidth <= window.innerWidth"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def fits_and_shot(page: Page, directory: Path, name: str) -> Path:
+    """Assert the page does not scroll sideways, and save it whole as ``name.png`` in
+    ``directory`` (and in ``$IPA_SCREENSHOTS`` when that names a directory)."""
+    width = page.viewport_size["width"]
+    assert page.evaluate(FITS), f"{name} scrolls sideways at {width} px"
+    shot = directory / f"{name}.png"
+    page.screenshot(path=str(shot), full_page=True)
+    data = shot.read_bytes()
+    assert data.startswith(PNG) and len(data) > 5_000, f"{shot}: {len(data)} bytes"
+    assert int.from_bytes(data[16:20], "big") == width  # IHDR: the image is the viewport wide
+    keep = os.environ.get("IPA_SCREENSHOTS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(keep) / shot.name)
+    return shot
 
 
 @pytest.mark.parametrize("width", [390, 1280, 1920])
 def test_the_list_and_the_pod_page_fit_without_sideways_scroll(
-    page: Page, server: Server, width: int
+    page: Page, server: Server, width: int, tmp_path: Path
 ) -> None:
     project = server.create("A project with a long name " * 4, "PRD", workflow="project")
     task = server.create("Small task")
@@ -31,13 +53,16 @@ def test_the_list_and_the_pod_page_fit_without_sideways_scroll(
     page.goto("/")
     expect(page.locator("#live")).to_have_attribute("data-state", "live")
     expect(page.locator("tr.task")).to_have_count(2)
-    assert page.evaluate(FITS)
-    for button in page.locator("tr.task td.actions button").all():  # not clipped
+    fits_and_shot(page, tmp_path, f"list-{width}")
+    # Nothing of the table hides in its own scroll box, and every row button is in view.
+    assert page.evaluate("(w => w.scrollWidth <= w.clientWidth)("
+                         "document.querySelector('.table-wrap'))")
+    for button in page.locator("tr.task td.actions button").all():
         box = button.bounding_box()
         assert box is not None and box["x"] + box["width"] <= width
 
     open_pod(page, project)
-    assert page.evaluate(FITS)
+    fits_and_shot(page, tmp_path, f"project-{width}")
     last = page.locator("#timeline li").last
     expect(last).to_have_attribute("data-phase", "perpetual")
     box = last.bounding_box()
@@ -46,7 +71,8 @@ def test_the_list_and_the_pod_page_fit_without_sideways_scroll(
     open_pod(page, task)
     page.locator(".job [data-show-run]").first.click()
     expect(page.locator("#runs .run .output")).to_contain_text("finished: succeeded")
-    assert page.evaluate(FITS)
+    expect(page.locator("#gate-review")).to_be_visible()  # a task with a job, a run, a gate
+    fits_and_shot(page, tmp_path, f"task-{width}")
 
 
 def test_times_show_in_the_browser_zone_and_an_unknown_page_is_an_html_404(

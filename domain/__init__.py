@@ -6,12 +6,30 @@ names below; the modules behind them are free to change.
 """
 
 from .attention import ATTENTION_KINDS, Attention, attention, crash_attention
+from .backlog import backlog_phases, phase_items_done, ready_items
+from .backlog_commands import (
+    BACKLOG_COMMANDS,
+    AddBacklogItem,
+    ChangeBacklogItem,
+    DropBacklogItem,
+    ProposeBacklog,
+    ReorderBacklog,
+)
+from .backlog_contract import BacklogInvalid, parse_backlog
+from .backlog_events import (
+    BacklogApproved,
+    BacklogItemAdded,
+    BacklogItemChanged,
+    BacklogItemDropped,
+    BacklogProposed,
+    BacklogReordered,
+)
+from .backlog_items import Backlog, BacklogItem, BacklogItemStatus
 from .commands import (  # noqa: I001 (the task's branch)
     AGENT_COMMANDS,
     JOB_COMMANDS,
     PERSON_COMMANDS,
     TASK_COMMANDS,
-    AdvanceBranch,
     AnswerQuestion,
     Approve,
     AskQuestion,
@@ -29,6 +47,7 @@ from .commands import (  # noqa: I001 (the task's branch)
     QueueJob,
     RecordArtifact,
     RecordBranch,
+    RecordBranchConflict,
     RecordCommit,
     RecordContext,
     RecordRateLimit,
@@ -64,6 +83,7 @@ from .events import (
     ApprovalRequested,
     ArtifactRecorded,
     BranchAdvanced,
+    BranchConflicted,
     BranchCreated,
     BudgetReached,
     BudgetSet,
@@ -156,8 +176,10 @@ from .sync_commands import (
     RecordDeliveryFailure,
     RecordIssueStatus,
     RecordPullRequestState,
+    RecordRepositoryRename,
     RecordReview,
     RecordSyncIncident,
+    RecordSyncRateLimit,
     ReturnToPhase,
     SyncNow,
 )
@@ -168,9 +190,11 @@ from .sync_events import (
     PullRequestApproved,
     PullRequestClosed,
     PullRequestMerged,
+    RemoteRepositoryRenamed,
     ReviewApplied,
     SyncConfigured,
     SyncIncident,
+    SyncRateLimited,
     SyncRequested,
     UpdateApproved,
     UpdateDelivered,
@@ -303,9 +327,10 @@ __all__ = [
     "head_commit",
     # the task's branch
     "RecordBranch",
-    "AdvanceBranch",
+    "RecordBranchConflict",
     "BranchCreated",
     "BranchAdvanced",
+    "BranchConflicted",
     "Branch",
     "job_commit",
     "BACKOFF_BASE",
@@ -347,6 +372,8 @@ __all__ += [
     "ApplyReview",
     "RecordPullRequestState",
     "RecordIssueStatus",
+    "RecordSyncRateLimit",
+    "RecordRepositoryRename",
     "SYNC_COMMANDS",
     "SyncConfigured",
     "UpdateQueued",
@@ -364,6 +391,8 @@ __all__ += [
     "PullRequestMerged",
     "PullRequestClosed",
     "IssueStatusChanged",
+    "SyncRateLimited",
+    "RemoteRepositoryRenamed",
     "Outbox",
     "OutboxEntry",
     "UpdateStatus",
@@ -390,4 +419,28 @@ __all__ += [
     "ATTENTION_KINDS",
     "attention",
     "crash_attention",
+]
+
+# Projects as swarms (issue #14): the backlog a project's PRD becomes, and a person's edits.
+__all__ += [
+    "ProposeBacklog",
+    "AddBacklogItem",
+    "ChangeBacklogItem",
+    "DropBacklogItem",
+    "ReorderBacklog",
+    "BACKLOG_COMMANDS",
+    "BacklogProposed",
+    "BacklogApproved",
+    "BacklogItemAdded",
+    "BacklogItemChanged",
+    "BacklogItemDropped",
+    "BacklogReordered",
+    "Backlog",
+    "BacklogItem",
+    "BacklogItemStatus",
+    "BacklogInvalid",
+    "parse_backlog",
+    "backlog_phases",
+    "ready_items",
+    "phase_items_done",
 ]

@@ -194,13 +194,16 @@ class StartJob(Command):
 
 @dataclass(frozen=True)
 class CompleteJob(Command):
-    """Record that the run ``run_id`` of the job succeeded, with the runner's ``result``."""
+    """Record that the run ``run_id`` of the job succeeded, with the runner's ``result``;
+    ``landed`` is the task branch's newest commit once the run's work is on it (one record:
+    a job is never succeeded with its work off the branch)."""
 
     name: ClassVar[str] = "complete_job"
 
     job_id: str
     run_id: str
     result: dict[str, Any] = field(default_factory=dict)
+    landed: str | None = None
 
 
 @dataclass(frozen=True)
@@ -310,13 +313,18 @@ class RecordBranch(Command):
 
 
 @dataclass(frozen=True)
-class AdvanceBranch(Command):
-    """Record that job ``job_id``'s work landed on the task's branch as ``commit``."""
+class RecordBranchConflict(Command):
+    """Record that the run ``run_id`` of the job succeeded but its changes conflict, in
+    ``files``, with the work that landed on the task's branch (now at ``head``) since the run
+    started: the attempt fails, and its retry starts from ``head`` knowing why."""
 
-    name: ClassVar[str] = "advance_branch"
+    name: ClassVar[str] = "record_branch_conflict"
 
     job_id: str
-    commit: str
+    run_id: str
+    head: str
+    files: Sequence[str]
+    jitter: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -488,7 +496,7 @@ JOB_COMMANDS: tuple[type[Command], ...] = (
     RecordCommit,
     RemoveWorkspace,
     RecordBranch,
-    AdvanceBranch,
+    RecordBranchConflict,
     RecordRepositoryUnavailable,
     SetRepo,
 )
@@ -511,10 +519,18 @@ TASK_COMMANDS: tuple[type[Command], ...] = (
     *AGENT_COMMANDS,
 )
 """Every command class: the workflow commands in the order a task usually meets them, then
-``JOB_COMMANDS`` and ``AGENT_COMMANDS`` (then the sync engine's, added below)."""
+``JOB_COMMANDS`` and ``AGENT_COMMANDS`` (then the sync engine's and the backlog's, added
+below)."""
 
-# -- the sync engine (sync_commands.py builds on Command, so it is imported last) -------------
+# -- the sync engine and a project's backlog (their modules build on Command: imported last) ---
 
+from .backlog_commands import (  # noqa: E402
+    BACKLOG_COMMANDS,
+    AddBacklogItem,
+    ChangeBacklogItem,
+    DropBacklogItem,
+    ReorderBacklog,
+)
 from .sync_commands import (  # noqa: E402
     SYNC_COMMANDS,
     ApproveUpdate,
@@ -523,7 +539,7 @@ from .sync_commands import (  # noqa: E402
     SyncNow,
 )
 
-TASK_COMMANDS = (*TASK_COMMANDS, ReturnToPhase, *SYNC_COMMANDS)
+TASK_COMMANDS = (*TASK_COMMANDS, ReturnToPhase, *SYNC_COMMANDS, *BACKLOG_COMMANDS)
 
 PERSON_COMMANDS: tuple[type[Command], ...] = (
     CreateTask,
@@ -545,9 +561,14 @@ PERSON_COMMANDS: tuple[type[Command], ...] = (
     ConfigureSync,
     ApproveUpdate,
     SyncNow,
+    AddBacklogItem,
+    ChangeBacklogItem,
+    DropBacklogItem,
+    ReorderBacklog,
 )
 """The commands a person may give (through the API and the pages): the decisions at the
-gates, steering the task and its jobs, answers, the budget and the sync settings.
+gates, steering the task and its jobs, answers, the budget, the sync settings and the edits
+of a project's backlog.
 
 Every other command of ``TASK_COMMANDS`` is recorded by ipa itself — the pod's scheduler
 (``start``, ``request_approval``, ``complete_phase``, ``fail``, the runs of jobs), its agents

@@ -273,6 +273,19 @@ class BranchAdvanced(TaskEvent):
     previous: str
 
 
+class BranchConflicted(TaskEvent):
+    """The run ``run_id`` of job ``job_id`` succeeded, but its changes conflict in ``files``
+    with the work that landed on the task's branch (at ``head``) since it started; nothing
+    landed. ``learning`` joins the continuity log, and a ``JobFailed`` follows."""
+
+    job_id: str
+    run_id: str
+    attempt: int
+    head: str
+    files: list[str]
+    learning: str
+
+
 # -- agents (see agents.py) ---------------------------------------------------------------------
 
 

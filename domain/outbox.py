@@ -219,6 +219,8 @@ class Outbox:
     ``config``: connector → options (``configure_sync``). ``delivered``: target → what was
     last delivered there (``update_id``, ``payload_hash``, ``result``). ``remote``: the last
     state read outside (``pull_request``: number/state/by; ``issue``: key/status/by).
+    ``rate_limited_until``: connector → until when its system asked ipa to wait (nothing is
+    sent to it before).
     """
 
     config: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
@@ -229,6 +231,7 @@ class Outbox:
     reviews: tuple[Review, ...] = ()
     remote: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
     sync_requested_at: datetime | None = None
+    rate_limited_until: dict[str, datetime] = field(default_factory=dict, hash=False)
 
     # -- questions --------------------------------------------------------------------------
 
@@ -248,13 +251,20 @@ class Outbox:
         return next((r for r in self.reviews if r.review_id == review_id), None)
 
     def due(self, now: datetime) -> list[OutboxEntry]:
-        """The entries that may be sent at ``now``: pending, approved (when the gate is on)
-        and past their ``retry_at``; in queue order."""
+        """The entries that may be sent at ``now``: pending, approved (when the gate is on),
+        past their ``retry_at`` and their connector's rate limit; in queue order."""
         return [
             e for e in self.entries
             if e.status is UpdateStatus.pending and e.approved_at(now)
-            and (e.retry_at is None or e.retry_at <= now)
+            and ((ready := self._ready_at(e)) is None or ready <= now)
         ]
+
+    def _ready_at(self, entry: OutboxEntry) -> datetime | None:
+        """The earliest time ``entry`` may be sent: its ``retry_at`` or its connector's rate
+        limit, whichever is later; ``None`` when neither holds it."""
+        times = [t for t in (entry.retry_at, self.rate_limited_until.get(entry.connector))
+                 if t is not None]
+        return max(times, default=None)
 
     def expired(self, now: datetime) -> list[OutboxEntry]:
         """The unsent entries whose approval has run out at ``now``."""
@@ -266,8 +276,8 @@ class Outbox:
     def next_due(self) -> datetime | None:
         """The earliest time something changes by itself: a retry falls due or an approval
         expires; ``None`` when nothing waits for time."""
-        times = [e.retry_at for e in self.entries
-                 if e.status is UpdateStatus.pending and e.retry_at is not None]
+        times = [ready for e in self.entries if e.status is UpdateStatus.pending
+                 and (ready := self._ready_at(e)) is not None]
         times += [e.approval.expires_at for e in self.entries
                   if e.status.unsent and e.approval is not None]
         return min(times, default=None)
@@ -303,6 +313,8 @@ class Outbox:
                 "reviews": [review.to_dict() for review in self.reviews],
                 "remote": copy.deepcopy(self.remote),
                 "sync_requested_at": _iso(self.sync_requested_at),
+                "rate_limited_until": {c: t.isoformat()
+                                       for c, t in self.rate_limited_until.items()},
             },
         }
 
@@ -320,6 +332,8 @@ class Outbox:
             reviews=tuple(Review.from_dict(r) for r in sync.get("reviews", ())),
             remote=copy.deepcopy(sync.get("remote", {})),
             sync_requested_at=_from_iso(sync.get("sync_requested_at")),
+            rate_limited_until={c: datetime.fromisoformat(t)
+                                for c, t in sync.get("rate_limited_until", {}).items()},
         )
 
 

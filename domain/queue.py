@@ -50,6 +50,7 @@ from .commands import (
     FailJob,
     HoldJob,
     QueueJob,
+    RecordBranchConflict,
     RetryJob,
     SkipJob,
     StartJob,
@@ -66,6 +67,7 @@ from .decision import (
 )
 from .errors import InvalidCommand, JobNotFound
 from .events import (
+    BranchConflicted,
     JobCancelled,
     JobDeadLettered,
     JobFailed,
@@ -80,6 +82,7 @@ from .events import (
 from .jobs import backoff_delay, dependency_cycle, is_due, waiting_for
 from .state import Job, JobStatus, TaskState
 from .workflows import Status, get_workflow
+from .workspaces import advance_branch, conflict_learning
 
 # -- decide --------------------------------------------------------------------------------------
 
@@ -195,7 +198,9 @@ _TAKEN_BY_A_PERSON = (JobStatus.cancelled, JobStatus.held, JobStatus.skipped)
 """What a job's run may find its job became while it ran; its report then records nothing."""
 
 
-def _current_run(state: TaskState, command: CompleteJob | FailJob | HoldJob) -> Job | None:
+def _current_run(
+    state: TaskState, command: CompleteJob | FailJob | HoldJob | RecordBranchConflict
+) -> Job | None:
     """The job whose run ``command`` reports; ``None`` when the job was cancelled, held or
     skipped under it."""
     run_id = identifier(command.run_id, "run_id")
@@ -221,6 +226,8 @@ def _complete(state: TaskState, command: CompleteJob, draft: Draft) -> None:
     draft.add(
         JobSucceeded, job_id=job.job_id, attempt=job.attempts, run_id=job.run_id, result=result
     )
+    if command.landed is not None:
+        advance_branch(state, command, job.job_id, command.landed, draft)
 
 
 def _fail(state: TaskState, command: FailJob, draft: Draft) -> None:
@@ -228,19 +235,46 @@ def _fail(state: TaskState, command: FailJob, draft: Draft) -> None:
     reason = text(command.reason, "reason", required=True)
     if not isinstance(command.interrupted, bool):
         raise InvalidCommand(f"interrupted must be true or false, got {command.interrupted!r}")
-    jitter = number(command.jitter, "jitter")
-    if not 0.0 <= jitter < 1.0:
-        raise InvalidCommand(f"jitter must be in [0, 1), got {command.jitter}")
+    jitter = _jitter(command.jitter)
     job = _current_run(state, command)
     if job is None:
         return
+    _fail_run(state, job, reason, command.interrupted, jitter, draft)
+
+
+def _branch_conflict(state: TaskState, command: RecordBranchConflict, draft: Draft) -> None:
+    head = identifier(command.head, "head")
+    files = list(identifiers(command.files, "files"))
+    jitter = _jitter(command.jitter)
+    job = _current_run(state, command)
+    if job is None:
+        return
+    learning = conflict_learning(head, files)
+    draft.add(BranchConflicted, job_id=job.job_id, run_id=job.run_id, attempt=job.attempts,
+              head=head, files=files, learning=learning)
+    named = ", ".join(files) or "files git did not name"
+    reason = f"its changes conflict with work that landed on the task's branch ({named})"
+    _fail_run(state, job, reason, False, jitter, draft)
+
+
+def _jitter(value: object) -> float:
+    jitter = number(value, "jitter")
+    if not 0.0 <= jitter < 1.0:
+        raise InvalidCommand(f"jitter must be in [0, 1), got {value}")
+    return jitter
+
+
+def _fail_run(state: TaskState, job: Job, reason: str, interrupted: bool, jitter: float,
+            draft: Draft) -> None:
+    """The run of ``job`` failed: retried after a backoff, or dead-lettered at its last
+    attempt."""
     attempt = job.attempts
     failed = dict(
         job_id=job.job_id,
         attempt=attempt,
         run_id=job.run_id,
         reason=reason,
-        interrupted=command.interrupted,
+        interrupted=interrupted,
     )
     if state.status.terminal:
         draft.add(JobFailed, **failed, retry_at=None)
@@ -316,6 +350,7 @@ DECIDERS: dict[type[Command], Callable[[TaskState, Any, Draft], None]] = {
     StartJob: _start,
     CompleteJob: _complete,
     FailJob: _fail,
+    RecordBranchConflict: _branch_conflict,
     RetryJob: _retry,
     CancelJob: _cancel,
     HoldJob: _hold,

@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
+from .backlog_items import Backlog
 from .outbox import Outbox
 from .workflows import Status
 
@@ -472,6 +473,7 @@ class TaskState:
     questions: FrozenMap[Question] = field(default_factory=FrozenMap)
     artifacts: FrozenMap[Artifact] = field(default_factory=FrozenMap)
     outbox: Outbox = field(default_factory=Outbox)  # the sync engine's (outbox.py)
+    backlog: Backlog | None = None  # a project's (backlog.py); None until proposed
 
     def to_dict(self) -> dict[str, Any]:
         """The state as JSON-ready data (str, int, bool, None, lists and dicts only)."""
@@ -521,6 +523,7 @@ class TaskState:
                 for a in self.artifacts.values()
             ],
             **self.outbox.to_dict(),
+            "backlog": None if self.backlog is None else self.backlog.to_dict(),
         }
 
     @classmethod
@@ -584,4 +587,5 @@ class TaskState:
                 for a in data.get("artifacts", ())
             ),
             outbox=Outbox.from_dict(data),
+            backlog=Backlog.from_dict(data.get("backlog")),
         )

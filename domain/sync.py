@@ -9,6 +9,10 @@ to be sent, or whose payload is not the one the person saw (``payload_hash``).
 ``record_delivery`` is refused, whoever sends it, for an update the gate has not let through:
 approval missing, for another payload, or expired at the time of the decision.
 
+**Outside facts.** ``record_sync_rate_limit`` holds every update of its connector until
+``now + wait_seconds`` (``sync_now`` ends it early); ``record_repository_rename``
+moves ``github.repo`` to the name the repository answers to now.
+
 **Reviews.** A review applies when the task is in ``review`` and the review was given on the
 commit last pushed (or names none): an approval then approves the review gate (the task must
 be waiting there), changes send it back to ``development`` (``return_to_phase``) with the
@@ -51,8 +55,10 @@ from .sync_commands import (
     RecordDeliveryFailure,
     RecordIssueStatus,
     RecordPullRequestState,
+    RecordRepositoryRename,
     RecordReview,
     RecordSyncIncident,
+    RecordSyncRateLimit,
     ReturnToPhase,
     SyncNow,
 )
@@ -63,9 +69,11 @@ from .sync_events import (
     PullRequestApproved,
     PullRequestClosed,
     PullRequestMerged,
+    RemoteRepositoryRenamed,
     ReviewApplied,
     SyncConfigured,
     SyncIncident,
+    SyncRateLimited,
     SyncRequested,
     UpdateApproved,
     UpdateDelivered,
@@ -278,7 +286,40 @@ def _record_incident(state: TaskState, command: RecordSyncIncident, draft: Draft
     draft.add(SyncIncident, connector=connector, kind=kind, reason=reason)
 
 
+def _record_rate_limit(state: TaskState, command: RecordSyncRateLimit, draft: Draft) -> None:
+    connector = text(command.connector, "connector", required=True)
+    reason = text(command.reason, "reason", required=True)
+    wait = number(command.wait_seconds, "wait_seconds")
+    if connector not in CONNECTOR_KINDS:
+        raise InvalidCommand(f"unknown connector {connector!r}; known: "
+                             f"{', '.join(CONNECTOR_KINDS)}")
+    if wait < 0:
+        raise InvalidCommand(f"wait_seconds must not be negative, got {wait}")
+    until = draft.ctx.now + timedelta(seconds=wait)
+    draft.add(SyncRateLimited, connector=connector, reason=reason, wait_seconds=wait,
+              until=until.isoformat())
+
+
 # -- decide: incoming changes -----------------------------------------------------------------
+
+
+def _record_rename(state: TaskState, command: RecordRepositoryRename, draft: Draft) -> None:
+    connector = text(command.connector, "connector", required=True)
+    old = text(command.old, "old", required=True)
+    new = text(command.new, "new", required=True)
+    if connector != "github":
+        raise InvalidCommand(f"{connector} has no repository to rename (github has)")
+    if not _GITHUB_REPO.fullmatch(new):
+        raise InvalidCommand(f"new must be 'owner/name', got {new!r}")
+    options = state.outbox.config.get(connector)
+    if options is None:
+        raise rejection(state, command, f"{connector} is not configured for this task")
+    current = options["repo"]
+    if current == new:
+        return
+    if current.casefold() != old.casefold():  # GitHub's names are case-insensitive
+        raise rejection(state, command, f"{connector}.repo is {current!r}, not {old!r}")
+    draft.add(RemoteRepositoryRenamed, connector=connector, old=current, new=new)
 
 
 def _record_review(state: TaskState, command: RecordReview, draft: Draft) -> None:
@@ -443,6 +484,8 @@ DECIDERS: dict[type[Command], Callable[[TaskState, Any, Draft], None]] = {
     ApplyReview: _apply_review,
     RecordPullRequestState: _record_pull_request,
     RecordIssueStatus: _record_issue_status,
+    RecordSyncRateLimit: _record_rate_limit,
+    RecordRepositoryRename: _record_rename,
     ReturnToPhase: _return_to_phase,
 }
 """The handler of each sync command, for ``task.decide``."""
@@ -539,14 +582,27 @@ def _sync_requested(event: SyncRequested, state: TaskState) -> dict[str, Any]:
         elif entry.status is UpdateStatus.pending:
             entry = replace(entry, retry_at=None)
         entries.append(entry)
+    # A person asked for now: the waits a system asked for end too (their choice, not ipa's).
     return _outbox(replace(state.outbox, entries=tuple(entries),
-                           sync_requested_at=event.timestamp))
+                           sync_requested_at=event.timestamp, rate_limited_until={}))
 
 
 def _incident(event: SyncIncident, state: TaskState) -> dict[str, Any]:
     incident = Incident(event.connector, event.kind, event.reason, event.timestamp)
     incidents = (*state.outbox.incidents, incident)[-INCIDENT_LIMIT:]
     return _outbox(replace(state.outbox, incidents=incidents))
+
+
+def _rate_limited(event: SyncRateLimited, state: TaskState) -> dict[str, Any]:
+    until = {**state.outbox.rate_limited_until,
+             event.connector: datetime.fromisoformat(event.until)}
+    return _outbox(replace(state.outbox, rate_limited_until=until))
+
+
+def _renamed(event: RemoteRepositoryRenamed, state: TaskState) -> dict[str, Any]:
+    config = {**state.outbox.config,
+              event.connector: {**state.outbox.config[event.connector], "repo": event.new}}
+    return _outbox(replace(state.outbox, config=config))
 
 
 def _reviewed(event: PullRequestApproved | ChangesRequestedOnPullRequest,
@@ -598,5 +654,7 @@ FOLDS: dict[type[TaskEvent], Callable[[Any, TaskState], dict[str, Any]]] = {
     PullRequestMerged: _pull_request,
     PullRequestClosed: _pull_request,
     IssueStatusChanged: _issue_status,
+    SyncRateLimited: _rate_limited,
+    RemoteRepositoryRenamed: _renamed,
 }
 """The fold of each sync event, for ``task.evolve``: the state fields the event changes."""

@@ -128,6 +128,31 @@ class RecordSyncIncident(Command):
 
 
 @dataclass(frozen=True)
+class RecordSyncRateLimit(Command):
+    """``connector``'s system refused a request for a rate limit: send nothing to it and poll
+    it not for ``wait_seconds`` (the engine's choice: what the system said, else at least a
+    minute, growing); ``reason`` names the limit and the wait."""
+
+    name: ClassVar[str] = "record_sync_rate_limit"
+
+    connector: str
+    reason: str
+    wait_seconds: float
+
+
+@dataclass(frozen=True)
+class RecordRepositoryRename(Command):
+    """``connector``'s repository ``old`` moved permanently to ``new`` (renamed or
+    transferred, as a redirect said): later requests use ``new``."""
+
+    name: ClassVar[str] = "record_repository_rename"
+
+    connector: str
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
 class RecordReview(Command):
     """Record a review read from the pull request: ``verdict`` is ``approved`` or
     ``changes_requested``; ``comments`` are its review comments (``{path, line, body}``).
@@ -209,5 +234,7 @@ SYNC_COMMANDS: tuple[type[Command], ...] = (
     ApplyReview,
     RecordPullRequestState,
     RecordIssueStatus,
+    RecordSyncRateLimit,
+    RecordRepositoryRename,
 )
 """The commands of the outbox and the incoming changes: never workflow moves."""

@@ -98,7 +98,8 @@ class SyncRequested(TaskEvent):
 
 class SyncIncident(TaskEvent):
     """Something is wrong with ``connector`` that a person should know: ``kind`` is
-    ``repository_not_found``, ``auth`` or ``transient_errors``; ``reason`` says what."""
+    ``repository_not_found``, ``auth``, ``rejected`` or ``transient_errors``; ``reason`` says
+    what."""
 
     connector: str
     kind: str
@@ -158,3 +159,24 @@ class IssueStatusChanged(TaskEvent):
     issue: str
     status: str
     by: str
+
+
+class SyncRateLimited(TaskEvent):
+    """``connector``'s system asked ipa to slow down: nothing is sent to it, and it is not
+    polled, for ``wait_seconds``, until ``until`` (a ``sync_now`` ends the wait early).
+    ``reason`` names the limit and where the wait comes from (``retry-after``,
+    ``x-ratelimit-reset``, or none given: at least a minute, growing)."""
+
+    connector: str
+    reason: str
+    wait_seconds: float
+    until: str
+
+
+class RemoteRepositoryRenamed(TaskEvent):
+    """The repository ``old`` of ``connector`` answered with a permanent redirect to another
+    repository, ``new`` (it was renamed or transferred): later requests go to ``new``."""
+
+    connector: str
+    old: str
+    new: str

@@ -19,7 +19,7 @@ from functools import singledispatch
 from typing import Any
 from uuid import UUID
 
-from . import agents, queue, sync, workspaces
+from . import agents, backlog, queue, sync, workspaces
 from .commands import (
     Approve,
     Cancel,
@@ -175,6 +175,7 @@ def _approve(state: TaskState, command: Approve, draft: Draft) -> None:
     comment = text(command.comment, "comment")
     target = _move(state, command)
     draft.add(PhaseApproved, phase=state.phase, comment=comment)
+    backlog.approve_at_gate(state, draft)
     _advance(state, target, draft)
 
 
@@ -238,6 +239,7 @@ _DECIDERS: dict[type[Command], Callable[[TaskState, Any, Draft], None]] = {
     **workspaces.DECIDERS,
     **agents.DECIDERS,
     **sync.DECIDERS,
+    **backlog.DECIDERS,
 }
 
 
@@ -385,6 +387,6 @@ def _completed(event: TaskCompleted, state: TaskState) -> dict[str, Any]:
 
 for _event_type, _fold in (
     *queue.FOLDS.items(), *workspaces.FOLDS.items(), *agents.FOLDS.items(),
-    *sync.FOLDS.items(),
+    *sync.FOLDS.items(), *backlog.FOLDS.items(),
 ):
     _changes.register(_event_type, _fold)

@@ -23,7 +23,6 @@ from dataclasses import replace
 from typing import Any
 
 from .commands import (
-    AdvanceBranch,
     Command,
     RecordBranch,
     RecordCommit,
@@ -37,6 +36,7 @@ from .decision import Draft, identifier, rejection, text
 from .errors import InvalidCommand, JobNotFound
 from .events import (
     BranchAdvanced,
+    BranchConflicted,
     BranchCreated,
     RepositoryChanged,
     RepositoryUnavailable,
@@ -45,7 +45,7 @@ from .events import (
     WorkspaceCreated,
     WorkspaceRemoved,
 )
-from .state import Branch, TaskState, Workspace
+from .state import Branch, Learning, TaskState, Workspace
 
 # A branch name git accepts (git check-ref-format --branch), kept to the plain cases: no
 # component starting with '.' or '-' or ending in '.lock', no '..', '@{', '//', control
@@ -173,16 +173,24 @@ def _record_branch(state: TaskState, command: RecordBranch, draft: Draft) -> Non
     draft.add(BranchCreated, name=name, base=base, base_commit=base_commit)
 
 
-def _advance_branch(state: TaskState, command: AdvanceBranch, draft: Draft) -> None:
-    job_id = identifier(command.job_id, "job_id")
-    commit = identifier(command.commit, "commit")
-    if job_id not in state.jobs:
-        raise JobNotFound(command.name, job_id)
+def advance_branch(state: TaskState, command: Command, job_id: str, commit: object,
+                   draft: Draft) -> None:
+    """Record that job ``job_id``'s work landed: the task's branch is now at ``commit``
+    (part of the job's completion, see ``CompleteJob.landed``)."""
+    commit = identifier(commit, "landed")
     if state.branch is None:
         raise rejection(state, command, "the task has no branch yet")
     previous = state.branch.head_commit or state.branch.base_commit
     if commit != previous:
         draft.add(BranchAdvanced, job_id=job_id, commit=commit, previous=previous)
+
+
+def conflict_learning(head: str, files: list[str]) -> str:
+    """What a run whose changes did not land tells the job's next attempt."""
+    named = ", ".join(files) or "files git did not name"
+    return (f"Your changes conflicted with work that landed on the task's branch meanwhile "
+            f"(now at {head[:12]}), in: {named}. Nothing of that attempt landed; start from "
+            "the branch as it is now and redo the work on top of it.")
 
 
 def _set_repo(state: TaskState, command: SetRepo, draft: Draft) -> None:
@@ -204,7 +212,6 @@ DECIDERS: dict[type[Command], Callable[[TaskState, Any, Draft], None]] = {
     RemoveWorkspace: _remove_workspace,
     RecordRepositoryUnavailable: _record_repository_unavailable,
     RecordBranch: _record_branch,
-    AdvanceBranch: _advance_branch,
     SetRepo: _set_repo,
 }
 """The handler of each workspace command, for ``task.decide``."""
@@ -270,6 +277,11 @@ def _branch_advanced(event: BranchAdvanced, state: TaskState) -> dict[str, Any]:
     return {"branch": replace(state.branch, head_commit=event.commit)}
 
 
+def _branch_conflicted(event: BranchConflicted, state: TaskState) -> dict[str, Any]:
+    learning = Learning(event.job_id, event.attempt, event.learning, event.timestamp)
+    return {"learnings": (*state.learnings, learning)}
+
+
 FOLDS: dict[type[TaskEvent], Callable[[Any, TaskState], dict[str, Any]]] = {
     WorkspaceCreated: _created,
     WorkspaceCommitted: _committed,
@@ -278,5 +290,6 @@ FOLDS: dict[type[TaskEvent], Callable[[Any, TaskState], dict[str, Any]]] = {
     RepositoryChanged: _repository_changed,
     BranchCreated: _branch_created,
     BranchAdvanced: _branch_advanced,
+    BranchConflicted: _branch_conflicted,
 }
 """The fold of each workspace event, for ``task.evolve``: the state fields the event changes."""

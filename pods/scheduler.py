@@ -37,13 +37,13 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from ipa.domain import (
-    AdvanceBranch,
     CompleteJob,
     CompletePhase,
     FailJob,
     HoldJob,
     QueueJob,
     RecordBranch,
+    RecordBranchConflict,
     RecordCommit,
     RecordRepositoryUnavailable,
     RecordWorkspace,
@@ -67,7 +67,13 @@ from ipa.eventstore import EventStore
 from .rarv import AgentAttempt, AgentSettings, is_agent_job
 from .runners import AgentRunner, OutputLine, RunnerError, RunRequest, RunResult
 from .state import Clock, PodState, utc_now
-from .workspace import RepositoryUnavailable, UnknownRevision, WorkspaceError, WorkspaceManager
+from .workspace import (
+    BranchConflict,
+    RepositoryUnavailable,
+    UnknownRevision,
+    WorkspaceError,
+    WorkspaceManager,
+)
 
 log = logging.getLogger(__name__)
 
@@ -369,25 +375,34 @@ class Scheduler:
                                                base_commit=branch.base_commit))
         return True
 
-    async def _land(self, job_id: str) -> None:
-        """Put a succeeded job's commit on the task's branch (recorded). A conflict with
-        work that landed meanwhile is logged and leaves the branch as it was."""
+    async def _complete(self, job: Any, run_id: str, result: RunResult) -> None:
+        """Record a succeeded run: its commit lands on the task's branch first, and the job's
+        success and the branch's new head are one record. Work that conflicts with what landed
+        meanwhile fails the attempt instead (its retry starts from the branch as it is); a
+        branch that cannot be moved fails it too, naming why."""
         async with self._landing:
             state = self._state.current
-            found = job_commit(state, job_id)
-            if found is None or state.branch is None:
-                return
-            workspace, commit = found
-            head = state.branch.head_commit or state.branch.base_commit
-            try:
-                landed = await self._workspaces.land(
-                    task_id=self.task_id, repo=workspace.repo, commit=commit,
-                    start=workspace.base_commit, head=head)
-            except WorkspaceError as e:
-                log.warning("task %s: job %s did not land on %s: %s", self.task_id, job_id,
-                            state.branch.name, e)
-                return
-            await self._state.execute(AdvanceBranch(job_id=job_id, commit=landed))
+            found = job_commit(state, job.job_id)
+            landed = None
+            if found is not None and state.branch is not None:
+                workspace, commit = found
+                head = state.branch.head_commit or state.branch.base_commit
+                try:
+                    landed = await self._workspaces.land(
+                        task_id=self.task_id, repo=workspace.repo, commit=commit,
+                        start=workspace.base_commit, head=head)
+                except BranchConflict as e:
+                    await self._state.execute(RecordBranchConflict(
+                        job_id=job.job_id, run_id=run_id, head=head, files=list(e.files),
+                        jitter=self._jitter()))
+                    return
+                except WorkspaceError as e:
+                    await self._state.execute(FailJob(
+                        job_id=job.job_id, run_id=run_id, jitter=self._jitter(),
+                        reason=f"its commit could not land on {state.branch.name}: {e}"))
+                    return
+            await self._state.execute(CompleteJob(job_id=job.job_id, run_id=run_id,
+                                                  result=dict(result.result), landed=landed))
 
     async def _commit(self, job: Any, workspace_id: str) -> str | None:
         workspace = self._workspaces.open(self.task_id, workspace_id)
@@ -420,9 +435,7 @@ class Scheduler:
         if result is not None and result.result.get("deferred"):
             return  # a rate limit or a question: recorded, the job waits without a failure
         if result is not None and result.succeeded:
-            await self._state.execute(CompleteJob(job_id=job.job_id, run_id=run_id,
-                                                  result=dict(result.result)))
-            await self._land(job.job_id)
+            await self._complete(job, run_id, result)
             return
         reason = interrupted or (result.reason if result else None) or "failed"
         await self._state.execute(FailJob(

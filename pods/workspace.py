@@ -47,6 +47,8 @@ Removing a workspace drops git's record of its worktree by path (``git worktree 
 of the user's own worktrees whose directories are missing. :meth:`WorkspaceManager.sweep`
 removes, at recovery, whatever a killed process left under the root.
 
+**Submodules** of a new worktree are checked out by :mod:`.submodules`, which says from where.
+
 This module records no events: the pod records each workspace change from what these methods
 return (:class:`WorkspaceInfo`, :class:`CommitInfo`). Every failure is a
 :class:`WorkspaceError` naming the workspace or repository and the problem.
@@ -65,13 +67,25 @@ import shutil
 import stat
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Container
+from collections.abc import AsyncIterator, Container, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 from uuid import UUID, uuid4
 
 import anyio
+
+from .submodules import SubmoduleCheckout
+from .workspace_errors import (
+    BranchConflict,
+    PathOutsideWorkspace,
+    RepositoryUnavailable,
+    UnknownRevision,
+    WorkspaceError,
+    WorkspaceNotFound,
+    _display,
+    _reason,
+)
 
 __all__ = [
     "BranchConflict",
@@ -99,7 +113,6 @@ AUTHOR_EMAIL = "ipa@localhost"
 # _check_workspace_id: no '..', no trailing '.' or '.lock').
 _WORKSPACE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _SCP_LIKE = re.compile(r"[\w.+-]+@[\w.-]+:")
-_URL_PASSWORD = re.compile(r"(://[^/@:]*):[^/@]*@")
 # The caller's GIT_* variables are dropped (GIT_DIR, GIT_INDEX_FILE... would redirect every
 # command) except these, which only say how to reach a remote or which config to read.
 _KEPT_GIT_VARIABLES = frozenset(
@@ -127,45 +140,6 @@ _GIT_OPTIONS = (
     "-c", "gc.auto=0",  # no detached gc outliving the command
     "-c", "maintenance.auto=false",
 )  # fmt: skip
-
-
-class WorkspaceError(Exception):
-    """Base of every workspace error; the message names the workspace or repository."""
-
-
-class RepositoryUnavailable(WorkspaceError):
-    """The repository does not exist, is not a git repository, or cannot be cloned/fetched."""
-
-    def __init__(self, repo: str, reason: str) -> None:
-        super().__init__(f"repository {_display(repo)}: {reason}")
-        self.repo = repo
-        self.reason = reason
-
-
-class UnknownRevision(WorkspaceError):
-    """The base names no commit of the repository."""
-
-    def __init__(self, repo: str, revision: str) -> None:
-        super().__init__(f"repository {_display(repo)}: no commit named {revision!r}")
-        self.repo = repo
-        self.revision = revision
-
-
-class BranchConflict(WorkspaceError):
-    """A job's changes conflict with what landed on the task branch since its run started."""
-
-
-class WorkspaceNotFound(WorkspaceError):
-    """No such workspace under the root (never made, removed, or its directory is gone)."""
-
-
-class PathOutsideWorkspace(WorkspaceError):
-    """A path given to a workspace is refused by the confinement rule."""
-
-    def __init__(self, workspace: str, path: str, reason: str) -> None:
-        super().__init__(f"workspace {workspace}: path {path!r} refused: {reason}")
-        self.workspace = workspace
-        self.path = path
 
 
 @dataclass(frozen=True)
@@ -264,21 +238,6 @@ class _Git:
             raise WorkspaceError(f"{subject}: git {args[0]} took longer than {limit:g} s") from e
         except OSError as e:
             raise WorkspaceError(f"{subject}: cannot run {self.executable}: {e}") from e
-
-
-def _reason(result: subprocess.CompletedProcess[bytes]) -> str:
-    """git's own explanation: its first ``fatal:``/``error:`` line, else its first line."""
-    lines = [ln.strip() for ln in result.stderr.decode("utf-8", "replace").splitlines()]
-    lines = [ln for ln in lines if ln]
-    for line in lines:
-        for prefix in ("fatal: ", "error: "):
-            if line.startswith(prefix):
-                return line.removeprefix(prefix)
-    return lines[0] if lines else f"git exited with status {result.returncode}"
-
-
-def _display(repo: str) -> str:
-    return repr(_URL_PASSWORD.sub(r"\1:***@", repo))
 
 
 def _is_url(repo: str) -> bool:
@@ -507,7 +466,9 @@ def _copy_if_present(source: Path, target: Path) -> None:
 class WorkspaceManager:
     """Makes, re-opens and removes the workspaces under ``root`` (``<data dir>/workspaces``).
 
-    ``timeout`` bounds each git command, ``clone_timeout`` each clone or fetch.
+    ``timeout`` bounds each git command, ``clone_timeout`` each clone or fetch (a
+    submodule's too). ``repo_roots``: where a submodule may be read from a local path (the
+    repository policy's roots, ``--repo-root``); empty, anywhere (see :mod:`.submodules`).
     """
 
     def __init__(
@@ -518,11 +479,15 @@ class WorkspaceManager:
         timeout: float = 30.0,
         clone_timeout: float = 120.0,
         read_limit: int = READ_LIMIT,
+        repo_roots: Iterable[str | Path] = (),
     ) -> None:
         self.root = Path(os.path.abspath(Path(root).expanduser()))
         self._git = _Git(git, timeout, clone_timeout)
         self._read_limit = read_limit
         self._locks = _KeyedLocks()
+        self._submodules = SubmoduleCheckout(
+            self._git, hold=self._locks.hold, repo_roots=repo_roots
+        )
 
     async def create(
         self, *, task_id: UUID, workspace_id: str, repo: str, base: str | None = None
@@ -629,14 +594,34 @@ class WorkspaceManager:
                 if made.returncode != 0:
                     raise WorkspaceError(f"{subject}: git commit-tree failed: {_reason(made)}")
                 new = made.stdout.decode().strip()
+            was = await self._unrecorded_tip(git_dir, name, head, subject)
             moved = await self._git_in(
                 git_dir, "update-ref", "-m", f"ipa: land {commit[:12]}", f"refs/heads/{name}",
-                new, head, subject=subject,
+                new, was, subject=subject,
             )  # fmt: skip
             if moved.returncode != 0:
                 raise WorkspaceError(
-                    f"{subject}: branch {name} is not at {head[:12]}: {_reason(moved)}")
+                    f"{subject}: branch {name} is not at {was[:12]}: {_reason(moved)}")
         return new
+
+    async def _unrecorded_tip(self, git_dir: Path, name: str, head: str, subject: str) -> str:
+        """Where the task branch is, expected at ``head`` (the newest commit the task
+        recorded). A branch ahead of ``head`` holds a landing whose record a crash lost: that
+        job's run was recorded interrupted and runs again, so the branch goes back over it. A
+        branch anywhere else was moved by someone else and is left alone."""
+        tip = await self._first_commit(git_dir, [f"refs/heads/{name}"], subject)
+        if tip is None or tip == head:
+            return head
+        ahead = await self._git_in(git_dir, "merge-base", "--is-ancestor", head, tip,
+                                   subject=subject)
+        if ahead.returncode != 0:
+            raise WorkspaceError(
+                f"{subject}: branch {name} was moved to {tip[:12]} outside ipa (the task "
+                f"recorded {head[:12]}); move it back or start a new task")
+        log.warning("%s: branch %s is at %s, ahead of the recorded %s (a landing without its "
+                    "record, from a crash): it goes back over it", subject, name, tip[:12],
+                    head[:12])
+        return tip
 
     async def _replayed_tree(
         self, git_dir: Path, commit: str, start: str, head: str, subject: str
@@ -654,11 +639,10 @@ class WorkspaceManager:
         )  # fmt: skip
         lines = merged.stdout.decode("utf-8", "replace").splitlines()
         if merged.returncode == 1:
-            files = ", ".join(line for line in lines[1:] if line) or "?"
+            files = [line for line in lines[1:] if line]
             raise BranchConflict(
                 f"{subject}: the changes of {commit[:12]} conflict with the task branch "
-                f"at {head[:12]} ({files})"
-            )
+                f"at {head[:12]} ({', '.join(files) or '?'})", files)
         if merged.returncode != 0 or not lines:
             raise WorkspaceError(f"{subject}: git merge-tree failed: {_reason(merged)}")
         return lines[0].strip()
@@ -849,6 +833,20 @@ class WorkspaceManager:
                 with anyio.CancelScope(shield=True):
                     await self._discard(info, source.git_dir, keep_commits=False)
                 raise
+        # Outside the repository's lock (a submodule may take a while to fetch, and it
+        # writes only below this worktree's own git dir), inside the workspace's.
+        try:
+            await self._submodules.check_out(
+                repo, path, base_commit, url=source.url, git_dir=source.git_dir,
+                subject=f"workspace {name}",
+            )  # fmt: skip
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                async with self._locks.hold(str(source.git_dir)):
+                    await self._discard(info, source.git_dir, keep_commits=False)
+                with contextlib.suppress(OSError):
+                    await anyio.Path(path.parent).rmdir()  # the task's directory, once empty
+            raise
         return info
 
     def _path(self, task_id: UUID, workspace_id: str) -> Path:

@@ -207,14 +207,16 @@ async def serve(settings: Settings, host: str, port: int,
     sync = SyncSettings.from_environment()
     async with open_store(settings, create=True, lock="ipa serve") as store, \
             anyio.create_task_group() as tg:
+        repositories = RepositoryPolicy.configured(repo_roots)
         supervisor = Supervisor(PodEnvironment(
             store=store,
-            workspaces=WorkspaceManager(data_dir / "workspaces"),
+            # Local submodules are read from the same roots as the tasks' repositories.
+            workspaces=WorkspaceManager(data_dir / "workspaces", repo_roots=repositories.roots),
             scratch=data_dir / "scratch",
             runner_for=runner_for,
             agents=agents,
             sync=sync,
-            repositories=RepositoryPolicy.configured(repo_roots),
+            repositories=repositories,
         ))
         task_list = TaskList(store)
         await tg.start(task_list.run)

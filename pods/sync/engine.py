@@ -16,9 +16,12 @@ Three loops share the pod's state, each waiting on its changes:
 Errors never leave the engine: a connector's :class:`SyncError` becomes an ``UpdateFailed``
 (with ``retry_at`` for transient ones: backoff with jitter, or the server's ``Retry-After`` /
 rate-limit reset) and, for a missing repository, a refused token or a refused request, a
-``SyncIncident``. Transient errors of one connector only count; ``alert_after`` of them in a
-row make one ``transient_errors`` incident. An unexpected error is logged and counted the same
-way, so the pod stays healthy.
+``SyncIncident``. A rate limit (of a delivery or a poll) is a ``SyncRateLimited``: nothing goes
+to that connector until it is over, the wait being what the system said, else
+``rate_limit_wait`` (a minute) doubling with each limit in a row. A repository that answers
+with a permanent redirect to another name is a ``RemoteRepositoryRenamed``. Transient errors
+of one connector only count; ``alert_after`` of them in a row make one ``transient_errors``
+incident. An unexpected error is logged and counted the same way, so the pod stays healthy.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import logging
 import random
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +48,9 @@ from ipa.domain import (
     QueueUpdate,
     RecordDelivery,
     RecordDeliveryFailure,
+    RecordRepositoryRename,
     RecordSyncIncident,
+    RecordSyncRateLimit,
     TaskState,
     applies,
     backoff_delay,
@@ -88,6 +93,8 @@ class SyncEngine:
         self._connectors: dict[str, Any] = {}
         self.transient_errors: dict[str, int] = {}
         """Transient errors in a row, per connector (reset by a success)."""
+        self._limits: dict[str, tuple[int, datetime]] = {}
+        """Per connector, the rate limits in a row and when the last wait ends."""
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -121,7 +128,8 @@ class SyncEngine:
                 api = RestApi("github", self._client, settings.github_url, headers, self._clock)
                 self._connectors[name] = GitHubConnector(
                     api, token=settings.github_token, git_url=settings.git_url,
-                    git_dir_of=self._git_dir, push_timeout=settings.push_timeout)
+                    git_dir_of=self._git_dir, push_timeout=settings.push_timeout,
+                    renamed=self._renamed)
             elif name == "jira":
                 api = None
                 if settings.jira_url and settings.jira_token:
@@ -143,6 +151,9 @@ class SyncEngine:
             raise SyncError(connector, f"cannot push from {e}") from None
         except WorkspaceError as e:
             raise SyncError(connector, str(e), transient=True) from None
+
+    async def _renamed(self, old: str, new: str) -> None:
+        await self._execute(RecordRepositoryRename(connector="github", old=old, new=new))
 
     async def _close(self) -> None:
         client, self._client = self._client, None
@@ -215,10 +226,15 @@ class SyncEngine:
     async def _failed(self, entry: OutboxEntry, error: SyncError) -> None:
         retry_at = None
         reason = str(error)
+        waited = await self._rate_limited(error)
+        if waited is not None:
+            reason = f"{reason}; {waited[1]}"
         if error.transient:
             attempt = entry.attempts + 1
             if attempt >= self.settings.max_attempts:
                 reason = f"{reason} (gave up after {attempt} attempts; sync_now tries again)"
+            elif waited is not None:
+                retry_at = waited[0].isoformat()
             else:
                 delay = error.retry_after
                 if delay is None:
@@ -229,6 +245,35 @@ class SyncEngine:
                                                   retry_at=retry_at,
                                                   status_code=error.status_code))
         await self._count(error)
+
+    async def _rate_limited(self, error: SyncError) -> tuple[datetime, str] | None:
+        """For a rate limit: record the wait (``SyncRateLimited``) and return its end and the
+        wait in words. GitHub's rule: the wait the system named (``retry-after``, the reset of
+        a used-up limit); none named, at least ``rate_limit_wait``, doubling with each limit
+        in a row: one that comes less than ``rate_limit_wait`` after the last wait ended (or
+        before, when a person cut it short)."""
+        if not error.rate_limited:
+            return None
+        now = self._clock()
+        count, ended = self._limits.get(error.connector, (0, now))
+        if now - ended > timedelta(seconds=self.settings.rate_limit_wait):
+            count = 0
+        count += 1
+        if error.retry_after is not None:
+            wait = error.retry_after
+            why = f"waiting {wait:g} s, as the system said"
+        else:
+            settings = self.settings
+            wait = min(settings.rate_limit_cap, settings.rate_limit_wait * 2.0 ** (count - 1))
+            why = (f"waiting {wait:g} s: none was named, so at least {settings.rate_limit_wait:g}"
+                   f" s, doubled for each limit in a row (this is limit {count})")
+        state = await self._execute(RecordSyncRateLimit(connector=error.connector,
+                                                        reason=f"{error.reason}; {why}",
+                                                        wait_seconds=wait))
+        until = None if state is None else state.outbox.rate_limited_until.get(error.connector)
+        until = until or now + timedelta(seconds=wait)
+        self._limits[error.connector] = (count, until)
+        return until, why
 
     async def _count(self, error: SyncError) -> None:
         """Record the incident ``error`` names, or count it when it is transient."""
@@ -262,10 +307,14 @@ class SyncEngine:
             state = self._state.current
             if name not in state.outbox.config:
                 continue
+            limited = state.outbox.rate_limited_until.get(name)
+            if limited is not None and limited > self._clock():
+                continue  # the system asked for quiet: asking again could get ipa banned
             try:
                 found = await self.connector(name).poll(state)
             except SyncError as e:
                 log.info("task %s: polling %s failed: %s", self._state.task_id, name, e)
+                await self._rate_limited(e)
                 await self._count(e)
                 continue
             except Exception as e:

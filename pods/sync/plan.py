@@ -4,6 +4,10 @@
 for; the engine queues those whose payload differs from what is unsent or was last delivered
 (:func:`needed`). Payloads hold only what changes the outside: a status comment names phase
 and status, not the version, so a job's events do not make a new comment.
+
+A payload is sent as stored (what a person approves is what goes out), so it is written here in
+the form the system takes: texts cut to its limits with a note, JIRA's comment in wiki markup,
+GitHub's status comment with the hidden marker it is found again by.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from typing import Any
 
 from ipa.domain import REVIEW_PHASE, Outbox, TaskState, payload_hash
 
+from .wiki import to_wiki
+
 DEFAULT_JIRA_STATUSES = {
     "development": "In Progress",
     "review": "In Review",
@@ -21,6 +27,12 @@ DEFAULT_JIRA_STATUSES = {
 """The JIRA status each phase moves the linked issue to, unless ``jira.statuses`` says."""
 
 ARTIFACTS = ("spec", "plan", "summary")
+
+GITHUB_TEXT_LIMIT = 65536
+"""The most characters GitHub takes in a pull request's body or a comment."""
+
+JIRA_TEXT_LIMIT = 32767
+"""The most characters JIRA takes in a comment (a text field)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +68,21 @@ def task_commit(state: TaskState) -> tuple[str, str] | None:
 def status_text(state: TaskState) -> str:
     return (f"**ipa**: task “{state.title}” is **{state.status.value}** "
             f"in phase **{state.phase}**.")
+
+
+def comment_marker(state: TaskState) -> str:
+    """A line GitHub does not show, by which the task's status comment is found again: a retry
+    after a timeout updates the comment the first attempt made instead of adding one."""
+    return f"<!-- ipa:task:{state.id} -->"
+
+
+def shortened(text: str, limit: int) -> str:
+    """``text``, cut to at most ``limit`` characters with a note saying so when it is longer."""
+    if len(text) <= limit:
+        return text
+    note = (f"\n\n… (shortened by ipa: the text has {len(text):,} characters, "
+            f"{limit:,} are allowed here)")
+    return text[:limit - len(note)] + note
 
 
 def pull_request_body(state: TaskState) -> str:
@@ -101,7 +128,7 @@ def desired(state: TaskState) -> list[Desired]:
             assert work is not None
             wanted.append(Desired("github", "pull_request", {
                 "title": state.title,
-                "body": pull_request_body(state),
+                "body": shortened(pull_request_body(state), GITHUB_TEXT_LIMIT),
                 "head": task_branch(state),
                 "base": options.get("base") or (state.branch.base if state.branch else None),
                 "commit": work[1],
@@ -110,8 +137,10 @@ def desired(state: TaskState) -> list[Desired]:
             }))
         pull = state.outbox.delivered.get("github:pull_request")
         if pull is not None:
+            marker = comment_marker(state)
+            text = shortened(status_text(state), GITHUB_TEXT_LIMIT - len(marker) - 2)
             wanted.append(Desired("github", "status_comment", {
-                "number": pull["result"]["number"], "body": status_text(state),
+                "number": pull["result"]["number"], "body": f"{text}\n\n{marker}",
             }))
     elif remote and in_review:
         assert work is not None
@@ -126,7 +155,8 @@ def desired(state: TaskState) -> list[Desired]:
                 "issue": options["issue"], "status": statuses[state.phase],
             }))
         wanted.append(Desired("jira", "comment", {
-            "issue": options["issue"], "body": status_text(state),
+            "issue": options["issue"],
+            "body": shortened(to_wiki(status_text(state)), JIRA_TEXT_LIMIT),
         }))
     return wanted
 

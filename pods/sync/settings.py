@@ -47,6 +47,9 @@ class SyncSettings:
     retry_cap: float = 300.0
     max_attempts: int = 8
     alert_after: int = 3
+    rate_limit_wait: float = 60.0
+    """A rate limit that names no wait: GitHub asks for at least a minute, more each time."""
+    rate_limit_cap: float = 3600.0
 
     @property
     def git_url(self) -> str:

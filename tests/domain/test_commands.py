@@ -11,6 +11,7 @@ def test_person_commands_are_pinned() -> None:
         "create_task", "update_spec", "approve", "request_changes", "return_to_phase", "pause",
         "resume", "cancel", "retry", "queue_job", "retry_job", "cancel_job", "skip_job",
         "answer_question", "set_budget", "set_repo", "configure_sync", "approve_update", "sync_now",
+        "add_backlog_item", "change_backlog_item", "drop_backlog_item", "reorder_backlog",
     ]  # fmt: skip
 
 
@@ -21,10 +22,12 @@ def test_every_other_task_command_is_recorded_by_ipa_itself() -> None:
     assert system == [
         "start", "request_approval", "complete_phase", "fail",
         "start_job", "complete_job", "fail_job", "hold_job", "record_workspace", "record_commit",
-        "remove_workspace", "record_branch", "advance_branch", "record_repository_unavailable",
-        "record_context", "record_usage", "record_reflection", "record_verification",
+        "remove_workspace", "record_branch", "record_branch_conflict",
+        "record_repository_unavailable", "record_context", "record_usage", "record_reflection",
+        "record_verification",
         "record_artifact", "record_rate_limit", "ask_question",
         "queue_update", "expire_approval", "record_delivery", "record_delivery_failure",
         "record_sync_incident", "record_review", "apply_review", "record_pull_request_state",
-        "record_issue_status",
+        "record_issue_status", "record_sync_rate_limit", "record_repository_rename",
+        "propose_backlog",
     ]  # fmt: skip

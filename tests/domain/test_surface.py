@@ -24,12 +24,23 @@ SYNC_NAMES = [
     "PullRequestMerged", "PullRequestClosed", "IssueStatusChanged", "Outbox", "OutboxEntry",
     "UpdateStatus", "UpdateApproval", "Delivery", "Incident", "Review", "payload_hash",
     "applies", "pushed_commit", "CONNECTOR_KINDS", "REVIEW_PHASE", "RETURN_PHASE",
+    "RecordSyncRateLimit", "RecordRepositoryRename", "SyncRateLimited", "RemoteRepositoryRenamed",
 ]  # fmt: skip
 
 
 BRANCH_NAMES = [
-    "RecordBranch", "AdvanceBranch", "BranchCreated", "BranchAdvanced", "Branch", "job_commit",
+    "RecordBranch", "RecordBranchConflict", "BranchCreated", "BranchAdvanced", "BranchConflicted",
+    "Branch", "job_commit",
 ]
+
+
+BACKLOG_NAMES = [
+    "ProposeBacklog", "AddBacklogItem", "ChangeBacklogItem", "DropBacklogItem", "ReorderBacklog",
+    "BACKLOG_COMMANDS", "BacklogProposed", "BacklogApproved", "BacklogItemAdded",
+    "BacklogItemChanged", "BacklogItemDropped", "BacklogReordered", "Backlog", "BacklogItem",
+    "BacklogItemStatus", "BacklogInvalid", "parse_backlog", "backlog_phases", "ready_items",
+    "phase_items_done",
+]  # fmt: skip
 
 
 WAY_FORWARD_NAMES = [
@@ -69,7 +80,7 @@ def test_public_names_are_pinned() -> None:
             "allowed_commands", "destination",
             "DomainError", "CommandRejected", "InvalidCommand", "TaskNotFound", "UnknownWorkflow",
             "JobRejected", "JobNotFound", "CredentialsInUrl", "clean_text",
-            *SYNC_NAMES, *BRANCH_NAMES, *WAY_FORWARD_NAMES,
+            *SYNC_NAMES, *BRANCH_NAMES, *WAY_FORWARD_NAMES, *BACKLOG_NAMES,
         ]
     )  # fmt: skip
 

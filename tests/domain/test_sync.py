@@ -17,8 +17,10 @@ from ipa.domain import (
     QueueUpdate,
     RecordDelivery,
     RecordDeliveryFailure,
+    RecordRepositoryRename,
     RecordReview,
     RecordSyncIncident,
+    RecordSyncRateLimit,
     RequestApproval,
     ReturnToPhase,
     StartTask,
@@ -27,6 +29,7 @@ from ipa.domain import (
     TaskState,
     UpdateStatus,
     decide,
+    fold,
     payload_hash,
 )
 
@@ -145,6 +148,38 @@ def test_a_failure_with_a_retry_time_waits_and_one_without_is_held_until_sync_no
     state = run(state, SyncNow())
     assert state.outbox.entry("u1").status is UpdateStatus.pending
     assert state.outbox.due(at(0))
+
+
+def test_a_rate_limit_holds_every_update_of_its_connector_until_the_wait_is_over() -> None:
+    state = queue(configured(approval=False), "u1", PR)
+    (event,) = decide(state, RecordSyncRateLimit(connector="github", reason="403: slow down",
+                                                 wait_seconds=60), context(at(10)), TASK_ID)
+    assert (type(event).__name__, event.wait_seconds, event.until) == (
+        "SyncRateLimited", 60.0, at(70).isoformat())
+    state = fold([event], state)
+
+    entry = state.outbox.entry("u1")
+    assert state.outbox.due(at(69)) == [] and state.outbox.due(at(70)) == [entry]
+    assert state.outbox.next_due() == at(70)
+    assert TaskState.from_dict(state.to_dict()) == state
+    assert run(state, SyncNow()).outbox.due(at(11)) == [entry]  # a person asked for now
+    with pytest.raises(InvalidCommand, match="must not be negative"):
+        decide(state, RecordSyncRateLimit(connector="github", reason="r", wait_seconds=-1),
+               context(), TASK_ID)
+
+
+def test_a_renamed_repository_is_used_from_then_on_and_recorded_once() -> None:
+    state = run(configured(), RecordRepositoryRename(connector="github", old="O/N", new="o/m"))
+
+    assert state.outbox.config["github"]["repo"] == "o/m"
+    assert state.outbox.config["github"]["approval"] is True  # the rest of the options stay
+    assert types(state, RecordRepositoryRename(connector="github", old="o/n", new="o/m")) == []
+    with pytest.raises(CommandRejected, match="github.repo is 'o/m', not 'x/y'"):
+        decide(state, RecordRepositoryRename(connector="github", old="x/y", new="x/z"),
+               context(), TASK_ID)
+    with pytest.raises(InvalidCommand, match="owner/name"):
+        decide(state, RecordRepositoryRename(connector="github", old="o/m", new="nope"),
+               context(), TASK_ID)
 
 
 def test_configuration_refuses_credentials_and_bad_names() -> None:

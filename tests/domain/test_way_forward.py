@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from ipa.domain import (
-    AdvanceBranch,
     AnswerQuestion,
     Approve,
     AskQuestion,
@@ -260,7 +259,9 @@ def test_set_repo_points_the_task_elsewhere_until_work_has_landed() -> None:
     assert (moved.repo, moved.repository_error, moved.branch) == ("/new", None, None)
     with pytest.raises(InvalidCommand, match="credentials"):
         run(state, SetRepo(repo="https://bob:hunter2@example.com/x.git"))
-    landed = run(moved, RecordBranch(branch="ipa/x", base="main", base_commit="a" * 40),
-                 QueueJob(job_id="j", agent="dev"), AdvanceBranch(job_id="j", commit="b" * 40))
+    landed = run(moved, StartTask(),
+                 RecordBranch(branch="ipa/x", base="main", base_commit="a" * 40),
+                 QueueJob(job_id="j", agent="dev"), StartJob(job_id="j", run_id="r"),
+                 CompleteJob(job_id="j", run_id="r", landed="b" * 40))
     with pytest.raises(CommandRejected, match="work has landed"):
         run(landed, SetRepo(repo="/third"))

@@ -7,6 +7,7 @@ import transitions
 
 from ipa.domain import (
     AGENT_COMMANDS,
+    BACKLOG_COMMANDS,
     JOB_COMMANDS,
     SYNC_COMMANDS,
     TASK_COMMANDS,
@@ -117,7 +118,7 @@ def test_every_workflow_command_name_is_a_trigger_somewhere() -> None:
         for trigger in allowed_commands(workflow, phase.name, status)
     }
     workflow_commands = set(TASK_COMMANDS) - {
-        CreateTask, *JOB_COMMANDS, *AGENT_COMMANDS, *SYNC_COMMANDS
+        CreateTask, *JOB_COMMANDS, *AGENT_COMMANDS, *SYNC_COMMANDS, *BACKLOG_COMMANDS
     }
     assert reachable == {c.name for c in workflow_commands}
 

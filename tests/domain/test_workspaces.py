@@ -9,19 +9,24 @@ from uuid import UUID
 import pytest
 
 from ipa.domain import (
-    AdvanceBranch,
     Branch,
     BranchAdvanced,
+    BranchConflicted,
     Cancel,
     Command,
     CommandRejected,
+    CompleteJob,
     Context,
     CreateTask,
     InvalidCommand,
+    JobFailed,
     JobNotFound,
     JobRejected,
+    JobStatus,
+    JobSucceeded,
     QueueJob,
     RecordBranch,
+    RecordBranchConflict,
     RecordCommit,
     RecordRepositoryUnavailable,
     RecordWorkspace,
@@ -188,23 +193,58 @@ def test_the_branch_is_recorded_once_and_advanced_by_succeeded_jobs() -> None:
     with pytest.raises(CommandRejected, match="already exists"):
         decide(state, RecordBranch("ipa/00000000", "dev", SHA_BASE), context(), TASK_ID)
 
-    [event] = decide(state, AdvanceBranch("a", SHA_ONE), context(), TASK_ID)
-    assert isinstance(event, BranchAdvanced)
-    assert (event.job_id, event.commit, event.previous) == ("a", SHA_ONE, SHA_BASE)
-    state = run(state, AdvanceBranch("a", SHA_ONE), AdvanceBranch("a", SHA_TWO))
+    started = run(state, StartJob("a", "run-1"))
+    succeeded, advanced = decide(started, CompleteJob("a", "run-1", landed=SHA_ONE), context(),
+                                 TASK_ID)
+    assert isinstance(succeeded, JobSucceeded)
+    assert isinstance(advanced, BranchAdvanced)
+    assert (advanced.job_id, advanced.commit, advanced.previous) == ("a", SHA_ONE, SHA_BASE)
+    state = run(started, CompleteJob("a", "run-1", landed=SHA_ONE), QueueJob("b", "dev"),
+                StartJob("b", "run-2"), CompleteJob("b", "run-2", landed=SHA_TWO))
     assert head_commit(state) == SHA_TWO
     assert state.to_dict()["branch"] == {
         "name": "ipa/00000000", "base": "main", "base_commit": SHA_BASE, "head_commit": SHA_TWO,
     }
     assert TaskState.from_dict(json.loads(json.dumps(state.to_dict()))) == state
-    assert decide(state, AdvanceBranch("a", SHA_TWO), context(), TASK_ID) == []
+    # A job that committed nothing leaves the branch where it was.
+    state = run(state, QueueJob("c", "dev"), StartJob("c", "run-3"))
+    [only] = decide(state, CompleteJob("c", "run-3", landed=SHA_TWO), context(), TASK_ID)
+    assert isinstance(only, JobSucceeded)
 
 
-def test_advancing_needs_a_branch_and_a_known_job() -> None:
+def test_landing_needs_a_branch_and_a_commit() -> None:
+    started = run(with_workspace(), StartJob("a", "run-1"))
     with pytest.raises(CommandRejected, match="no branch"):
-        decide(with_workspace(), AdvanceBranch("a", SHA_ONE), context(), TASK_ID)
-    with pytest.raises(JobNotFound):
-        decide(with_branch(), AdvanceBranch("zz", SHA_ONE), context(), TASK_ID)
+        decide(started, CompleteJob("a", "run-1", landed=SHA_ONE), context(), TASK_ID)
+    with pytest.raises(InvalidCommand, match="landed"):
+        decide(run(with_branch(), StartJob("a", "run-1")), CompleteJob("a", "run-1", landed=""),
+               context(), TASK_ID)
+
+
+def test_a_conflicting_landing_fails_the_attempt_and_teaches_its_retry() -> None:
+    state = run(with_branch(), StartJob("a", "run-1"))
+    conflicted, failed = decide(
+        state, RecordBranchConflict("a", "run-1", head=SHA_TWO, files=["src/x.py", "README"]),
+        context(), TASK_ID)
+    assert isinstance(conflicted, BranchConflicted)
+    assert (conflicted.files, conflicted.head, conflicted.attempt) == (
+        ["src/x.py", "README"], SHA_TWO, 1)
+    assert isinstance(failed, JobFailed) and failed.retry_at is not None
+    assert "src/x.py, README" in failed.reason
+    after = run(state, RecordBranchConflict("a", "run-1", head=SHA_TWO, files=["src/x.py"]))
+    assert after.jobs["a"].status is JobStatus.failed
+    assert after.branch.head_commit is None  # nothing landed
+    [learning] = after.learnings
+    assert learning.job_id == "a" and "src/x.py" in learning.text
+    assert SHA_TWO[:12] in learning.text
+    # The last attempt's conflict dead-letters the job, naming why.
+    last = run(None, CreateTask("Title", "spec", repo=REPO), StartTask(),
+               QueueJob("a", "dev", max_attempts=1), RecordBranch("ipa/00000000", "main",
+                                                                  SHA_BASE),
+               StartJob("a", "run-1"),
+               RecordBranchConflict("a", "run-1", head=SHA_TWO, files=["f"]))
+    assert last.jobs["a"].status is JobStatus.dead
+    assert "conflict" in last.jobs["a"].last_error
 
 
 def test_job_commit_is_the_newest_commit_of_the_jobs_latest_run() -> None:

@@ -780,13 +780,36 @@ async def test_land_refuses_conflicting_changes_and_a_moved_branch(
     head = await manager.land(task_id=task_id, repo=str(repo), commit=first, start=base,
                               head=base)
 
-    with pytest.raises(BranchConflict, match="README.md"):
+    with pytest.raises(BranchConflict, match="README.md") as conflict:
         await manager.land(task_id=task_id, repo=str(repo), commit=second, start=base,
                            head=head)
-    with pytest.raises(WorkspaceError, match="is not at"):
-        await manager.land(task_id=task_id, repo=str(repo), commit=second, start=base,
-                           head=base)
+    assert conflict.value.files == ["README.md"]
     assert git(repo, "rev-parse", branch.name) == first
+    # Someone else moved the branch (not ahead of what the task recorded): left alone.
+    other = await run_commit(manager, task_id, str(repo), "c-1", base, {"c.txt": b"c\n"})
+    third = await run_commit(manager, task_id, str(repo), "d-1", first, {"d.txt": b"d\n"})
+    git(repo, "update-ref", f"refs/heads/{branch.name}", other)
+    with pytest.raises(WorkspaceError, match="outside ipa"):
+        await manager.land(task_id=task_id, repo=str(repo), commit=third, start=first,
+                           head=first)
+    assert git(repo, "rev-parse", branch.name) == other
+
+
+async def test_land_goes_back_over_a_landing_whose_record_a_crash_lost(
+    manager: WorkspaceManager, repo: Path, task_id: UUID
+) -> None:
+    branch = await manager.make_branch(task_id=task_id, repo=str(repo), base=None)
+    base = branch.base_commit
+    lost = await run_commit(manager, task_id, str(repo), "a-1", base, {"a.txt": b"a\n"})
+    again = await run_commit(manager, task_id, str(repo), "a-2", base, {"a.txt": b"A\n"})
+    # The branch moved to `lost`, then the process died before the task recorded it.
+    await manager.land(task_id=task_id, repo=str(repo), commit=lost, start=base, head=base)
+
+    head = await manager.land(task_id=task_id, repo=str(repo), commit=again, start=base,
+                              head=base)
+
+    assert head == again == git(repo, "rev-parse", branch.name)
+    assert git(repo, "show", f"{branch.name}:a.txt") == "A"
 
 
 async def test_removing_a_run_never_deletes_a_branch_it_did_not_make(
@@ -798,3 +821,31 @@ async def test_removing_a_run_never_deletes_a_branch_it_did_not_make(
     await manager.remove(task_id, "run-1")
 
     assert git(repo, "rev-parse", "--verify", "main")
+
+
+async def test_a_users_worktree_whose_folder_is_away_for_a_while_survives_a_task(
+    manager: WorkspaceManager, repo: Path, tmp_path: Path, task_id: UUID
+) -> None:
+    mine, _ = users_worktrees(repo, tmp_path)
+    (mine / "draft.txt").write_text("the user's work in progress\n")
+    away = tmp_path / "elsewhere"
+    mine.rename(away)  # a folder being moved, a disk unmounted: back after the task
+    # A whole task: its branch; a run that commits, goes and lands; a run a killed process
+    # left, swept at recovery; one more run; the task's clean-up.
+    branch = await manager.make_branch(task_id=task_id, repo=str(repo), base=None)
+    run = await manager.create(task_id=task_id, workspace_id="run-1", repo=str(repo))
+    await run.write("new.txt", b"new\n")
+    commit = await run.commit("a job")
+    assert commit is not None
+    await manager.remove(task_id, "run-1", keep_commits=True)
+    await manager.land(task_id=task_id, repo=str(repo), commit=commit.sha,
+                       start=branch.base_commit, head=branch.base_commit)
+    await manager.create(task_id=task_id, workspace_id="run-2", repo=str(repo), base=commit.sha)
+    assert await WorkspaceManager(manager.root).sweep() == [f"{task_id}/run-2"]
+    await manager.create(task_id=task_id, workspace_id="run-3", repo=str(repo))
+    await manager.remove_task(task_id)
+    away.rename(mine)
+
+    assert str(mine) in registered(repo)
+    assert git(mine, "status", "--porcelain") == "?? draft.txt"  # git still knows it
+    assert git(mine, "symbolic-ref", "--short", "HEAD") == "mine"

@@ -71,10 +71,10 @@ async def test_changes_within_the_window_are_one_update_and_repeats_are_suppress
     state = await wait_for(pod, lambda s: len(entries(s, "jira:comment")) == 2
                            and entries(s, "jira:comment")[1].status is UpdateStatus.delivered)
 
-    assert "**paused**" in entries(state, "jira:comment")[1].payload["body"]
+    assert "*paused*" in entries(state, "jira:comment")[1].payload["body"]  # wiki markup
     assert len(services.calls("POST", COMMENT)) == 1
     assert len(services.calls("PUT", COMMENT + r"/\d+")) == 1
-    assert "**paused**" in next(iter(services.issues["KEY-1"]["comments"].values()))
+    assert "*paused*" in next(iter(services.issues["KEY-1"]["comments"].values()))
 
     await pod.execute(UpdateSpec(description="a new description"))  # not shown outside
     await pod.execute(SyncNow())

@@ -115,3 +115,71 @@ async def test_a_base_branch_that_does_not_exist_is_the_repositorys_problem(
     view = await until(api, task, lambda v: v["repository_error"] is not None)
 
     assert "nope" in view["repository_error"] and view["branch"] is None
+
+
+def rendezvous(me: Path, other: Path, code: str) -> dict:
+    """A job that says it started, waits until the other job did too (so both start from the
+    same commit), then runs ``code``."""
+    return python(f"import os, time\nopen({str(me)!r}, 'w').close()\n"
+                  f"while not os.path.exists({str(other)!r}): time.sleep(0.01)\n{code}")
+
+
+async def test_parallel_jobs_that_conflict_land_one_after_the_other(api, tmp_path: Path) -> None:
+    repo = git_repo(tmp_path / "repo")
+    task = await create(api, repo=str(repo))
+    url = f"/api/tasks/{task['id']}"
+    a, b = tmp_path / "a.started", tmp_path / "b.started"
+    for job_id, me, other in (("a", a, b), ("b", b, a)):
+        spec = rendezvous(me, other, f"open('README', 'w').write('by {job_id}\\n')")
+        response = await api.post(f"{url}/queue_job", json={"job_id": job_id, "agent": "dev",
+                                                            "spec": spec})
+        assert response.status_code == 200, response.text
+
+    view = await until(api, task, lambda v: all(
+        job(v, j)["status"] == "succeeded" for j in ("a", "b")))
+
+    events = (await api.get(f"{url}/events")).json()["items"]
+    [conflict] = [e for e in events if e["type"] == "BranchConflicted"]
+    loser = conflict["data"]["job_id"]
+    assert conflict["data"]["files"] == ["README"]
+    # Nothing of the conflicting attempt landed; its retry started from the branch as it was.
+    assert job(view, loser)["attempts"] == 2
+    assert [e["data"]["job_id"] for e in events if e["type"] == "BranchAdvanced"] == [
+        "b" if loser == "a" else "a", loser]
+    assert any(item["job_id"] == loser and "README" in item["text"]
+               for item in view["learnings"])
+    name = view["branch"]["name"]
+    assert git(repo, "rev-parse", name) == view["branch"]["head_commit"]
+    assert git(repo, "rev-list", "--count", f"main..{name}") == "2"
+    assert git(repo, "show", f"{name}:README") == f"by {loser}"
+
+
+async def test_a_landing_whose_record_a_crash_lost_is_gone_over_by_the_next_job(
+    api, tmp_path: Path
+) -> None:
+    repo = git_repo(tmp_path / "repo")
+    task = await create(api, repo=str(repo))
+    url = f"/api/tasks/{task['id']}"
+    go = tmp_path / "go"
+    await api.post(f"{url}/queue_job", json={"job_id": "one", "agent": "dev", "spec": python(
+        "open('one.txt', 'w').write('1\\n')")})
+    await api.post(f"{url}/queue_job", json={
+        "job_id": "two", "agent": "dev", "depends_on": ["one"], "spec": python(
+            f"import os, time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
+            "open('two.txt', 'w').write('2\\n')")})
+    view = await until(api, task, lambda v: job(v, "two")["status"] == "running")
+    name, recorded = view["branch"]["name"], view["branch"]["head_commit"]
+    assert recorded is not None
+    # What a crash between moving the branch and recording it leaves: the branch ahead.
+    tree = git(repo, "rev-parse", f"{recorded}^{{tree}}")
+    lost = git(repo, "commit-tree", tree, "-p", recorded, "-m", "unrecorded")
+    git(repo, "update-ref", f"refs/heads/{name}", lost)
+    go.touch()
+
+    view = await until(api, task, lambda v: job(v, "two")["status"] in ("succeeded", "dead"))
+
+    assert job(view, "two")["status"] == "succeeded"
+    head = view["branch"]["head_commit"]
+    assert git(repo, "rev-parse", name) == head
+    assert git(repo, "rev-parse", f"{head}^") == recorded  # the lost landing is not kept
+    assert git(repo, "ls-tree", "--name-only", head).split() == ["README", "one.txt", "two.txt"]

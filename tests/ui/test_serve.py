@@ -216,6 +216,9 @@ async def test_a_question_a_gate_and_the_budget_are_handled_from_the_cli(
         no_job = await task_cli(server, "job", "retry", task_id, "no-such-job")
 
     assert "questions:" in asked.out and "open" in asked.out and "which endpoint?" in asked.out
+    assert "attention: question:" in asked.out and "(do: answer" in asked.out
+    assert "attention: gate:" in at_gate.out
+    assert f"branch: ipa/{task_id.replace('-', '')[:8]} from main " in at_gate.out
     assert answered.status == 0, answered.err
     assert "gate: spec_clarification waits for approval" in at_gate.out
     assert "answered" in at_gate.out and "the login one" in at_gate.out

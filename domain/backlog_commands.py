@@ -1,0 +1,87 @@
+"""The commands of a project's backlog: ipa's record of a proposed backlog, and a person's edits.
+
+None is a workflow move (``allowed_commands`` does not list them; ``backlog.py`` says when each
+is accepted). ``propose_backlog`` is recorded by ipa when the analyst's run returned a valid
+backlog (``backlog.parse_backlog``); the four edits are a person's, through the API and the
+pages, and their fields are plain JSON so the API can build them from a request body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .backlog_items import BacklogItem
+from .commands import Command
+
+
+@dataclass(frozen=True)
+class ProposeBacklog(Command):
+    """Record the backlog that the run ``run_id`` of job ``job_id`` returned: it replaces a
+    backlog no child was spawned from, and waits for approval at the current phase's gate."""
+
+    name: ClassVar[str] = "propose_backlog"
+
+    items: Sequence[BacklogItem]
+    job_id: str
+    run_id: str
+
+
+@dataclass(frozen=True)
+class AddBacklogItem(Command):
+    """Add ``item`` to the backlog: an object with the contract's fields (``id``, ``title``,
+    ``description``, ``kind``, ``phase``, ``priority``, ``depends_on``, ``acceptance``)."""
+
+    name: ClassVar[str] = "add_backlog_item"
+
+    item: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ChangeBacklogItem(Command):
+    """Change the fields given (not ``None``) of the backlog item ``item_id``, which has no
+    child task yet."""
+
+    name: ClassVar[str] = "change_backlog_item"
+
+    item_id: str
+    title: str | None = None
+    description: str | None = None
+    kind: str | None = None
+    phase: str | None = None
+    priority: int | None = None
+    depends_on: Sequence[str] | None = None
+    acceptance: Sequence[str] | None = None
+
+
+@dataclass(frozen=True)
+class DropBacklogItem(Command):
+    """Take the item ``item_id``, which has no child task and no item depending on it, out of
+    the backlog; ``reason`` says why."""
+
+    name: ClassVar[str] = "drop_backlog_item"
+
+    item_id: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ReorderBacklog(Command):
+    """Put the backlog in priority order: ``item_ids`` names every item not dropped, the one to
+    start first first. The items keep the backlog's priorities, handed out again in this
+    order."""
+
+    name: ClassVar[str] = "reorder_backlog"
+
+    item_ids: Sequence[str]
+
+
+BACKLOG_COMMANDS: tuple[type[Command], ...] = (
+    ProposeBacklog,
+    AddBacklogItem,
+    ChangeBacklogItem,
+    DropBacklogItem,
+    ReorderBacklog,
+)
+"""The commands of the backlog: never workflow moves."""

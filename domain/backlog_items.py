@@ -1,0 +1,145 @@
+"""A project's backlog as its state holds it: the items, in order, and where each one is.
+
+These are values only (``TaskState.backlog`` holds a ``Backlog``): how an analyst's answer
+becomes items is in ``backlog_contract.py``, which edits are allowed and what may start in
+``backlog.py``. They live apart from both because ``state.py`` imports them, and the
+contract imports ``jobs.py`` (for ``dependency_cycle``), which imports ``state.py``.
+
+An item's JSON form (``to_dict``) is the contract's item plus ``status`` and ``child_id``; it
+is what the backlog events carry and what snapshots store, and it round-trips exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+
+class BacklogItemStatus(StrEnum):
+    """Where a backlog item is.
+
+    ``proposed`` waits for the backlog's approval at its gate; ``approved`` may be spawned once
+    its dependencies have finished; ``spawned`` runs as a child task (``child_id``), which
+    ends ``finished`` or ``failed`` (a failed one waits for a person). ``dropped`` was taken
+    out by a person; it stays in the backlog for the record.
+    """
+
+    proposed = "proposed"
+    approved = "approved"
+    spawned = "spawned"
+    finished = "finished"
+    failed = "failed"
+    dropped = "dropped"
+
+    @property
+    def has_child(self) -> bool:
+        """True once a child task was spawned for the item: editing it would orphan its work."""
+        return self in (BacklogItemStatus.spawned, BacklogItemStatus.finished,
+                        BacklogItemStatus.failed)
+
+
+@dataclass(frozen=True)
+class BacklogItem:
+    """One piece of a project's work, run later as a child task by an agent of type ``kind``
+    in ``phase``: the contract's fields (see ``backlog.parse_backlog``), then its status.
+
+    Higher ``priority`` starts first; ``depends_on`` names the items that must finish before
+    it starts; ``acceptance`` lists the criteria its work is judged by.
+    """
+
+    id: str
+    title: str
+    description: str
+    kind: str
+    phase: str
+    priority: int
+    depends_on: tuple[str, ...] = ()
+    acceptance: tuple[str, ...] = ()
+    status: BacklogItemStatus = BacklogItemStatus.proposed
+    child_id: UUID | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The contract's fields only, as JSON-ready data (what an analyst writes)."""
+        return {
+            "id": self.id,
+            "title": self.title,
+            "description": self.description,
+            "kind": self.kind,
+            "phase": self.phase,
+            "priority": self.priority,
+            "depends_on": list(self.depends_on),
+            "acceptance": list(self.acceptance),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The item as JSON-ready data: its fields, ``status`` and ``child_id``."""
+        child = None if self.child_id is None else str(self.child_id)
+        return {**self.fields(), "status": self.status.value, "child_id": child}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BacklogItem:
+        """The item ``to_dict`` produced (``status``/``child_id`` default to a new item's)."""
+        child = data.get("child_id")
+        return cls(
+            id=data["id"],
+            title=data["title"],
+            description=data["description"],
+            kind=data["kind"],
+            phase=data["phase"],
+            priority=data["priority"],
+            depends_on=tuple(data["depends_on"]),
+            acceptance=tuple(data["acceptance"]),
+            status=BacklogItemStatus(data.get("status", BacklogItemStatus.proposed.value)),
+            child_id=None if child is None else UUID(child),
+        )
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """A project's backlog: ``items`` in order (priority order once reordered), the number of
+    the proposal they came from (``version``: 1, then 2 after a request for changes ...), the
+    ``phase`` it was proposed in (approving that phase's gate approves it) and whether it was
+    approved."""
+
+    items: tuple[BacklogItem, ...]
+    version: int
+    phase: str
+    approved: bool = False
+
+    def item(self, item_id: str) -> BacklogItem | None:
+        """The item ``item_id`` (dropped or not); ``None`` if the backlog has none."""
+        return next((item for item in self.items if item.id == item_id), None)
+
+    def live(self) -> tuple[BacklogItem, ...]:
+        """The items that were not dropped, in order."""
+        return tuple(item for item in self.items if item.status is not BacklogItemStatus.dropped)
+
+    def with_item(self, item: BacklogItem) -> Backlog:
+        """A copy with ``item`` in place of the item of its id, or added last."""
+        if self.item(item.id) is None:
+            return replace(self, items=(*self.items, item))
+        return replace(self, items=tuple(item if old.id == item.id else old
+                                         for old in self.items))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The backlog as JSON-ready data (the task view's ``backlog``)."""
+        return {
+            "items": [item.to_dict() for item in self.items],
+            "version": self.version,
+            "phase": self.phase,
+            "approved": self.approved,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Backlog | None:
+        """The backlog ``to_dict`` produced (``None`` stays ``None``)."""
+        if data is None:
+            return None
+        return cls(
+            items=tuple(BacklogItem.from_dict(item) for item in data["items"]),
+            version=data["version"],
+            phase=data["phase"],
+            approved=data["approved"],
+        )

@@ -21,7 +21,7 @@ or a pod's crash never touches another. A registry maps task id to pod.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from uuid import UUID
 
 import anyio
@@ -81,7 +81,8 @@ class Supervisor:
     """Runs a pod per unfinished task; use inside ``async with`` or via :meth:`run`."""
 
     def __init__(self, env: PodEnvironment) -> None:
-        self.env = env
+        # A project's pod has its children's pods started through the supervisor.
+        self.env = replace(env, start_task=self._start_child)
         self._slots: dict[UUID, _Slot] = {}
         self._tg: TaskGroup | None = None
         self._accepting = True
@@ -139,6 +140,12 @@ class Supervisor:
             for task_id in unfinished:
                 tg.start_soon(start, task_id)
         return started
+
+    async def _start_child(self, task_id: UUID) -> None:
+        try:
+            await self.start(task_id)
+        except ShuttingDown:
+            pass  # recovered with the others when ipa starts again
 
     async def start(self, task_id: UUID) -> Pod:
         """Start the task's pod and return it once ready (its children all started)."""

@@ -25,6 +25,34 @@ from .backlog_events import (
     BacklogReordered,
 )
 from .backlog_items import Backlog, BacklogItem, BacklogItemStatus
+from .children import (
+    MAX_CHILDREN_DEFAULT,
+    POLICIES,
+    approval_policy,
+    running_children,
+)
+from .children_commands import (
+    CHILD_COMMANDS,
+    CancelItem,
+    CreateChildTask,
+    RecordChildFinished,
+    RetryItem,
+    SetApprovalPolicy,
+    SetMaxChildren,
+    SkipItem,
+    SpawnChild,
+)
+from .children_events import (
+    ApprovalPolicySet,
+    ChildFinished,
+    ChildMerged,
+    ChildSpawned,
+    ItemCancelled,
+    ItemRetried,
+    ItemSkipped,
+    MaxChildrenSet,
+    TaskLinked,
+)
 from .commands import (  # noqa: I001 (the task's branch)
     AGENT_COMMANDS,
     JOB_COMMANDS,
@@ -443,4 +471,31 @@ __all__ += [
     "backlog_phases",
     "ready_items",
     "phase_items_done",
+]
+
+# ... and its children (children.py): spawned, followed to their end, steered by a person;
+# and who decides at a gate.
+__all__ += [
+    "CHILD_COMMANDS",
+    "CreateChildTask",
+    "SpawnChild",
+    "RecordChildFinished",
+    "SetMaxChildren",
+    "RetryItem",
+    "SkipItem",
+    "CancelItem",
+    "SetApprovalPolicy",
+    "TaskLinked",
+    "ChildSpawned",
+    "ChildFinished",
+    "ChildMerged",
+    "MaxChildrenSet",
+    "ItemRetried",
+    "ItemSkipped",
+    "ItemCancelled",
+    "ApprovalPolicySet",
+    "MAX_CHILDREN_DEFAULT",
+    "POLICIES",
+    "approval_policy",
+    "running_children",
 ]

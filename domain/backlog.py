@@ -331,8 +331,7 @@ def ready_items(state: TaskState, phase: str) -> list[BacklogItem]:
     spawn at all (its status, ``max_children``) is the scheduler's question."""
     if state.backlog is None:
         return []
-    finished = {item.id for item in state.backlog.items
-                if item.status is BacklogItemStatus.finished}
+    finished = {item.id for item in state.backlog.items if item.status.done}
     ready = [item for item in state.backlog.items
              if item.phase == phase and item.status is BacklogItemStatus.approved
              and all(dependency in finished for dependency in item.depends_on)]
@@ -346,5 +345,4 @@ def phase_items_done(state: TaskState, phase: str) -> bool:
     backlog = state.backlog
     if backlog is None or not backlog.approved:
         return False
-    return all(item.status is BacklogItemStatus.finished
-               for item in backlog.live() if item.phase == phase)
+    return all(item.status.done for item in backlog.live() if item.phase == phase)

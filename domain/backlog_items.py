@@ -21,9 +21,10 @@ class BacklogItemStatus(StrEnum):
     """Where a backlog item is.
 
     ``proposed`` waits for the backlog's approval at its gate; ``approved`` may be spawned once
-    its dependencies have finished; ``spawned`` runs as a child task (``child_id``), which
-    ends ``finished`` or ``failed`` (a failed one waits for a person). ``dropped`` was taken
-    out by a person; it stays in the backlog for the record.
+    its dependencies are done; ``spawned`` runs as a child task (``child_id``), which ends
+    ``finished`` or ``failed`` (a failed one waits for a person, who retries it, ``skipped``
+    it — done without its work — or drops it). ``dropped`` was taken out by a person; it
+    stays in the backlog for the record.
     """
 
     proposed = "proposed"
@@ -31,13 +32,19 @@ class BacklogItemStatus(StrEnum):
     spawned = "spawned"
     finished = "finished"
     failed = "failed"
+    skipped = "skipped"
     dropped = "dropped"
+
+    @property
+    def done(self) -> bool:
+        """True when the item counts as done for its dependants and its phase."""
+        return self in (BacklogItemStatus.finished, BacklogItemStatus.skipped)
 
     @property
     def has_child(self) -> bool:
         """True once a child task was spawned for the item: editing it would orphan its work."""
         return self in (BacklogItemStatus.spawned, BacklogItemStatus.finished,
-                        BacklogItemStatus.failed)
+                        BacklogItemStatus.failed, BacklogItemStatus.skipped)
 
 
 @dataclass(frozen=True)

@@ -531,6 +531,14 @@ from .backlog_commands import (  # noqa: E402
     DropBacklogItem,
     ReorderBacklog,
 )
+from .children_commands import (  # noqa: E402
+    CHILD_COMMANDS,
+    CancelItem,
+    RetryItem,
+    SetApprovalPolicy,
+    SetMaxChildren,
+    SkipItem,
+)
 from .sync_commands import (  # noqa: E402
     SYNC_COMMANDS,
     ApproveUpdate,
@@ -539,7 +547,8 @@ from .sync_commands import (  # noqa: E402
     SyncNow,
 )
 
-TASK_COMMANDS = (*TASK_COMMANDS, ReturnToPhase, *SYNC_COMMANDS, *BACKLOG_COMMANDS)
+TASK_COMMANDS = (*TASK_COMMANDS, ReturnToPhase, *SYNC_COMMANDS, *BACKLOG_COMMANDS,
+                 *CHILD_COMMANDS)
 
 PERSON_COMMANDS: tuple[type[Command], ...] = (
     CreateTask,
@@ -565,6 +574,11 @@ PERSON_COMMANDS: tuple[type[Command], ...] = (
     ChangeBacklogItem,
     DropBacklogItem,
     ReorderBacklog,
+    SetMaxChildren,
+    RetryItem,
+    SkipItem,
+    CancelItem,
+    SetApprovalPolicy,
 )
 """The commands a person may give (through the API and the pages): the decisions at the
 gates, steering the task and its jobs, answers, the budget, the sync settings and the edits

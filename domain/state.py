@@ -474,6 +474,11 @@ class TaskState:
     artifacts: FrozenMap[Artifact] = field(default_factory=FrozenMap)
     outbox: Outbox = field(default_factory=Outbox)  # the sync engine's (outbox.py)
     backlog: Backlog | None = None  # a project's (backlog.py); None until proposed
+    max_children: int = 4  # a project's: children that run at once (children.py)
+    approval_policies: tuple[tuple[str, str], ...] = ()  # (phase, policy) a person chose
+    parent_id: UUID | None = None  # a child task's project (children.py)
+    item_id: str | None = None  # ... and its backlog item
+    kind: str | None = None  # ... and the agent type that does its work
 
     def to_dict(self) -> dict[str, Any]:
         """The state as JSON-ready data (str, int, bool, None, lists and dicts only)."""
@@ -524,6 +529,11 @@ class TaskState:
             ],
             **self.outbox.to_dict(),
             "backlog": None if self.backlog is None else self.backlog.to_dict(),
+            "max_children": self.max_children,
+            "approval_policies": dict(self.approval_policies),
+            "parent_id": None if self.parent_id is None else str(self.parent_id),
+            "item_id": self.item_id,
+            "kind": self.kind,
         }
 
     @classmethod
@@ -588,4 +598,9 @@ class TaskState:
             ),
             outbox=Outbox.from_dict(data),
             backlog=Backlog.from_dict(data.get("backlog")),
+            max_children=data.get("max_children", 4),
+            approval_policies=tuple(sorted((data.get("approval_policies") or {}).items())),
+            parent_id=UUID(data["parent_id"]) if data.get("parent_id") else None,
+            item_id=data.get("item_id"),
+            kind=data.get("kind"),
         )

@@ -19,7 +19,8 @@ from functools import singledispatch
 from typing import Any
 from uuid import UUID
 
-from . import agents, backlog, queue, sync, workspaces
+from . import agents, backlog, children, queue, sync, workspaces
+from .children_commands import CreateChildTask
 from .commands import (
     Approve,
     Cancel,
@@ -83,13 +84,24 @@ def decide(
     state refuses). An ``UpdateSpec`` that changes nothing returns no events, and so does a job
     command that records a fact already recorded.
     """
+    if isinstance(command, CreateChildTask):  # a project's pod creates its child's stream
+        command, linked = CreateTask(
+            title=command.title, description=command.description, workflow=command.workflow,
+            repo=command.repo, base_branch=command.base_branch), command
+    else:
+        linked = None
     if isinstance(command, CreateTask):
         if state is not None:
             workflow = get_workflow(state.workflow)
             allowed = allowed_commands(workflow, state.phase, state.status)
             raise CommandRejected(command.name, state.phase, state.status, allowed)
+        if linked is None and command.workflow == "item":
+            raise InvalidCommand("the item workflow is for a project's child tasks, which the "
+                                 "project creates from its backlog; create a task or a project")
         draft = Draft(task_id, 0, ctx)
         _create(command, draft)
+        if linked is not None:
+            children.link(linked, draft)
         return draft.events
     if state is None:
         raise TaskNotFound(task_id, command.name)
@@ -240,6 +252,7 @@ _DECIDERS: dict[type[Command], Callable[[TaskState, Any, Draft], None]] = {
     **agents.DECIDERS,
     **sync.DECIDERS,
     **backlog.DECIDERS,
+    **children.DECIDERS,
 }
 
 
@@ -387,6 +400,6 @@ def _completed(event: TaskCompleted, state: TaskState) -> dict[str, Any]:
 
 for _event_type, _fold in (
     *queue.FOLDS.items(), *workspaces.FOLDS.items(), *agents.FOLDS.items(),
-    *sync.FOLDS.items(), *backlog.FOLDS.items(),
+    *sync.FOLDS.items(), *backlog.FOLDS.items(), *children.FOLDS.items(),
 ):
     _changes.register(_event_type, _fold)

@@ -17,7 +17,7 @@ it is phase-bound, the phase machine allows it from the phase. The machines are 
 *queried* ("which triggers leave S", "where does T go from S"); no model is attached and no
 trigger is fired, so a task's machine is never rebuilt by replaying its history.
 
-The two workflows:
+The three workflows:
 
 - ``task``: spec_clarification → planning → development → review → completed. Every working
   phase but development has a gate: a person confirms the spec, the plan and the review; the
@@ -26,6 +26,10 @@ The two workflows:
   deployment → business → growth → perpetual. Gates sit where a mistake is expensive to undo:
   discovery (the PRD a person signs off), architecture (the design everything else builds on)
   and deployment (it reaches production). The other phases move on by ``complete_phase``.
+
+- ``item``: development → review → completed: a project's backlog item run as a child task
+  (``children.py``). The item's kind does the development; the reviewer's verdict decides at
+  the review gate (its ``approval`` is ``agent``).
 
 **What "complete" means for a project.** ``perpetual`` is its last phase and it is *open-ended*:
 the project enters it running and stays there (agents keep operating and improving the product)
@@ -82,11 +86,14 @@ class Status(StrEnum):
 
 @dataclass(frozen=True)
 class Phase:
-    """One step of a workflow: whether a person must approve it, and which agents run in it."""
+    """One step of a workflow: whether it has a gate, which agents run in it, and who decides
+    at its gate by default (``approval``: ``person``, ``agent`` or ``auto``; see
+    ``children.py``)."""
 
     name: str
     gated: bool
     agents: tuple[str, ...] = ()
+    approval: str = "person"
 
 
 @dataclass(frozen=True)
@@ -269,7 +276,20 @@ PROJECT = Workflow(
     open_ended=True,
 )
 
-WORKFLOWS: dict[str, Workflow] = {workflow.name: workflow for workflow in (TASK, PROJECT)}
+# A project's backlog item, run as a child task: the agent of the item's kind does the work
+# (the task's ``kind``: the phase names no agent), then a reviewer, whose verdict decides.
+ITEM = Workflow(
+    name="item",
+    phases=(
+        Phase("development", gated=False),
+        Phase("review", gated=True, agents=("reviewer",), approval="agent"),
+        Phase("completed", gated=False),
+    ),
+)
+
+WORKFLOWS: dict[str, Workflow] = {
+    workflow.name: workflow for workflow in (TASK, PROJECT, ITEM)
+}
 """Every workflow a task can follow, by name."""
 
 

@@ -53,6 +53,9 @@ PROMPTS = Path(__file__).parent / "prompts"
 """Where the built-in prompt templates live."""
 
 PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dontAsk")
+BACKLOG = "backlog"
+"""``artifact = "backlog"``: the run's answer is a project's backlog (see ``domain.parse_backlog``):
+checked as the run's verification, and proposed at the phase's gate."""
 REPOSITORY = "repository"
 """``verify = "repository"``: the checks come from the repository's ``.ipa.toml``."""
 
@@ -166,8 +169,8 @@ _CORE = (
     AgentType("bootstrapper", prompt="generic.md", allowed_tools=_EDIT_TOOLS,
               permission_mode="acceptEdits",
               description="Prepares a project's repository (bootstrap phase)."),
-    AgentType("product_analyst", prompt="generic.md", artifact="prd",
-              description="Reads the PRD and the repository in a project's discovery phase."),
+    AgentType("product_analyst", prompt="backlog.md", artifact=BACKLOG,
+              description="Breaks a project's PRD down into a backlog of items (discovery)."),
     AgentType("architect", prompt="generic.md", artifact="architecture",
               description="Designs a project's architecture (architecture phase)."),
     AgentType("tester", prompt="generic.md", allowed_tools=_EDIT_TOOLS,

@@ -14,10 +14,12 @@ its beginning and end. Whatever was dropped or shortened is named, and recorded 
 
 The prompt is the agent type's template (``string.Template``: ``$name`` or ``${name}``) filled
 with ``task_title``, ``task_id``, ``workflow``, ``phase``, ``agent``, ``job_id``, ``attempt``,
-``base_commit`` (where this run's worktree starts), ``change_base`` (where the task's branch
-started: ``git diff ${change_base}`` is the task's whole change so far; ``base_commit`` before
-the branch exists), ``context``, ``rules`` and ``role`` (the agent type's role text; empty when
-it has none). A template that names another field fails with a :class:`PromptError` naming it.
+``kinds`` and ``phases`` (for a backlog: the specialists an item may name, as a Markdown list,
+and the phases items may run in), ``base_commit`` (where this run's worktree starts),
+``change_base`` (where the task's branch started: ``git diff ${change_base}`` is the task's
+whole change so far; ``base_commit`` before the branch exists), ``context``, ``rules`` and
+``role`` (the agent type's role text; empty when it has none). A template that names another
+field fails with a :class:`PromptError` naming it.
 """
 
 from __future__ import annotations
@@ -141,7 +143,7 @@ def fit(sections: list[Section], job: Job, budget_tokens: int) -> tuple[list[Sec
 
 def prepare(
     state: TaskState, job: Job, *, template: Path, agent: str, budget_tokens: int,
-    base_commit: str = "", role: str = "",
+    base_commit: str = "", role: str = "", kinds: str = "", phases: str = "",
 ) -> PreparedContext:
     """The prompt of the job's next run (see the module doc)."""
     kept, dropped = fit(gather(state, job), job, budget_tokens)
@@ -163,6 +165,8 @@ def prepare(
         "context": context,
         "rules": RULES,
         "role": role,
+        "kinds": kinds,
+        "phases": phases,
     }
     try:
         prompt = Template(source).substitute(fields)

@@ -1,10 +1,12 @@
-"""A pod: one task's isolated unit, an anyio task group of four children.
+"""A pod: one task's isolated unit, an anyio task group of four children (five for a project).
 
 - **state** (:class:`~ipa.pods.state.PodState`): the task's state in memory, the single writer
   of its stream, telling the other children of every change;
 - **scheduler** (:class:`~ipa.pods.scheduler.Scheduler`): starts jobs and moves phases;
 - **sync engine** (:class:`~ipa.pods.sync.SyncEngine`): outside systems (none yet);
-- **workspace keeper**: removes the task's workspaces when it is cancelled or finishes.
+- **workspace keeper**: removes the task's workspaces when it is cancelled or finishes;
+- **swarm** (:class:`~ipa.pods.swarm.Swarm`, a project's only): runs its backlog items as
+  child tasks and follows them.
 
 Children start with a readiness handshake (``await tg.start(...)``): :meth:`Pod.run` reports
 ready only when all four are. When a child crashes, the task group cancels its siblings and
@@ -45,6 +47,7 @@ from .repositories import RepositoryPolicy
 from .runners import AgentRunner
 from .scheduler import Scheduler
 from .state import Clock, PodState, utc_now
+from .swarm import StartTask, Swarm
 from .sync import SyncEngine, SyncSettings
 from .workspace import WorkspaceManager
 
@@ -83,6 +86,7 @@ class PodEnvironment:
     agents: AgentSettings = field(default_factory=AgentSettings)
     sync: SyncSettings = SyncSettings()  # GitHub/JIRA: URLs, credentials, timings
     repositories: RepositoryPolicy = RepositoryPolicy()  # what a new task's repo may be
+    start_task: StartTask | None = None  # has a task's pod started (a project's children)
 
 
 class Pod:
@@ -106,6 +110,11 @@ class Pod:
             max_parallel=self._env.max_parallel, clock=self._env.clock,
             agents=self._env.agents,
         )
+
+    def _swarm(self) -> Swarm:
+        return Swarm(self.state, self._env.store, self._env.workspaces,
+                     start_task=self._env.start_task, ensure_branch=self.scheduler.ensure_branch,
+                     landing=self.scheduler.landing, clock=self._env.clock)
 
     def get_state(self) -> TaskState:
         """The task's state, from memory."""
@@ -151,6 +160,8 @@ class Pod:
                     self._group = tg.cancel_scope
                     await tg.start(self.scheduler.run)
                     await tg.start(self.sync.run)
+                    if self.state.current.workflow == "project":
+                        await tg.start(self._swarm().run)
                     await tg.start(self._keep_workspaces)
                     self.status = PodStatus.ready
                     if not announced:

@@ -30,17 +30,28 @@ from typing import Any
 
 from ipa.domain import (
     AskQuestion,
+    BacklogInvalid,
     Job,
+    ProposeBacklog,
     RecordArtifact,
     RecordContext,
     RecordRateLimit,
     RecordReflection,
     RecordUsage,
     RecordVerification,
+    backlog_phases,
+    parse_backlog,
 )
 from ipa.domain.runs import RunPrompted
 
-from .agent_types import REPOSITORY, AgentCatalog, AgentConfigError, AgentType, repository_checks
+from .agent_types import (
+    BACKLOG,
+    REPOSITORY,
+    AgentCatalog,
+    AgentConfigError,
+    AgentType,
+    repository_checks,
+)
 from .claude import ClaudeRunner
 from .context import PromptError, prepare, question_in
 from .runners import AgentRunner, OnOutput, OnStarted, RunnerError, RunRequest, RunResult
@@ -100,7 +111,8 @@ class AgentAttempt:
         try:
             prepared = prepare(state, current, template=agent.prompt_path(), agent=agent.name,
                                budget_tokens=agent.context_tokens, base_commit=base_commit,
-                               role=agent.role)
+                               role=agent.role, kinds=self.settings.catalog.kinds_markdown(),
+                               phases=", ".join(backlog_phases(state)))
         except PromptError as e:
             return _failed(str(e))
         await self.state.execute(RecordContext(
@@ -148,6 +160,10 @@ class AgentAttempt:
             await self.state.execute(RecordArtifact(job_id=job.job_id, artifact=agent.artifact,
                                                     content=answer))
         # Verify
+        if agent.artifact == BACKLOG:
+            problem = await self._propose_backlog(job, run_id, answer)
+            if problem is not None:
+                return RunResult(None, False, problem, result.duration_seconds, {"commit": commit})
         try:
             commands = self._checks(agent, job, workspace)
         except AgentConfigError as e:
@@ -165,6 +181,27 @@ class AgentAttempt:
         return RunResult(0, True, None, result.duration_seconds,
                          {"summary": _summary(answer, commit), "commit": commit,
                           "artifact": agent.artifact})
+
+    async def _propose_backlog(self, job: Job, run_id: str, answer: str) -> str | None:
+        """Read the backlog in the answer and propose it; an invalid one is a failed check,
+        whose output (every problem, by item) the next attempt learns from. ``None``: proposed.
+        """
+        catalog = self.settings.catalog
+        state = self.state.current
+        try:
+            items = parse_backlog(answer, kinds=[t.name for t in catalog.kinds()],
+                                  phases=backlog_phases(state))
+        except BacklogInvalid as e:
+            # The problems only: the kinds and phases are in the prompt already, and a learning
+            # keeps the end of a check's output.
+            shown = [f"- {problem}" for problem in e.problems[:20]]
+            output = "\n".join([f"the backlog is not valid ({len(e.problems)} problems):", *shown])
+            await self.state.execute(RecordVerification(job_id=job.job_id, run_id=run_id, checks=[
+                {"command": "the backlog contract", "exit_code": 1, "passed": False,
+                 "output": output, "duration_seconds": 0.0}]))
+            return "verification failed: the backlog in the answer is not valid"
+        await self.state.execute(ProposeBacklog(items=items, job_id=job.job_id, run_id=run_id))
+        return None
 
     def _checks(self, agent: AgentType, job: Job, workspace: Path) -> tuple[str, ...]:
         verify = job.spec.get("verify", agent.verify)

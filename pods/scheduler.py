@@ -41,6 +41,7 @@ from ipa.domain import (
     CompletePhase,
     FailJob,
     HoldJob,
+    JobStatus,
     QueueJob,
     RecordBranch,
     RecordBranchConflict,
@@ -57,6 +58,7 @@ from ipa.domain import (
     job_commit,
     next_retry_at,
     perpetual_due,
+    phase_items_done,
     phase_jobs_done,
     ready_jobs,
     running_jobs,
@@ -64,6 +66,7 @@ from ipa.domain import (
 from ipa.domain.runs import RunFinished, RunOutput, RunStarted
 from ipa.eventstore import EventStore
 
+from .approval import decide_gate
 from .rarv import AgentAttempt, AgentSettings, is_agent_job
 from .runners import AgentRunner, OutputLine, RunnerError, RunRequest, RunResult
 from .state import Clock, PodState, utc_now
@@ -108,7 +111,8 @@ class Scheduler:
         self._jitter = jitter
         self._agents = agents or AgentSettings()
         self._runs: dict[str, anyio.CancelScope] = {}
-        self._landing = anyio.Lock()  # one job's commit lands on the task branch at a time
+        self.landing = anyio.Lock()
+        """Held while work lands on the task's branch (a job's commit, a child's merge)."""
         self._runs_ended = 0  # runs that left self._runs so far (see run())
         self._stops: dict[str, tuple[str, bool]] = {}  # job id → (why, hold it for a person)
         self.draining = False
@@ -183,6 +187,10 @@ class Scheduler:
 
     async def _step(self, runs: TaskGroup) -> None:
         state = self._state.current
+        decision = decide_gate(state)
+        if decision is not None:  # an agent or the policy decides at this gate
+            await self._state.execute(decision.command, actor=decision.actor)
+            return
         if state.status is Status.pending:
             await self._state.execute(StartTask())
             return
@@ -201,7 +209,7 @@ class Scheduler:
             return
         workflow = get_workflow(state.workflow)
         open_ended = workflow.open_ended and state.phase == workflow.final
-        if not self._runs and not open_ended and phase_jobs_done(state):
+        if not self._runs and not open_ended and _phase_done(state):
             # An open-ended last phase (project's perpetual) never completes: its rounds of
             # work end, and the next is queued (_queue_phase_agents) or given by a person.
             if workflow.phase(state.phase).gated:
@@ -225,7 +233,10 @@ class Scheduler:
         for it). In an open-ended last phase (``perpetual``) a new round is queued
         ``perpetual_interval`` seconds after the last one ended. True when it queued some."""
         phase = get_workflow(state.workflow).phase(state.phase)
-        if not phase.agents:
+        # An item's development is done by the agent of its kind; a phase of a project whose
+        # backlog has items in it is done by the children (pods/swarm.py), not by its agents.
+        names = phase.agents or ((state.kind,) if state.kind and not phase.gated else ())
+        if not names or _has_items(state, phase.name):
             return False
         entered = [visit.entered_at for visit in state.phase_history
                    if visit.phase == phase.name]
@@ -237,7 +248,7 @@ class Scheduler:
             if due is None or due > self._clock():
                 return False
         previous: list[str] = []
-        for name in phase.agents:
+        for name in names:
             try:
                 agent = self._agents.catalog.get(name)
             except KeyError:
@@ -362,6 +373,14 @@ class Scheduler:
         ))
         return info.path, workspace_id
 
+    async def ensure_branch(self) -> bool:
+        """Make the task's branch if it has a repository and no branch yet; False when the
+        repository cannot be used (recorded)."""
+        state = self._state.current
+        if state.repo is None or state.branch is not None:
+            return True
+        return await self._make_branch(state.repo, state.base_branch)
+
     async def _make_branch(self, repo: str, base: str | None) -> bool:
         """Make the task's branch at its base (recorded); False when the repository or the
         base branch cannot be found (recorded as the repository's problem)."""
@@ -380,7 +399,7 @@ class Scheduler:
         success and the branch's new head are one record. Work that conflicts with what landed
         meanwhile fails the attempt instead (its retry starts from the branch as it is); a
         branch that cannot be moved fails it too, naming why."""
-        async with self._landing:
+        async with self.landing:
             state = self._state.current
             found = job_commit(state, job.job_id)
             landed = None
@@ -477,6 +496,23 @@ class RunRecorder:
                 entry["kind"] = line.kind
             recorded.append(entry)
         await self.record(RunOutput, lines=recorded)
+
+
+def _has_items(state: Any, phase: str) -> bool:
+    """True when the task's approved backlog has items (not dropped) in ``phase``."""
+    backlog = state.backlog
+    return backlog is not None and backlog.approved and any(
+        item.phase == phase for item in backlog.live())
+
+
+def _phase_done(state: Any) -> bool:
+    """True when the current phase's work is done: its backlog items, when it has some (and
+    any job a person queued in it), else its jobs (``phase_jobs_done``)."""
+    if not _has_items(state, state.phase):
+        return phase_jobs_done(state)
+    return phase_items_done(state, state.phase) and all(
+        job.status.finished or job.status is JobStatus.cancelled
+        for job in state.jobs.values() if job.phase == state.phase)
 
 
 def _failed(reason: str, duration_seconds: float = 0.0) -> RunResult:

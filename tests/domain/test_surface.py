@@ -43,6 +43,15 @@ BACKLOG_NAMES = [
 ]  # fmt: skip
 
 
+CHILD_NAMES = [
+    "CHILD_COMMANDS", "CreateChildTask", "SpawnChild", "RecordChildFinished", "SetMaxChildren",
+    "RetryItem", "SkipItem", "CancelItem", "SetApprovalPolicy", "TaskLinked", "ChildSpawned",
+    "ChildFinished", "ChildMerged", "MaxChildrenSet", "ItemRetried", "ItemSkipped", "ItemCancelled",
+    "ApprovalPolicySet", "MAX_CHILDREN_DEFAULT", "POLICIES", "approval_policy",
+    "running_children",
+]
+
+
 WAY_FORWARD_NAMES = [
     "HoldJob", "SkipJob", "JobHeld", "JobSkipped", "perpetual_due", "Attention",
     "ATTENTION_KINDS", "attention", "crash_attention",
@@ -80,7 +89,7 @@ def test_public_names_are_pinned() -> None:
             "allowed_commands", "destination",
             "DomainError", "CommandRejected", "InvalidCommand", "TaskNotFound", "UnknownWorkflow",
             "JobRejected", "JobNotFound", "CredentialsInUrl", "clean_text",
-            *SYNC_NAMES, *BRANCH_NAMES, *WAY_FORWARD_NAMES, *BACKLOG_NAMES,
+            *SYNC_NAMES, *BRANCH_NAMES, *WAY_FORWARD_NAMES, *BACKLOG_NAMES, *CHILD_NAMES,
         ]
     )  # fmt: skip
 

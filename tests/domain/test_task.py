@@ -201,7 +201,7 @@ def test_a_multi_line_title_is_invalid() -> None:
 
 
 def test_an_unknown_workflow_is_invalid_and_names_the_known_ones() -> None:
-    with pytest.raises(InvalidCommand, match="unknown workflow 'epic'; known: project, task"):
+    with pytest.raises(InvalidCommand, match="unknown workflow 'epic'; known: item, project, task"):
         decide(None, CreateTask("Title", "spec", workflow="epic"), context(), TASK_ID)
 
 

@@ -8,6 +8,7 @@ import transitions
 from ipa.domain import (
     AGENT_COMMANDS,
     BACKLOG_COMMANDS,
+    CHILD_COMMANDS,
     JOB_COMMANDS,
     SYNC_COMMANDS,
     TASK_COMMANDS,
@@ -43,12 +44,13 @@ PROJECT_PHASES = [
 
 
 def test_registry_holds_task_and_project() -> None:
-    assert sorted(WORKFLOWS) == ["project", "task"]
+    assert sorted(WORKFLOWS) == ["item", "project", "task"]
     assert all(WORKFLOWS[name].name == name for name in WORKFLOWS)
 
 
 def test_unknown_workflow_names_the_known_ones() -> None:
-    with pytest.raises(UnknownWorkflow, match="unknown workflow 'nope'; known: project, task"):
+    known = "unknown workflow 'nope'; known: item, project, task"
+    with pytest.raises(UnknownWorkflow, match=known):
         get_workflow("nope")
 
 
@@ -118,7 +120,8 @@ def test_every_workflow_command_name_is_a_trigger_somewhere() -> None:
         for trigger in allowed_commands(workflow, phase.name, status)
     }
     workflow_commands = set(TASK_COMMANDS) - {
-        CreateTask, *JOB_COMMANDS, *AGENT_COMMANDS, *SYNC_COMMANDS, *BACKLOG_COMMANDS
+        CreateTask, *JOB_COMMANDS, *AGENT_COMMANDS, *SYNC_COMMANDS, *BACKLOG_COMMANDS,
+        *CHILD_COMMANDS,
     }
     assert reachable == {c.name for c in workflow_commands}
 

@@ -39,3 +39,21 @@ class FakeClaude:
         if not self.log_file.exists():
             return []
         return [json.loads(line) for line in self.log_file.read_text().splitlines()]
+
+
+def backlog_answer(*items: dict[str, Any]) -> dict[str, Any]:
+    """A product analyst's step whose answer holds ``items`` as the backlog contract asks
+    (each item: ``id``, ``kind``, ``phase``, optional ``depends_on``/``priority``/``write``)."""
+    full = [{"title": f"Build {i['id']}", "description": f"Make {i['id']} work.",
+             "priority": 5, "depends_on": [], "acceptance": [f"{i['id']} works"], **i}
+            for i in items]
+    block = json.dumps({"items": full}, indent=1)
+    return {"text": f"The backlog:\n\n```json\n{block}\n```\n"}
+
+
+def small_project(**agents: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """A script that takes a project through: its backlog is one item (a technical writer's,
+    in development), every reviewer approves, every other agent says it is done."""
+    return {"product_analyst": [backlog_answer(
+                {"id": "docs", "kind": "technical_writer", "phase": "development"})],
+            "*": [{"text": "done\nVERDICT: approve"}], **agents}

@@ -18,7 +18,7 @@ from ipa.domain import Approve, CancelJob, QueueJob, RetryJob, SkipJob, Status
 from ipa.pods import AgentSettings, ClaudeRunner, PodEnvironment, PodStatus, RestartPolicy
 from ipa.supervisor import PodRunning, Supervisor
 
-from ..fakes.claude import FakeClaude
+from ..fakes.claude import FakeClaude, small_project
 from .helpers import job, python, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -87,7 +87,7 @@ async def approve_every_gate(pod) -> None:
 async def test_a_project_in_perpetual_stays_healthy_through_three_maintainer_runs(
     start, create_task, fake: FakeClaude, store
 ) -> None:
-    fake.script({"*": [{"text": "done"}]})
+    fake.script(small_project())
     supervisor = await start(auto_queue=True, perpetual_interval=0.0)
     pod = await supervisor.start(await create_task("Shop", workflow="project"))
 
@@ -107,7 +107,7 @@ async def test_a_project_in_perpetual_stays_healthy_through_three_maintainer_run
 async def test_perpetual_waits_its_interval_before_the_next_maintainer_run(
     start, create_task, fake: FakeClaude
 ) -> None:
-    fake.script({"*": [{"text": "done"}]})
+    fake.script(small_project())
     supervisor = await start(auto_queue=True, perpetual_interval=3600.0)
     pod = await supervisor.start(await create_task("Shop", workflow="project"))
     await approve_every_gate(pod)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from ...fakes.claude import FakeClaude
+from ...fakes.claude import FakeClaude, small_project
 from .conftest import IPA, Server, free_port
 from .test_change import git
 from .test_pages import job_spec, open_pod, row
@@ -88,7 +88,7 @@ def watch_status(page: Page) -> None:
 def test_a_project_reaches_perpetual_and_stays_healthy_through_three_maintainer_runs(
     page: Page, server: Server, tmp_path: Path
 ) -> None:
-    with_fake_claude(server, tmp_path, {"*": [{"text": "done"}]},
+    with_fake_claude(server, tmp_path, small_project(),
                      IPA_AUTO_AGENTS="1", IPA_PERPETUAL_INTERVAL="0.05")
     project = server.create("Shop", "A shop that sells hats.", workflow="project")
     open_pod(page, project)

@@ -1,0 +1,181 @@
+"""A project's swarm: its backlog items run as child tasks, at most ``max_children`` at once.
+
+The project's pod runs a :class:`Swarm` beside its scheduler. While the project runs in a phase
+that has backlog items, the swarm spawns every ready item (approved, its dependencies done,
+highest priority first) as a child task: it records ``ChildSpawned`` on the project first, then
+creates the child's stream (``CreateChildTask``: workflow ``item``, its branch made from the
+project's branch) and has the child's pod started. A crash between the two is healed when the
+pod starts again: a spawned child without a stream is created then.
+
+It follows its children through the store's log (no pod calls another): when a child's stream
+records ``TaskCompleted``, ``TaskFailed`` or ``TaskCancelled``, the swarm records
+``ChildFinished`` on the project. A completed child's work is merged into the project's branch
+first (its branch from where it started to its head, replayed as one commit: ``ChildMerged``
+in the same record); a merge that conflicts fails the item, naming the files, and a person
+retries it (a new child starts from the project's branch as it is) or skips or cancels it.
+At start the swarm reads each running child's status once, so nothing that ended while the
+project's pod was away is missed.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+from uuid import UUID
+
+import anyio
+from anyio.abc import TaskStatus
+
+from ipa.domain import (
+    BacklogItem,
+    Context,
+    CreateChildTask,
+    RecordChildFinished,
+    SpawnChild,
+    Status,
+    TaskState,
+    decide,
+    ready_items,
+    running_children,
+)
+from ipa.eventstore import EventStore, StreamNotFound, VersionConflict
+
+from .state import Clock, PodState
+from .workspace import BranchConflict, WorkspaceError, WorkspaceManager
+
+log = logging.getLogger(__name__)
+
+StartTask = Callable[[UUID], Awaitable[Any]]
+"""Has a task's pod started (the supervisor's ``start``)."""
+
+_ENDINGS = {"TaskCompleted": "completed", "TaskFailed": "failed", "TaskCancelled": "cancelled"}
+
+
+class Swarm:
+    """Spawns a project's ready items as child tasks and follows them (see the module doc)."""
+
+    def __init__(self, state: PodState, store: EventStore, workspaces: WorkspaceManager, *,
+                 start_task: StartTask | None, ensure_branch: Callable[[], Awaitable[bool]],
+                 landing: anyio.Lock, clock: Clock) -> None:
+        self._state = state
+        self._store = store
+        self._workspaces = workspaces
+        self._start_task = start_task
+        self._ensure_branch = ensure_branch
+        self._landing = landing
+        self._clock = clock
+
+    @property
+    def task_id(self) -> UUID:
+        return self._state.task_id
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        # Attached to the log before the first look at the children: nothing ends unseen.
+        async with self._store.subscribe(after=await self._store.head_position()) as log_:
+            await self._heal()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._follow, log_)
+                task_status.started()
+                await self._spawn_loop()
+                tg.cancel_scope.cancel()
+
+    async def _spawn_loop(self) -> None:
+        async for state in self._state.changes():
+            if state.status.terminal:
+                return
+            await self._spawn(state)
+
+    async def _spawn(self, state: TaskState) -> None:
+        if state.status is not Status.running or state.backlog is None:
+            return
+        free = state.max_children - len(running_children(state))
+        ready = ready_items(state, state.phase)[: max(0, free)]
+        if ready and state.repo is not None and state.branch is None:
+            if not await self._ensure_branch():
+                return  # the repository's problem, recorded: a person fixes it first
+        for item in ready:
+            child_id = uuid.uuid4()
+            await self._state.execute(SpawnChild(item_id=item.id, child_id=str(child_id)))
+            await self._create_child(self._state.current, item, child_id)
+
+    async def _create_child(self, project: TaskState, item: BacklogItem, child_id: UUID) -> None:
+        """The child's stream (if it does not exist yet) and its pod."""
+        acceptance = "".join(f"\n- {line}" for line in item.acceptance)
+        description = item.description + (f"\n\nAcceptance criteria:{acceptance}"
+                                           if acceptance else "")
+        command = CreateChildTask(
+            title=item.title, description=description, parent_id=str(self.task_id),
+            item_id=item.id, kind=item.kind, repo=project.repo,
+            base_branch=project.branch.name if project.branch is not None else None,
+        )
+        ctx = Context(actor=f"project:{self.task_id}", now=self._clock(),
+                      correlation_id=str(self.task_id))
+        try:
+            await self._store.append(child_id, decide(None, command, ctx, child_id), 0)
+        except VersionConflict:
+            pass  # created before a crash: it keeps what it has
+        if self._start_task is not None:
+            await self._start_task(child_id)
+
+    async def _heal(self) -> None:
+        """At start: create the streams a crash left uncreated, and record the children that
+        ended while nobody followed them."""
+        state = self._state.current
+        for item in running_children(state):
+            assert item.child_id is not None
+            try:
+                child = await self._store.load(item.child_id)
+            except StreamNotFound:
+                await self._create_child(state, item, item.child_id)
+                continue
+            ending = {Status.completed: "completed", Status.failed: "failed",
+                      Status.cancelled: "cancelled"}.get(child.status)
+            if ending is not None:
+                await self._finished(item.child_id, ending)
+            elif self._start_task is not None:
+                await self._start_task(item.child_id)
+
+    async def _follow(self, log_: Any) -> None:
+        async for recorded in log_:
+            outcome = _ENDINGS.get(recorded.type)
+            if outcome is None:
+                continue
+            children = {item.child_id for item in running_children(self._state.current)}
+            if recorded.stream_id in children:
+                await self._finished(recorded.stream_id, outcome)
+
+    async def _finished(self, child_id: UUID, outcome: str) -> None:
+        child = await self._store.load(child_id)
+        if outcome != "completed":
+            reason = child.failure or f"the child task was {outcome}"
+            await self._state.execute(RecordChildFinished(child_id=str(child_id),
+                                                          outcome=outcome, reason=reason))
+            return
+        async with self._landing:
+            project = self._state.current
+            branch = child.branch
+            if branch is None or branch.head_commit is None or project.branch is None:
+                await self._state.execute(RecordChildFinished(child_id=str(child_id),
+                                                              outcome="completed"))
+                return
+            head = project.branch.head_commit or project.branch.base_commit
+            try:
+                merged = await self._workspaces.land(
+                    task_id=self.task_id, repo=project.repo or "", commit=branch.head_commit,
+                    start=branch.base_commit, head=head)
+            except BranchConflict as e:
+                files = ", ".join(e.files) or "files git did not name"
+                reason = (f"its work conflicts with the project's branch in {files}; retry it "
+                          "to start again from the branch as it is")
+            except WorkspaceError as e:
+                reason = f"its work could not be merged into the project's branch: {e}"
+            else:
+                await self._state.execute(RecordChildFinished(
+                    child_id=str(child_id), outcome="completed",
+                    child_commit=branch.head_commit, merged=merged))
+                return
+            log.warning("project %s: child %s not merged: %s", self.task_id, child_id, reason)
+            await self._state.execute(RecordChildFinished(child_id=str(child_id),
+                                                          outcome="failed", reason=reason))

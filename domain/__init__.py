@@ -35,6 +35,7 @@ from .children_commands import (
     CHILD_COMMANDS,
     CancelItem,
     CreateChildTask,
+    RecordChildConflict,
     RecordChildFinished,
     RetryItem,
     SetApprovalPolicy,
@@ -44,6 +45,7 @@ from .children_commands import (
 )
 from .children_events import (
     ApprovalPolicySet,
+    ChildConflicted,
     ChildFinished,
     ChildMerged,
     ChildSpawned,
@@ -480,6 +482,7 @@ __all__ += [
     "CreateChildTask",
     "SpawnChild",
     "RecordChildFinished",
+    "RecordChildConflict",
     "SetMaxChildren",
     "RetryItem",
     "SkipItem",
@@ -489,6 +492,7 @@ __all__ += [
     "ChildSpawned",
     "ChildFinished",
     "ChildMerged",
+    "ChildConflicted",
     "MaxChildrenSet",
     "ItemRetried",
     "ItemSkipped",

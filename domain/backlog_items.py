@@ -23,13 +23,15 @@ class BacklogItemStatus(StrEnum):
     ``proposed`` waits for the backlog's approval at its gate; ``approved`` may be spawned once
     its dependencies are done; ``spawned`` runs as a child task (``child_id``), which ends
     ``finished`` or ``failed`` (a failed one waits for a person, who retries it, ``skipped``
-    it — done without its work — or drops it). ``dropped`` was taken out by a person; it
-    stays in the backlog for the record.
+    it — done without its work — or drops it); a completed child whose work conflicts with the
+    project's branch is ``merging`` until its merge job lands it. ``dropped`` was taken out by
+    a person; it stays in the backlog for the record.
     """
 
     proposed = "proposed"
     approved = "approved"
     spawned = "spawned"
+    merging = "merging"
     finished = "finished"
     failed = "failed"
     skipped = "skipped"
@@ -43,8 +45,9 @@ class BacklogItemStatus(StrEnum):
     @property
     def has_child(self) -> bool:
         """True once a child task was spawned for the item: editing it would orphan its work."""
-        return self in (BacklogItemStatus.spawned, BacklogItemStatus.finished,
-                        BacklogItemStatus.failed, BacklogItemStatus.skipped)
+        return self in (BacklogItemStatus.spawned, BacklogItemStatus.merging,
+                        BacklogItemStatus.finished, BacklogItemStatus.failed,
+                        BacklogItemStatus.skipped)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from uuid import UUID
 from .backlog_items import Backlog, BacklogItem, BacklogItemStatus
 from .children_commands import (
     CancelItem,
+    RecordChildConflict,
     RecordChildFinished,
     RetryItem,
     SetApprovalPolicy,
@@ -36,6 +37,7 @@ from .children_commands import (
 )
 from .children_events import (
     ApprovalPolicySet,
+    ChildConflicted,
     ChildFinished,
     ChildMerged,
     ChildSpawned,
@@ -45,10 +47,11 @@ from .children_events import (
     MaxChildrenSet,
     TaskLinked,
 )
-from .commands import Command
-from .decision import Draft, identifier, rejection, text, whole
+from .commands import Command, QueueJob
+from .decision import Draft, identifier, identifiers, rejection, text, whole
 from .errors import InvalidCommand
 from .events import TaskEvent
+from .queue import queue_job
 from .workflows import get_workflow
 
 if TYPE_CHECKING:
@@ -56,6 +59,8 @@ if TYPE_CHECKING:
 
 MAX_CHILDREN_DEFAULT = 4
 MAX_CHILDREN_LIMIT = 200
+MERGE_PRIORITY = 10
+"""A merge job goes before the phase's other jobs: its item's dependants wait for it."""
 POLICIES = ("person", "agent", "auto")
 OUTCOMES = ("completed", "failed", "cancelled")
 
@@ -137,19 +142,36 @@ def _finished(state: TaskState, command: RecordChildFinished, draft: Draft) -> N
     item = next((i for i in items if str(i.child_id) == child), None)
     if item is None:
         raise InvalidCommand(f"the project has no child {child}")
-    if item.status is not BacklogItemStatus.spawned:
+    if item.status not in (BacklogItemStatus.spawned, BacklogItemStatus.merging):
         return  # recorded already, or a person moved the item on
     if command.merged is not None:
         if outcome != "completed" or state.branch is None:
             raise InvalidCommand("only a completed child is merged, into the project's branch")
         commit = identifier(command.merged, "merged")
         previous = state.branch.head_commit or state.branch.base_commit
-        if commit != previous:
+        # A merge job landed the merge already (its BranchAdvanced): recorded all the same.
+        if commit != previous or item.status is BacklogItemStatus.merging:
             draft.add(ChildMerged, item_id=item.id, child_id=child, commit=commit,
                       child_commit=identifier(command.child_commit, "child_commit"),
                       previous=previous)
     draft.add(ChildFinished, item_id=item.id, child_id=child, outcome=outcome,
               reason=text(command.reason, "reason"))
+
+
+def _conflict(state: TaskState, command: RecordChildConflict, draft: Draft) -> None:
+    child = identifier(command.child_id, "child_id")
+    items = state.backlog.items if state.backlog is not None else ()
+    item = next((i for i in items if str(i.child_id) == child), None)
+    if item is None:
+        raise InvalidCommand(f"the project has no child {child}")
+    if item.status is not BacklogItemStatus.spawned:
+        return
+    job_id = identifier(command.merge_job, "merge_job")
+    draft.add(ChildConflicted, item_id=item.id, child_id=child,
+              child_commit=identifier(command.child_commit, "child_commit"),
+              files=list(identifiers(command.files, "files")), merge_job=job_id)
+    queue_job(state, QueueJob(job_id=job_id, agent=command.agent, spec=command.spec,
+                              priority=MERGE_PRIORITY), draft)
 
 
 def _set_max(state: TaskState, command: SetMaxChildren, draft: Draft) -> None:
@@ -220,6 +242,7 @@ def _set_policy(state: TaskState, command: SetApprovalPolicy, draft: Draft) -> N
 DECIDERS: dict[type[Command], Callable[[TaskState, Any, Draft], None]] = {
     SpawnChild: _spawn,
     RecordChildFinished: _finished,
+    RecordChildConflict: _conflict,
     SetMaxChildren: _set_max,
     RetryItem: _retry,
     SkipItem: _skip,
@@ -262,6 +285,10 @@ def _merged(event: ChildMerged, state: TaskState) -> dict[str, Any]:
     return {"branch": replace(state.branch, head_commit=event.commit)}
 
 
+def _conflicted(event: ChildConflicted, state: TaskState) -> dict[str, Any]:
+    return _with(state, event.item_id, status=BacklogItemStatus.merging)
+
+
 def _max_set(event: MaxChildrenSet, state: TaskState) -> dict[str, Any]:
     return {"max_children": event.max_children}
 
@@ -293,6 +320,7 @@ FOLDS: dict[type[TaskEvent], Callable[[Any, TaskState], dict[str, Any]]] = {
     ChildSpawned: _spawned,
     ChildFinished: _child_finished,
     ChildMerged: _merged,
+    ChildConflicted: _conflicted,
     MaxChildrenSet: _max_set,
     ItemRetried: _retried,
     ItemSkipped: _skipped,

@@ -9,8 +9,9 @@ failed, and ``set_approval_policy`` for a gate.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .commands import Command
 
@@ -56,6 +57,22 @@ class RecordChildFinished(Command):
     reason: str = ""
     child_commit: str | None = None
     merged: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordChildConflict(Command):
+    """Record that the completed child ``child_id``'s branch (at ``child_commit``) conflicts
+    with the project's branch in ``files``, and queue the job ``merge_job`` (an ``agent`` with
+    ``spec``) that merges it: one record, so no conflict is left without its merge job."""
+
+    name: ClassVar[str] = "record_child_conflict"
+
+    child_id: str
+    child_commit: str
+    files: Sequence[str]
+    merge_job: str
+    agent: str
+    spec: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -108,7 +125,7 @@ class SetApprovalPolicy(Command):
 
 
 CHILD_COMMANDS: tuple[type[Command], ...] = (
-    CreateChildTask, SpawnChild, RecordChildFinished, SetMaxChildren, RetryItem, SkipItem,
-    CancelItem, SetApprovalPolicy,
+    CreateChildTask, SpawnChild, RecordChildFinished, RecordChildConflict, SetMaxChildren,
+    RetryItem, SkipItem, CancelItem, SetApprovalPolicy,
 )
 """The commands of a project's children and of approval policies."""

@@ -45,6 +45,18 @@ class ChildMerged(TaskEvent):
     previous: str
 
 
+class ChildConflicted(TaskEvent):
+    """Item ``item_id``'s child ``child_id`` completed, but its branch (at ``child_commit``)
+    conflicts with the project's in ``files``: the item is ``merging`` until the job
+    ``merge_job`` (a developer, in a worktree holding the conflict) lands the merge."""
+
+    item_id: str
+    child_id: str
+    child_commit: str
+    files: list[str]
+    merge_job: str
+
+
 class MaxChildrenSet(TaskEvent):
     """At most ``max_children`` children of the project run at once from now on."""
 

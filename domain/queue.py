@@ -122,6 +122,11 @@ def _jobs(ids: list[str]) -> str:
     return ("job " if len(ids) == 1 else "jobs ") + ", ".join(repr(job_id) for job_id in ids)
 
 
+def queue_job(state: TaskState, command: QueueJob, draft: Draft) -> None:
+    """Queue a job as ``queue_job`` does, in another command's decision (a merge job)."""
+    _queue(state, command, draft)
+
+
 def _queue(state: TaskState, command: QueueJob, draft: Draft) -> None:
     job_id = identifier(command.job_id, "job_id")
     agent = identifier(command.agent, "agent")

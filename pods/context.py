@@ -84,6 +84,14 @@ def gather(state: TaskState, job: Job) -> list[Section]:
     if feedback:
         text = "\n\n".join(f"From {f.actor}:\n{f.feedback}" for f in feedback)
         sections.append(Section("feedback", "Changes requested", text, keep=True))
+    merge = job.spec.get("merge")
+    if isinstance(merge, dict):
+        files = "\n".join(f"- {path}" for path in merge.get("files") or []) or "- (git names none)"
+        sections.append(Section("merge", "Merge", (
+            f"Your working directory is the project's branch in the middle of merging the work "
+            f"of item {merge.get('item')!r} (commit {str(merge.get('commit'))[:12]}), which "
+            f"conflicts in:\n{files}\n\nResolve every conflict: keep what both sides meant, "
+            "remove every conflict marker, and leave the files ready to commit."), keep=True))
     answers = [q for q in state.questions.values()
                if q.job_id == job.job_id and q.answer is not None]
     if answers:

@@ -293,7 +293,10 @@ class Scheduler:
                 return _failed(f"repository {state.repo} is unavailable")
             state = self._state.current
         base = head_commit(state)
-        workspace_path, workspace_id = await self._workspace(job, run_id, state.repo, base)
+        try:
+            workspace_path, workspace_id = await self._workspace(job, run_id, state.repo, base)
+        except WorkspaceError as e:  # e.g. a merge job's commit cannot be merged at all
+            return _failed(str(e))
         if workspace_path is None:
             return _failed(f"repository {state.repo} is unavailable")
         recorder = RunRecorder(self._store, UUID(run_id), self._clock)
@@ -366,6 +369,13 @@ class Scheduler:
         except RepositoryUnavailable as e:
             await self._state.execute(RecordRepositoryUnavailable(repo=repo, reason=str(e)))
             return None, None
+        merge = job.spec.get("merge")
+        if isinstance(merge, dict) and isinstance(merge.get("commit"), str):
+            try:
+                await workspace.merge(merge["commit"])  # a merge job: the conflict is its work
+            except WorkspaceError:
+                await self._workspaces.remove(self.task_id, workspace_id)
+                raise
         info = workspace.info
         await self._state.execute(RecordWorkspace(
             workspace_id=workspace_id, job_id=job.job_id, path=str(info.path),

@@ -30,8 +30,11 @@ from anyio.abc import TaskStatus
 
 from ipa.domain import (
     BacklogItem,
+    BacklogItemStatus,
     Context,
     CreateChildTask,
+    JobStatus,
+    RecordChildConflict,
     RecordChildFinished,
     SpawnChild,
     Status,
@@ -49,6 +52,9 @@ log = logging.getLogger(__name__)
 
 StartTask = Callable[[UUID], Awaitable[Any]]
 """Has a task's pod started (the supervisor's ``start``)."""
+
+MERGE_CHECK = "! git diff HEAD^1 HEAD | grep -nE '^[+](<<<<<<<|=======|>>>>>>>)( |$)'"
+"""A merge job's check: no line it added to the project's branch is a conflict marker."""
 
 _ENDINGS = {"TaskCompleted": "completed", "TaskFailed": "failed", "TaskCancelled": "cancelled"}
 
@@ -88,6 +94,8 @@ class Swarm:
             await self._spawn(state)
 
     async def _spawn(self, state: TaskState) -> None:
+        if state.backlog is not None:
+            await self._close_merges(state)
         if state.status is not Status.running or state.backlog is None:
             return
         free = state.max_children - len(running_children(state))
@@ -118,6 +126,46 @@ class Swarm:
             pass  # created before a crash: it keeps what it has
         if self._start_task is not None:
             await self._start_task(child_id)
+
+    async def _merge_job(self, project: TaskState, child_id: UUID, commit: str,
+                         files: list[str]) -> None:
+        """A completed child whose branch conflicts with the project's: a developer merges
+        it in a worktree of the project's branch that holds the conflict (``merge`` in the
+        job's spec: see ``Scheduler._workspace`` and ``context.gather``); its commit lands as
+        the merge."""
+        assert project.backlog is not None
+        item = next(i for i in project.backlog.items if i.child_id == child_id)
+        taken = sum(1 for job_id in project.jobs if job_id.startswith(f"merge-{item.id}"))
+        job_id = f"merge-{item.id}" + (f"-{taken + 1}" if taken else "")
+        spec = {"runner": "claude", "verify": [MERGE_CHECK],
+                "merge": {"item": item.id, "child": str(child_id), "commit": commit,
+                          "files": files}}
+        await self._state.execute(RecordChildConflict(
+            child_id=str(child_id), child_commit=commit, files=files, merge_job=job_id,
+            agent="developer", spec=spec))
+
+    async def _close_merges(self, state: TaskState) -> None:
+        """Items whose merge job ended: merged when it landed, failed when a person skipped
+        it (its work is not on the branch)."""
+        assert state.backlog is not None
+        for item in state.backlog.items:
+            if item.status is not BacklogItemStatus.merging:
+                continue
+            jobs = [j for j in state.jobs.values()
+                    if (j.spec.get("merge") or {}).get("child") == str(item.child_id)]
+            if not jobs:
+                continue
+            job = jobs[-1]
+            if job.status is JobStatus.succeeded and state.branch is not None:
+                await self._state.execute(RecordChildFinished(
+                    child_id=str(item.child_id), outcome="completed",
+                    child_commit=job.spec["merge"]["commit"],
+                    merged=state.branch.head_commit or state.branch.base_commit))
+            elif job.status in (JobStatus.skipped, JobStatus.cancelled):
+                await self._state.execute(RecordChildFinished(
+                    child_id=str(item.child_id), outcome="failed",
+                    reason=f"its merge job {job.job_id} was {job.status.value}: its work is "
+                           "not on the project's branch"))
 
     async def _heal(self) -> None:
         """At start: create the streams a crash left uncreated, and record the children that
@@ -166,9 +214,8 @@ class Swarm:
                     task_id=self.task_id, repo=project.repo or "", commit=branch.head_commit,
                     start=branch.base_commit, head=head)
             except BranchConflict as e:
-                files = ", ".join(e.files) or "files git did not name"
-                reason = (f"its work conflicts with the project's branch in {files}; retry it "
-                          "to start again from the branch as it is")
+                await self._merge_job(project, child_id, branch.head_commit, e.files)
+                return
             except WorkspaceError as e:
                 reason = f"its work could not be merged into the project's branch: {e}"
             else:

@@ -382,6 +382,19 @@ class Workspace:
             files = sorted({os.fsdecode(p) for p in changed.stdout.split(b"\0") if p})
             return CommitInfo(sha=sha, files=files)
 
+    async def merge(self, commit: str) -> list[str]:
+        """Start merging ``commit`` into the worktree (``git merge --no-commit``), leaving its
+        conflicts in the files for an agent to resolve; the next :meth:`commit` makes the merge
+        commit. Returns the conflicted paths (``[]``: it merged cleanly)."""
+        started = await self._run("merge", "--no-ff", "--no-commit", "--quiet", commit,
+                                  check=False)
+        conflicted = await self._run("diff", "--name-only", "--diff-filter=U", "-z")
+        files = sorted({os.fsdecode(p) for p in conflicted.stdout.split(b"\0") if p})
+        if started.returncode != 0 and not files:
+            raise WorkspaceError(f"workspace {self.name}: git merge {commit[:12]} failed: "
+                                 f"{_reason(started)}")
+        return files
+
     async def _run(
         self,
         *args: str,

@@ -46,7 +46,8 @@ BACKLOG_NAMES = [
 CHILD_NAMES = [
     "CHILD_COMMANDS", "CreateChildTask", "SpawnChild", "RecordChildFinished", "SetMaxChildren",
     "RetryItem", "SkipItem", "CancelItem", "SetApprovalPolicy", "TaskLinked", "ChildSpawned",
-    "ChildFinished", "ChildMerged", "MaxChildrenSet", "ItemRetried", "ItemSkipped", "ItemCancelled",
+    "ChildFinished", "ChildMerged", "ChildConflicted", "MaxChildrenSet",
+    "RecordChildConflict", "ItemRetried", "ItemSkipped", "ItemCancelled",
     "ApprovalPolicySet", "MAX_CHILDREN_DEFAULT", "POLICIES", "approval_policy",
     "running_children",
 ]

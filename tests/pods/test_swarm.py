@@ -211,3 +211,40 @@ async def test_an_invalid_backlog_is_a_learning_and_an_auto_gate_decides_by_itse
         discovery = next(a for a in state.approvals if a.phase == "discovery")
         assert discovery.actor == "user:ann"  # a project's own gates are a person's
         tg.cancel_scope.cancel()
+
+
+async def test_a_child_whose_work_conflicts_is_merged_by_a_merge_job(
+    pod_env: PodEnvironment, tmp_path: Path, create_task, store, repo: Path
+) -> None:
+    fake = FakeClaude(tmp_path / "fake").script({
+        **SCRIPT,
+        "product_analyst": [backlog_answer(*ITEMS[:2])],  # api and ui, side by side
+        "backend_developer": [{"text": "api", "write": {"shared.txt": "by api\n"}}],
+        "frontend_developer": [{"text": "ui", "write": {"shared.txt": "by ui\n"}}],
+        "developer": [{"text": "merged", "write": {"shared.txt": "by api and ui\n"}}],
+    })
+    agents = AgentSettings(runner=lambda: ClaudeRunner(cli_path=str(fake.cli)),
+                           verify_timeout=5.0, auto_queue=True)
+    supervisor = Supervisor(replace(pod_env, agents=agents))
+    async with anyio.create_task_group() as tg:
+        await tg.start(supervisor.run)
+        project_id = await create_task("Shop", repo=str(repo), workflow="project")
+        pod = await supervisor.start(project_id)
+
+        state = await through_gates(pod, lambda s: s.phase == "qa")
+
+        events = await store.read(project_id)
+        [conflict] = [e for e in events if e.type == "ChildConflicted"]
+        assert conflict.data["files"] == ["shared.txt"]
+        loser = conflict.data["item_id"]
+        merge_job = state.jobs[conflict.data["merge_job"]]
+        assert (merge_job.agent, merge_job.status.value) == ("developer", "succeeded")
+        merged = [e.data for e in events if e.type == "ChildMerged"]
+        assert [m["item_id"] for m in merged][-1] == loser
+        assert {i.status for i in state.backlog.items} == {BacklogItemStatus.finished}
+        # The merge commit has the project's branch and the child's work as its parents.
+        head = state.branch.head_commit
+        assert git(repo, "show", f"{head}:shared.txt") == "by api and ui\n"
+        parents = git(repo, "rev-list", "--parents", "-1", head).split()[1:]
+        assert parents[1] == conflict.data["child_commit"]
+        tg.cancel_scope.cancel()

@@ -50,7 +50,8 @@ Progress = Callable[[int, int], None]
 
 def summary(state: TaskState) -> dict[str, Any]:
     """The list's columns for one task; ``attention`` is the kind of what it needs from a
-    person (``ipa.domain.attention``), or ``None``."""
+    person (``ipa.domain.attention``), or ``None``; ``parent_id``, ``item_id`` and ``kind``
+    link a project's child task to its project and backlog item (``None`` on other tasks)."""
     needed = attention(state)
     return {
         "id": str(state.id),
@@ -62,6 +63,9 @@ def summary(state: TaskState) -> dict[str, Any]:
         "created_at": state.created_at.isoformat(),
         "last_activity": state.updated_at.isoformat(),
         "attention": None if needed is None else needed.kind,
+        "parent_id": None if state.parent_id is None else str(state.parent_id),
+        "item_id": state.item_id,
+        "kind": state.kind,
     }
 
 
@@ -90,7 +94,7 @@ def _unsaved(saved: dict[str, Any] | None, key: str, reason: str) -> dict[str, A
         return {**saved, "error": error}
     return {"id": key, "title": "", "workflow": "", "phase": "", "status": "failed",
             "version": 0, "created_at": "", "last_activity": "", "attention": None,
-            "error": error, "state": None}
+            "parent_id": None, "item_id": None, "kind": None, "error": error, "state": None}
 
 
 def _columns(row: dict[str, Any]) -> dict[str, Any]:
@@ -234,6 +238,11 @@ class TaskList:
             if where(self._columns[key]):
                 rows.append(self._columns[key])
         return rows
+
+    def columns(self, task_id: str) -> dict[str, Any] | None:
+        """One task's columns (no ``state``) from memory, or ``None`` when the list has no
+        such task (or has not caught up once)."""
+        return (self._columns or {}).get(task_id)
 
     def count(self) -> int:
         """How many tasks the list has (from memory)."""

@@ -52,6 +52,7 @@ from ipa.supervisor import PodNotRunning, Supervisor
 
 from .auth import actor
 from .cache import ResponseCache
+from .children import children
 from .errors import (
     BadCursor,
     BadRequest,
@@ -157,8 +158,12 @@ class Api:
 
     def present(self, state: TaskState) -> dict[str, Any]:
         """The task view, with ``attention`` ``crashed`` when its pod crashed and stopped
-        (the supervisor knows it; the state may not)."""
-        return task_state.view(state, crashed=self.supervisor.attention(state.id))
+        (the supervisor knows it; the state may not), and a project's ``children`` (their
+        own status and phase from the task list)."""
+        view = task_state.view(state, crashed=self.supervisor.attention(state.id))
+        if state.backlog is not None:
+            view["children"] = children(view, self.task_list.columns)
+        return view
 
     # Tasks -----------------------------------------------------------------------------------
 
@@ -176,12 +181,20 @@ class Api:
         needs_person = request.query_params.get("attention")
         if needs_person not in (None, "", "0", "1"):
             raise BadRequest(f"attention {needs_person[:40]!r}: expected 1 or 0")
+        parent_text = request.query_params.get("parent")
+        parent = None if parent_text is None else uuid_or_none(parent_text)
+        if parent_text is not None and parent is None:
+            raise BadRequest(f"parent {parent_text[:80]!r} is not a task id (expected a UUID)")
 
         def kind(row: dict[str, Any]) -> str | None:
             crashed = self.supervisor.attention(UUID(row["id"])) if row["id"] else None
             return crashed.kind if crashed is not None else row.get("attention")
 
-        where = (lambda row: kind(row) is not None) if needs_person == "1" else None
+        def wanted(row: dict[str, Any]) -> bool:
+            return ((needs_person != "1" or kind(row) is not None)
+                    and (parent is None or row.get("parent_id") == str(parent)))
+
+        where = wanted if needs_person == "1" or parent is not None else None
         page = self.task_list.page(after=cursor, limit=limit + 1, where=where)  # from memory
         next_cursor = page[limit - 1]["id"] if len(page) > limit else None
         items = [{**row, "attention": kind(row)} for row in page[:limit]]

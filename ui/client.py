@@ -2,7 +2,8 @@
 
 Everything a person can do on the pages has a command here: the decisions at a gate
 (``approve``, ``request-changes``, ``back-to-phase``), answers, the budget, pause / resume /
-cancel / retry, ``restart`` of a stopped pod, and ``ipa task job retry|cancel|interrupt|skip``.
+cancel / retry, ``restart`` of a stopped pod, and ``ipa task job retry|cancel|interrupt|skip``;
+``ipa task tree`` prints a project's backlog and children.
 
 The server is ``--url``, else ``IPA_URL``, else the live server named by the data dir's
 ``server.json`` (``--data-dir``, env ``IPA_DATA_DIR``), else ``http://127.0.0.1:8765``. An API
@@ -26,6 +27,7 @@ import anyio
 
 from ipa.domain import Status
 
+from . import children as swarm
 from .runtime import Settings, running_server_url
 
 DEFAULT_URL = "http://127.0.0.1:8765"
@@ -128,6 +130,8 @@ def add_task_commands(commands: Any, parser_class: type[argparse.ArgumentParser]
     show = command("show", "show a task: its gate, what needs a person, questions, jobs and "
                    "branch", None, parents=(connection,))
     show.add_argument("--version", type=int, help="as of this version")
+    command("tree", "show a project and its children as a tree: the backlog by phase, each "
+            "item's kind, status, child and dependencies", None, parents=(connection,))
 
     approve = command("approve", "approve the phase waiting at its gate", "approve",
                       lambda args: _texts(args, "comment"))
@@ -249,6 +253,11 @@ def _task(client: ApiClient, args: argparse.Namespace) -> int:
         task = client.call("GET", task_path, query={"version": args.version})
         _print_task(task, args.json, full=True)
         return 0
+    if args.action == "tree":
+        task = client.call("GET", task_path)
+        print(json.dumps(swarm.tree_json(task), indent=2) if args.json
+              else "\n".join(swarm.tree_lines(task)))
+        return 0
     body: dict[str, Any] = args.body(args)
     if args.action == "answer":
         body = {"question_id": args.question or _open_question(client, task_path),
@@ -350,6 +359,17 @@ def _details(task: dict[str, Any]) -> list[tuple[str, str]]:
                                 + (f", head {_short(head)}" if head else ", no commit yet")))
     if task.get("repository_error"):
         lines.append(("repository", str(task["repository_error"])))
+    if task.get("parent_id"):
+        lines.append(("project", f"{task['parent_id']} (item {task.get('item_id')}, kind "
+                                 f"{task.get('kind')})"))
+    if task.get("backlog") is not None:
+        backlog = task["backlog"]
+        counts = ", ".join(f"{n} {name}" for name, n in swarm.counts(task).items())
+        lines.append(("backlog", f"{len(backlog.get('items') or [])} items, version "
+                                 f"{backlog.get('version')}, "
+                                 + ("approved" if backlog.get("approved") else "proposed")))
+        lines.append(("children", f"{counts or 'none yet'} (at most "
+                                  f"{task.get('max_children')} at once; ipa task tree)"))
     cost = (task.get("usage") or {}).get("cost_usd") or 0.0
     if task.get("budget_usd") is not None or cost:
         cap = task.get("budget_usd")

@@ -179,7 +179,8 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                    {"200": _json(_page({"type": "object"})), **_errors(400, 401)},
                    parameters=[_limit(500, 50), _query("cursor", "from next_cursor", _UUID),
                                _query("attention", "1: only the tasks that need a person",
-                                      {"type": "string", "enum": ["0", "1"]})]),
+                                      {"type": "string", "enum": ["0", "1"]}),
+                               _query("parent", "only the child tasks of this project", _UUID)]),
         "post": _op("Create a task; its pod starts at once (422: its repo is refused)",
                     {"201": _json(_TASK), **_errors(400, 401, 413, 422)},
                     body={"type": "object", "required": ["title"], "additionalProperties": False,
@@ -300,8 +301,44 @@ COMPONENTS = {
             "branch": {"type": ["object", "null"], "properties": {
                 "name": {"type": "string"}, "base": {"type": "string"},
                 "base_commit": {"type": "string"},
-                "head_commit": {"type": ["string", "null"]}}}},
+                "head_commit": {"type": ["string", "null"]}}},
+            "backlog": {"type": ["object", "null"], "description": "a project's backlog",
+                        "properties": {
+                            "items": {"type": "array", "items": {"$ref":
+                                                                 "#/components/schemas/Item"}},
+                            "version": {"type": "integer"}, "phase": {"type": "string"},
+                            "approved": {"type": "boolean"}}},
+            "max_children": {"type": "integer", "description": "a project's children that "
+                                                               "run at once"},
+            "children": {"type": "array", "items": {"$ref": "#/components/schemas/Child"},
+                         "description": "a project's: one per backlog item with a child task "
+                                        "(not in a past version's view)"},
+            "parent_id": {"type": ["string", "null"], "description": "a child task's project"},
+            "item_id": {"type": ["string", "null"], "description": "a child task's item"},
+            "kind": {"type": ["string", "null"],
+                     "description": "the agent type that does a child task's work"}},
             "additionalProperties": True},
+        "Item": {"type": "object", "required": ["id", "title", "kind", "phase", "status"],
+                 "properties": {
+                     "id": {"type": "string"}, "title": {"type": "string"},
+                     "description": {"type": "string"}, "kind": {"type": "string"},
+                     "phase": {"type": "string"}, "priority": {"type": "integer"},
+                     "depends_on": {"type": "array", "items": {"type": "string"}},
+                     "acceptance": {"type": "array", "items": {"type": "string"}},
+                     "status": {"type": "string", "enum": [
+                         "proposed", "approved", "spawned", "finished", "failed", "skipped",
+                         "dropped"]},
+                     "child_id": {"type": ["string", "null"]}}},
+        "Child": {"type": "object", "required": ["id", "item_id", "item_status"], "properties": {
+            "id": {"type": "string", "description": "the child task's id"},
+            "item_id": {"type": "string"}, "title": {"type": "string"},
+            "kind": {"type": "string"}, "phase": {"type": "string",
+                                                  "description": "the item's phase"},
+            "item_status": {"type": "string"},
+            "child_status": {"type": ["string", "null"],
+                             "description": "the child task's own status (task list; null "
+                                            "until listed)"},
+            "child_phase": {"type": ["string", "null"]}}},
         "Event": {"type": "object", "required": ["stream_id", "version", "position", "type",
                                                  "timestamp", "actor", "data"], "properties": {
             "stream_id": {"type": "string"}, "version": {"type": "integer"},

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import anyio
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -26,6 +27,7 @@ from ipa.eventstore import StreamNotFound
 from ipa.projections import TaskList, task_state
 from ipa.supervisor import PodNotRunning, Supervisor
 
+from . import children as swarm
 from . import page_model as model
 from .errors import whole_number
 
@@ -90,8 +92,15 @@ def routes(supervisor: Supervisor, task_list: TaskList) -> list[BaseRoute]:
                            version: int | None, extra: dict[str, Any]) -> Response:
         """A page or the state panel for ``state``; with ``version``, as time travel to it."""
         view = task_state.view(state) if version is not None else view_of(state)
+        if state.backlog is not None:
+            # Each child's own status and phase, from the task list (not in a past version:
+            # where the children stood then is not recorded on the project).
+            view["children"] = swarm.children(
+                view, task_list.columns if version is None else lambda _: None)
         events = await events_of(state.id, version)
-        context = {**panel(view, events), **extra}
+        context = {**panel(view, events), "log_position": task_list.position, **extra}
+        if state.parent_id is not None:
+            context["project"] = task_list.columns(str(state.parent_id))
         if version is not None:
             previous = await store.load(state.id, version - 1) if version > 1 else None
             before = task_state.view(previous) if previous else None
@@ -166,6 +175,11 @@ def routes(supervisor: Supervisor, task_list: TaskList) -> list[BaseRoute]:
         version = version_param(request)
         if isinstance(version, str):
             return not_found(request, f"version {version}", "version")
+        # ?after=N (the page saw a child's event at log position N): its row first.
+        after = whole_number(request.query_params.get("after") or "")
+        if after:
+            with anyio.move_on_after(2):
+                await task_list.wait_for(after)
         state = await task_or_none(request, version)
         if state is None:
             return not_found(request, request.path_params["task_id"])
@@ -216,5 +230,10 @@ def panel(view: dict[str, Any], events: list[dict[str, Any]] | None = None) -> d
         "learnings": model.items(view.get("learnings")),
         "artifacts": [a for a in model.items(view.get("artifacts"))
                       if a.get("name") not in ("spec", "plan")],
+        "backlog_tree": swarm.tree(view),
+        "children_board": swarm.board(view),
+        "counts": swarm.counts(view),
+        "project": None,
+        "log_position": 0,
         "travel": None,
     }

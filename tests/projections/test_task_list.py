@@ -8,7 +8,7 @@ import anyio
 import psycopg
 import pytest
 
-from ipa.domain import CreateTask, Resume, UpdateSpec, decide, fold
+from ipa.domain import CreateChildTask, CreateTask, Resume, UpdateSpec, decide, fold
 from ipa.eventstore import CorruptEvent, EventStore
 from ipa.projections import TaskList, summary
 
@@ -216,3 +216,31 @@ async def test_a_store_made_with_a_jsonb_list_is_migrated_on_open(
                               "WHERE table_name = 'read_models' AND column_name = 'data'"
                               ).fetchone()
     assert kind == "json"
+
+
+async def test_a_child_tasks_row_names_its_project_item_and_kind_and_rebuilds_the_same(
+    store: EventStore,
+) -> None:
+    histories = await populate(store, n_tasks=2)
+    project = next(iter(histories))
+    children = [uuid.uuid4() for _ in range(3)]
+    for n, child in enumerate(children):
+        command = CreateChildTask(f"Build {n}", "d", parent_id=str(project), item_id=f"item-{n}",
+                                  kind="backend_developer")
+        await store.append(child, decide(None, command, ctx(n), child), 0)
+    task_list = TaskList(store)
+    await task_list.catch_up()
+    before = await task_list.rows()
+
+    await TaskList(store).rebuild()
+
+    assert await task_list.rows() == before
+    rows = {row["id"]: row for row in before}
+    assert {k: rows[str(children[1])][k] for k in ("parent_id", "item_id", "kind")} == {
+        "parent_id": str(project), "item_id": "item-1", "kind": "backend_developer"}
+    assert (rows[str(project)]["parent_id"], rows[str(project)]["item_id"],
+            rows[str(project)]["kind"]) == (None, None, None)
+    mine = task_list.page(limit=100, where=lambda row: row["parent_id"] == str(project))
+    assert [row["id"] for row in mine] == sorted(str(c) for c in children)
+    assert task_list.columns(str(children[0]))["item_id"] == "item-0"  # type: ignore[index]
+    assert task_list.columns(str(uuid.uuid4())) is None

@@ -31,6 +31,8 @@ from ipa.eventstore import ConnectionParams, EventStore
 from ipa.projections import TaskList, summary
 
 from ..eventstore.helpers import AUDIT_KEY_TEXT, task_history
+from .live import live_server
+from .test_children_api import seed_project
 
 pytestmark = pytest.mark.anyio
 
@@ -694,3 +696,47 @@ async def test_a_data_dir_option_wins_over_a_database_url_in_the_environment(
 
     assert run.status == 1
     assert run.error_line().startswith(f"ipa: no ipa data in {tmp_path}")
+
+
+# ``ipa task tree`` and ``show`` of a project's children (issue #14), through a real server.
+
+
+async def test_task_tree_prints_the_backlog_by_phase_with_children_and_dependencies(
+    store: EventStore, tmp_path: Path
+) -> None:
+    async with live_server(store, tmp_path) as server:
+        swarm = await seed_project(store)
+        with anyio.fail_after(10):
+            await server.task_list.wait_for(await store.head_position())
+        tree = await ipa("task", "tree", str(swarm.project), "--url", server.url)
+        as_json = await ipa("task", "tree", str(swarm.project), "--url", server.url, "--json")
+        shown = await ipa("task", "show", str(swarm.project), "--url", server.url)
+        child = await ipa("task", "show", str(swarm.children["api"]), "--url", server.url)
+        child_tree = await ipa("task", "tree", str(swarm.children["api"]), "--url", server.url)
+
+    assert tree.status == 0, tree.err
+    lines = tree.lines
+    assert lines[0].startswith(f"Shop  {swarm.project}  project · development · paused")
+    assert "max 4 children at once: 2 queued, 1 running, 1 waiting, 1 failed, 2 finished" in (
+        lines[1])
+    assert [line.split()[-1] for line in lines if line.lstrip("│ ").startswith(("├─", "└─"))
+            and len(line.split()) == 2] == ["infrastructure", "development", "qa"]
+    api = next(line for line in lines if " api " in line)
+    assert "backend_developer" in api and "spawned" in api
+    assert f"child {str(swarm.children['api'])[:8]} running/development" in api
+    assert api.endswith("after: schema, ci")
+    ui = next(line for line in lines if " ui " in line)
+    assert "approved" in ui and ui.endswith("after: api, auth")
+    # Dependency order inside a phase: schema, then what it frees (api before auth: priority).
+    items = [line.lstrip("│ ").split()[1] for line in lines[2:]
+             if line.startswith(("│  ", "   "))]
+    assert items == ["ci", "schema", "api", "auth", "ui", "docs", "e2e"]
+    data = json.loads(as_json.out)
+    assert [p["phase"] for p in data["backlog"]["phases"]] == ["infrastructure", "development",
+                                                                "qa"]
+    assert data["counts"] == {"queued": 2, "running": 1, "waiting": 1, "failed": 1,
+                              "finished": 2}
+    assert "children: 2 queued, 1 running, 1 waiting, 1 failed, 2 finished" in shown.out
+    assert "backlog: 7 items, version 1, approved" in shown.out
+    assert f"project: {swarm.project} (item api, kind backend_developer)" in child.out
+    assert f"of project {swarm.project}: ipa task tree {swarm.project}" in child_tree.out

@@ -122,10 +122,12 @@
     try {
       do {
         again = false;
-        const html = await ipa.fragmentAt(`/pods/${taskId}/state`, head);
+        const after = childAfter ? `?after=${childAfter}` : "";
+        const html = await ipa.fragmentAt(`/pods/${taskId}/state${after}`, head);
         if (travel === null) {
           ipa.swap(state, html);
           attachRuns();
+          followChildren();
         }
       } while (again);
     } catch (error) {
@@ -135,6 +137,33 @@
     }
   }
   document.addEventListener("ipa:done", () => refreshState());
+
+  // -- a project's children: their own events move the board --------------------------------
+  // A child's status is on its own stream, not the project's: the page follows every task's
+  // events (one connection however many children, once there is one) and re-renders on a
+  // child's, asking the server to wait for the task list to have folded it (`?after=` its log
+  // position).
+
+  let childSource = null;
+  let childAfter = 0;
+  function followChildren() {
+    const board = document.getElementById("children");
+    if (childSource || !board || !board.dataset.children || travel !== null) return;
+    childSource = new EventSource(`/api/stream?after=${board.dataset.logPosition || 0}`);
+    ipa.listen(childSource, taskTypes, (message) => {
+      let event;
+      try {
+        event = JSON.parse(message.data);
+      } catch (e) {
+        return;
+      }
+      const shown = document.getElementById("children");
+      if (!shown || !shown.dataset.children.split(" ").includes(event.stream_id)) return;
+      childAfter = Math.max(childAfter, Number(event.position) || 0);
+      refreshState();
+    });
+  }
+  followChildren();
 
   // -- time travel: every panel as of version N, and the URL says so (?version=N) --------------
 

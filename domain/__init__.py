@@ -13,6 +13,7 @@ from .backlog_commands import (
     ChangeBacklogItem,
     DropBacklogItem,
     ProposeBacklog,
+    ProposeCycle,
     ReorderBacklog,
 )
 from .backlog_contract import BacklogInvalid, parse_backlog
@@ -23,6 +24,7 @@ from .backlog_events import (
     BacklogItemDropped,
     BacklogProposed,
     BacklogReordered,
+    CycleProposed,
 )
 from .backlog_items import Backlog, BacklogItem, BacklogItemStatus
 from .children import (
@@ -454,6 +456,8 @@ __all__ += [
 # Projects as swarms (issue #14): the backlog a project's PRD becomes, and a person's edits.
 __all__ += [
     "ProposeBacklog",
+    "ProposeCycle",
+    "CycleProposed",
     "AddBacklogItem",
     "ChangeBacklogItem",
     "DropBacklogItem",

@@ -33,6 +33,7 @@ from .backlog_commands import (
     ChangeBacklogItem,
     DropBacklogItem,
     ProposeBacklog,
+    ProposeCycle,
     ReorderBacklog,
 )
 from .backlog_contract import FIELDS, BacklogInvalid, check_items, graph_problems, read_item
@@ -43,6 +44,7 @@ from .backlog_events import (
     BacklogItemDropped,
     BacklogProposed,
     BacklogReordered,
+    CycleProposed,
 )
 from .backlog_items import Backlog, BacklogItem, BacklogItemStatus
 from .commands import Command
@@ -142,6 +144,35 @@ def _propose(state: TaskState, command: ProposeBacklog, draft: Draft) -> None:
     version = 1 if state.backlog is None else state.backlog.version + 1
     draft.add(BacklogProposed, job_id=job_id, run_id=run_id, version=version,
               items=[item.to_dict() for item in items])
+
+
+def _propose_cycle(state: TaskState, command: ProposeCycle, draft: Draft) -> None:
+    job_id = identifier(command.job_id, "job_id")
+    run_id = identifier(command.run_id, "run_id")
+    if not isinstance(command.items, list | tuple) or not all(
+        isinstance(item, BacklogItem) for item in command.items
+    ):
+        raise InvalidCommand("items must be a list of BacklogItem (see parse_backlog)")
+    workflow = get_workflow(state.workflow)
+    if not workflow.open_ended or state.phase != workflow.final or state.status.terminal:
+        raise rejection(state, command, "cycles belong to a running open-ended last phase")
+    job = state.jobs.get(job_id)
+    if job is None:
+        raise JobNotFound(command.name, job_id)
+    if job.run_id != run_id:
+        problem = f"run {run_id!r} is not the latest run of job {job_id!r} ({job.run_id!r})"
+        raise rejection(state, command, problem)
+    items = check_items([item.fields() for item in command.items], kinds=None,
+                        phases=(state.phase,), order=_order(state))
+    taken = {item.id for item in state.backlog.items} if state.backlog is not None else set()
+    again = [item.id for item in items if item.id in taken]
+    if again:
+        raise BacklogInvalid([f"item {i!r}: the backlog has an item {i!r} already"
+                              for i in again])
+    cycle = (state.backlog.cycles if state.backlog is not None else 0) + 1
+    draft.add(CycleProposed, job_id=job_id, run_id=run_id, cycle=cycle,
+              items=[replace(item, status=BacklogItemStatus.approved).to_dict()
+                     for item in items])
 
 
 def _add(state: TaskState, command: AddBacklogItem, draft: Draft) -> None:
@@ -244,6 +275,7 @@ def approve_at_gate(state: TaskState, draft: Draft) -> None:
 
 DECIDERS: dict[type[Command], Callable[[TaskState, Any, Draft], None]] = {
     ProposeBacklog: _propose,
+    ProposeCycle: _propose_cycle,
     AddBacklogItem: _add,
     ChangeBacklogItem: _change,
     DropBacklogItem: _drop,
@@ -271,6 +303,14 @@ def _item(backlog: Backlog, event: TaskEvent, item_id: str) -> BacklogItem:
 def _proposed(event: BacklogProposed, state: TaskState) -> dict[str, Any]:
     items = tuple(BacklogItem.from_dict(item) for item in event.items)
     return {"backlog": Backlog(items, event.version, state.phase)}
+
+
+def _cycle_proposed(event: CycleProposed, state: TaskState) -> dict[str, Any]:
+    items = tuple(BacklogItem.from_dict(item) for item in event.items)
+    if state.backlog is None:
+        return {"backlog": Backlog(items, 1, state.phase, approved=True, cycles=event.cycle)}
+    return {"backlog": replace(state.backlog, items=(*state.backlog.items, *items),
+                               cycles=event.cycle)}
 
 
 def _approved(event: BacklogApproved, state: TaskState) -> dict[str, Any]:
@@ -313,6 +353,7 @@ def _reordered(event: BacklogReordered, state: TaskState) -> dict[str, Any]:
 
 FOLDS: dict[type[TaskEvent], Callable[[Any, TaskState], dict[str, Any]]] = {
     BacklogProposed: _proposed,
+    CycleProposed: _cycle_proposed,
     BacklogApproved: _approved,
     BacklogItemAdded: _added,
     BacklogItemChanged: _changed,

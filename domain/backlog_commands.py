@@ -29,6 +29,19 @@ class ProposeBacklog(Command):
 
 
 @dataclass(frozen=True)
+class ProposeCycle(Command):
+    """Record the items the run ``run_id`` of job ``job_id`` proposes for the next cycle of
+    an open-ended last phase (a project's ``perpetual``): added to the backlog, approved (the
+    phase has no gate; a person pauses or cancels the project to stop its cycles)."""
+
+    name: ClassVar[str] = "propose_cycle"
+
+    items: Sequence[BacklogItem]
+    job_id: str
+    run_id: str
+
+
+@dataclass(frozen=True)
 class AddBacklogItem(Command):
     """Add ``item`` to the backlog: an object with the contract's fields (``id``, ``title``,
     ``description``, ``kind``, ``phase``, ``priority``, ``depends_on``, ``acceptance``)."""
@@ -79,6 +92,7 @@ class ReorderBacklog(Command):
 
 BACKLOG_COMMANDS: tuple[type[Command], ...] = (
     ProposeBacklog,
+    ProposeCycle,
     AddBacklogItem,
     ChangeBacklogItem,
     DropBacklogItem,

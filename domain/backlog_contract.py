@@ -177,6 +177,10 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+NO_ITEMS = "the backlog has no items"
+"""The problem of an empty backlog (a perpetual cycle may have nothing to do)."""
+
+
 def check_items(
     raw_items: Sequence[Any],
     *,
@@ -190,7 +194,7 @@ def check_items(
     ``order`` every phase in workflow order (a dependency must not come later).
     """
     if not raw_items:
-        raise BacklogInvalid(["the backlog has no items"])
+        raise BacklogInvalid([NO_ITEMS])
     if len(raw_items) > MAX_ITEMS:
         raise BacklogInvalid([f"the backlog has {len(raw_items)} items; at most {MAX_ITEMS}"])
     problems: list[str] = []

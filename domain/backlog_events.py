@@ -19,6 +19,16 @@ class BacklogProposed(TaskEvent):
     items: list[dict]
 
 
+class CycleProposed(TaskEvent):
+    """The run ``run_id`` of job ``job_id`` proposed the items of cycle ``cycle`` of the
+    open-ended last phase: ``items`` join the backlog, approved."""
+
+    job_id: str
+    run_id: str
+    cycle: int
+    items: list[dict]
+
+
 class BacklogApproved(TaskEvent):
     """A person (``actor``) approved the gate the backlog waited at: its proposed items may be
     spawned. Follows the ``PhaseApproved`` of that gate."""

@@ -117,6 +117,7 @@ class Backlog:
     version: int
     phase: str
     approved: bool = False
+    cycles: int = 0  # cycles of the open-ended last phase proposed so far (their items added)
 
     def item(self, item_id: str) -> BacklogItem | None:
         """The item ``item_id`` (dropped or not); ``None`` if the backlog has none."""
@@ -140,6 +141,7 @@ class Backlog:
             "version": self.version,
             "phase": self.phase,
             "approved": self.approved,
+            "cycles": self.cycles,
         }
 
     @classmethod
@@ -152,4 +154,5 @@ class Backlog:
             version=data["version"],
             phase=data["phase"],
             approved=data["approved"],
+            cycles=data.get("cycles", 0),
         )

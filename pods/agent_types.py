@@ -183,9 +183,8 @@ _CORE = (
               description="Analyses a project's business side (business phase)."),
     AgentType("growth_analyst", prompt="generic.md", artifact="growth",
               description="Analyses a project's growth (growth phase)."),
-    AgentType("maintainer", prompt="generic.md", allowed_tools=_EDIT_TOOLS,
-              permission_mode="acceptEdits", verify=REPOSITORY,
-              description="Keeps a project improving (perpetual phase)."),
+    AgentType("maintainer", prompt="cycle.md", artifact=BACKLOG,
+              description="Proposes each improvement cycle's items (perpetual phase)."),
 )
 
 _SPECIALISTS = (

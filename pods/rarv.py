@@ -24,7 +24,7 @@ import os
 import re
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from ipa.domain import (
     BacklogInvalid,
     Job,
     ProposeBacklog,
+    ProposeCycle,
     RecordArtifact,
     RecordContext,
     RecordRateLimit,
@@ -40,8 +41,10 @@ from ipa.domain import (
     RecordUsage,
     RecordVerification,
     backlog_phases,
+    get_workflow,
     parse_backlog,
 )
+from ipa.domain.backlog_contract import NO_ITEMS
 from ipa.domain.runs import RunPrompted
 
 from .agent_types import (
@@ -188,10 +191,15 @@ class AgentAttempt:
         """
         catalog = self.settings.catalog
         state = self.state.current
+        workflow = get_workflow(state.workflow)
+        cycle = workflow.open_ended and state.phase == workflow.final
         try:
             items = parse_backlog(answer, kinds=[t.name for t in catalog.kinds()],
                                   phases=backlog_phases(state))
         except BacklogInvalid as e:
+            if cycle and list(e.problems) == [NO_ITEMS]:
+                return None  # nothing worth doing this cycle
+
             # The problems only: the kinds and phases are in the prompt already, and a learning
             # keeps the end of a check's output.
             shown = [f"- {problem}" for problem in e.problems[:20]]
@@ -200,6 +208,14 @@ class AgentAttempt:
                 {"command": "the backlog contract", "exit_code": 1, "passed": False,
                  "output": output, "duration_seconds": 0.0}]))
             return "verification failed: the backlog in the answer is not valid"
+        if cycle:
+            # The cycle's ids may repeat an earlier cycle's: each cycle gets its own prefix.
+            number = (state.backlog.cycles if state.backlog is not None else 0) + 1
+            items = tuple(replace(item, id=f"c{number}-{item.id}",
+                                  depends_on=tuple(f"c{number}-{d}" for d in item.depends_on))
+                          for item in items)
+            await self.state.execute(ProposeCycle(items=items, job_id=job.job_id, run_id=run_id))
+            return None
         await self.state.execute(ProposeBacklog(items=items, job_id=job.job_id, run_id=run_id))
         return None
 

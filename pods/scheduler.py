@@ -236,7 +236,12 @@ class Scheduler:
         # An item's development is done by the agent of its kind; a phase of a project whose
         # backlog has items in it is done by the children (pods/swarm.py), not by its agents.
         names = phase.agents or ((state.kind,) if state.kind and not phase.gated else ())
-        if not names or _has_items(state, phase.name):
+        workflow = get_workflow(state.workflow)
+        cycles = workflow.open_ended and phase.name == workflow.final
+        # In the open-ended last phase the agents propose each cycle's items: the next cycle
+        # starts once this one's items are done.
+        if not names or (_has_items(state, phase.name)
+                         and not (cycles and phase_items_done(state, phase.name))):
             return False
         entered = [visit.entered_at for visit in state.phase_history
                    if visit.phase == phase.name]

@@ -5,6 +5,7 @@ to its project; who decides at a gate."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from uuid import UUID
 
 import pytest
@@ -20,8 +21,11 @@ from ipa.domain import (
     CompletePhase,
     CreateChildTask,
     CreateTask,
+    CycleProposed,
     InvalidCommand,
     ItemCancelled,
+    ProposeCycle,
+    QueueJob,
     RecordChildFinished,
     RequestApproval,
     RetryItem,
@@ -29,6 +33,7 @@ from ipa.domain import (
     SetMaxChildren,
     SkipItem,
     SpawnChild,
+    StartJob,
     StartTask,
     TaskCreated,
     TaskLinked,
@@ -36,12 +41,13 @@ from ipa.domain import (
     approval_policy,
     decide,
     fold,
+    parse_backlog,
     ready_items,
     running_children,
 )
 
 from .helpers import TASK_ID, context, run
-from .test_backlog import approved
+from .test_backlog import KINDS, answer, approved, item
 
 
 def child(n: int) -> str:
@@ -193,3 +199,24 @@ def test_a_snapshot_from_before_children_loads_with_the_defaults() -> None:
     for key in ("max_children", "approval_policies", "parent_id", "item_id", "kind"):
         del data[key]
     assert TaskState.from_dict(data) == state
+
+
+def test_a_perpetual_cycle_adds_approved_items_under_new_ids() -> None:
+    perpetual = replace(approved(), phase="perpetual")
+    state = run(perpetual, QueueJob("maintainer-1", "maintainer"),
+                StartJob("maintainer-1", "run-9"))
+    items = parse_backlog(answer([item("c1-fix", "qa_engineer", "perpetual", 3)]),
+                          kinds=KINDS, phases=("perpetual",))
+
+    [proposed] = decide(state, ProposeCycle(items, "maintainer-1", "run-9"), context(), TASK_ID)
+
+    assert isinstance(proposed, CycleProposed) and proposed.cycle == 1
+    state = run(state, ProposeCycle(items, "maintainer-1", "run-9"))
+    assert state.backlog.cycles == 1  # type: ignore[union-attr]
+    assert status(state, "c1-fix") is BacklogItemStatus.approved
+    assert [i.id for i in ready_items(state, "perpetual")] == ["c1-fix"]
+    again = rejected(state, ProposeCycle(items, "maintainer-1", "run-9"))
+    assert "has an item 'c1-fix' already" in again
+    assert "open-ended last phase" in rejected(
+        run(approved(), QueueJob("m", "maintainer"), StartJob("m", "r")),
+        ProposeCycle(items, "m", "r"))

@@ -30,6 +30,6 @@ def test_every_other_task_command_is_recorded_by_ipa_itself() -> None:
         "queue_update", "expire_approval", "record_delivery", "record_delivery_failure",
         "record_sync_incident", "record_review", "apply_review", "record_pull_request_state",
         "record_issue_status", "record_sync_rate_limit", "record_repository_rename",
-        "propose_backlog", "create_child_task", "spawn_child", "record_child_finished",
-        "record_child_conflict",
+        "propose_backlog", "propose_cycle", "create_child_task", "spawn_child",
+        "record_child_finished", "record_child_conflict",
     ]  # fmt: skip

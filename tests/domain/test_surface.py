@@ -47,7 +47,8 @@ CHILD_NAMES = [
     "CHILD_COMMANDS", "CreateChildTask", "SpawnChild", "RecordChildFinished", "SetMaxChildren",
     "RetryItem", "SkipItem", "CancelItem", "SetApprovalPolicy", "TaskLinked", "ChildSpawned",
     "ChildFinished", "ChildMerged", "ChildConflicted", "MaxChildrenSet",
-    "RecordChildConflict", "ItemRetried", "ItemSkipped", "ItemCancelled",
+    "RecordChildConflict", "ProposeCycle", "CycleProposed", "ItemRetried", "ItemSkipped",
+    "ItemCancelled",
     "ApprovalPolicySet", "MAX_CHILDREN_DEFAULT", "POLICIES", "approval_policy",
     "running_children",
 ]

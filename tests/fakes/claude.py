@@ -53,7 +53,9 @@ def backlog_answer(*items: dict[str, Any]) -> dict[str, Any]:
 
 def small_project(**agents: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """A script that takes a project through: its backlog is one item (a technical writer's,
-    in development), every reviewer approves, every other agent says it is done."""
+    in development), every reviewer approves, the maintainer's cycles have nothing to do,
+    every other agent says it is done."""
     return {"product_analyst": [backlog_answer(
                 {"id": "docs", "kind": "technical_writer", "phase": "development"})],
+            "maintainer": [{"text": 'Nothing this cycle.\n\n```json\n{"items": []}\n```'}],
             "*": [{"text": "done\nVERDICT: approve"}], **agents}

@@ -17,7 +17,7 @@ import pytest
 
 from ipa.domain import Artifact, Branch, FrozenMap, Job, QueueJob, Status, TaskState
 from ipa.pods import AgentCatalog, AgentConfigError, AgentSettings, ClaudeRunner, PodEnvironment
-from ipa.pods.agent_types import PROMPTS, REPOSITORY, SPECIALIST, SWARMS, UnknownKind
+from ipa.pods.agent_types import BACKLOG, PROMPTS, REPOSITORY, SPECIALIST, SWARMS, UnknownKind
 from ipa.pods.context import prepare
 from ipa.supervisor import Supervisor
 
@@ -111,10 +111,14 @@ def test_every_types_template_fills_with_no_field_left(name: str) -> None:
 
 def test_the_workflows_own_roles_keep_their_templates_and_tools() -> None:
     prompts = {name: CATALOG.get(name).prompt for name in
-               ("spec_writer", "planner", "developer", "reviewer", "architect", "maintainer")}
+               ("spec_writer", "planner", "developer", "reviewer", "architect",
+                "product_analyst", "maintainer")}
     assert prompts == {"spec_writer": "spec_writer.md", "planner": "planner.md",
                        "developer": "developer.md", "reviewer": "reviewer.md",
-                       "architect": "generic.md", "maintainer": "generic.md"}
+                       "architect": "generic.md", "product_analyst": "backlog.md",
+                       "maintainer": "cycle.md"}
+    # The analyst's and the maintainer's answers are backlogs (checked, then proposed).
+    assert {CATALOG.get(n).artifact for n in ("product_analyst", "maintainer")} == {BACKLOG}
     assert CATALOG.get("developer").verify == REPOSITORY
     assert not EDIT_TOOLS & set(CATALOG.get("reviewer").allowed_tools)
     infrastructure = CATALOG.get("infrastructure_engineer")

@@ -248,3 +248,43 @@ async def test_a_child_whose_work_conflicts_is_merged_by_a_merge_job(
         parents = git(repo, "rev-list", "--parents", "-1", head).split()[1:]
         assert parents[1] == conflict.data["child_commit"]
         tg.cancel_scope.cancel()
+
+
+async def test_perpetual_cycles_run_the_maintainers_items_as_children_three_times(
+    pod_env: PodEnvironment, tmp_path: Path, create_task, store, repo: Path
+) -> None:
+    fake = FakeClaude(tmp_path / "fake").script({
+        **SCRIPT,
+        "product_analyst": [backlog_answer(ITEMS[0])],
+        "maintainer": [backlog_answer({"id": "polish", "kind": "qa_engineer",
+                                       "phase": "perpetual"})],
+        "qa_engineer": [{"text": f"cycle {n}", "write": {"polish.txt": f"{n}\n"}}
+                        for n in range(1, 5)],
+    })
+    agents = AgentSettings(runner=lambda: ClaudeRunner(cli_path=str(fake.cli)),
+                           verify_timeout=5.0, auto_queue=True, perpetual_interval=0.0)
+    supervisor = Supervisor(replace(pod_env, agents=agents))
+    async with anyio.create_task_group() as tg:
+        await tg.start(supervisor.run)
+        project_id = await create_task("Shop", repo=str(repo), workflow="project")
+        pod = await supervisor.start(project_id)
+
+        state = await through_gates(pod, lambda s: s.backlog is not None and all(
+            s.backlog.item(f"c{n}-polish") is not None
+            and s.backlog.item(f"c{n}-polish").status is BacklogItemStatus.finished
+            for n in (1, 2, 3)))
+
+        assert (state.phase, state.status) == ("perpetual", Status.running)
+        maintainers = [j for j in state.jobs.values() if j.agent == "maintainer"]
+        assert [j.status.value for j in maintainers[:3]] == ["succeeded"] * 3
+        # Each cycle started once the previous one's items were done.
+        events = await store.read(project_id)
+        order = [(e.type, e.data.get("item_id") or e.data.get("job_id"))
+                 for e in events if e.type == "CycleProposed"
+                 or (e.type == "ChildFinished" and e.data["item_id"].startswith("c"))]
+        assert order[:6] == [("CycleProposed", "maintainer-1"), ("ChildFinished", "c1-polish"),
+                             ("CycleProposed", "maintainer-2"), ("ChildFinished", "c2-polish"),
+                             ("CycleProposed", "maintainer-3"), ("ChildFinished", "c3-polish")]
+        assert "TaskFailed" not in [e.type for e in events]
+        assert git(repo, "show", f"{state.branch.name}:polish.txt") == "3\n"
+        tg.cancel_scope.cancel()

@@ -81,8 +81,9 @@ class Supervisor:
     """Runs a pod per unfinished task; use inside ``async with`` or via :meth:`run`."""
 
     def __init__(self, env: PodEnvironment) -> None:
-        # A project's pod has its children's pods started through the supervisor.
-        self.env = replace(env, start_task=self._start_child)
+        # A project's pod has its children's pods started, and commands given to them (a
+        # cancelled item's child), through the supervisor.
+        self.env = replace(env, start_task=self._start_child, execute_task=self._execute_child)
         self._slots: dict[UUID, _Slot] = {}
         self._tg: TaskGroup | None = None
         self._accepting = True
@@ -146,6 +147,16 @@ class Supervisor:
             await self.start(task_id)
         except ShuttingDown:
             pass  # recovered with the others when ipa starts again
+
+    async def _execute_child(self, task_id: UUID, command: Command, actor: str) -> None:
+        """A command to a child task from its project's pod: its pod runs (started for it if
+        it has none, or a failed one), then executes it. The domain's refusal reaches the
+        caller; a shutdown leaves it to the project's pod when ipa starts again."""
+        try:
+            pod = await self.start(task_id)
+        except ShuttingDown:
+            return
+        await pod.execute(command, actor=actor)
 
     async def start(self, task_id: UUID) -> Pod:
         """Start the task's pod and return it once ready (its children all started)."""

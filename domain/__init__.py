@@ -6,19 +6,25 @@ names below; the modules behind them are free to change.
 """
 
 from .attention import ATTENTION_KINDS, Attention, attention, crash_attention
-from .backlog import backlog_phases, phase_items_done, ready_items
+from .backlog import backlog_phases, phase_items_done, plan_phases, ready_items, replan_due
 from .backlog_commands import (
     BACKLOG_COMMANDS,
     AddBacklogItem,
+    ApproveBacklogChange,
     ChangeBacklogItem,
     DropBacklogItem,
     ProposeBacklog,
+    ProposeBacklogChange,
     ProposeCycle,
+    RejectBacklogChange,
     ReorderBacklog,
 )
 from .backlog_contract import BacklogInvalid, parse_backlog
 from .backlog_events import (
     BacklogApproved,
+    BacklogChangeApproved,
+    BacklogChangeProposed,
+    BacklogChangeRejected,
     BacklogItemAdded,
     BacklogItemChanged,
     BacklogItemDropped,
@@ -26,7 +32,7 @@ from .backlog_events import (
     BacklogReordered,
     CycleProposed,
 )
-from .backlog_items import Backlog, BacklogItem, BacklogItemStatus
+from .backlog_items import Backlog, BacklogChange, BacklogItem, BacklogItemStatus
 from .children import (
     MAX_CHILDREN_DEFAULT,
     POLICIES,
@@ -477,6 +483,19 @@ __all__ += [
     "backlog_phases",
     "ready_items",
     "phase_items_done",
+]
+
+# ... and a PRD edited while the project runs: a re-plan proposes a change a person answers.
+__all__ += [
+    "ProposeBacklogChange",
+    "ApproveBacklogChange",
+    "RejectBacklogChange",
+    "BacklogChangeProposed",
+    "BacklogChangeApproved",
+    "BacklogChangeRejected",
+    "BacklogChange",
+    "plan_phases",
+    "replan_due",
 ]
 
 # ... and its children (children.py): spawned, followed to their end, steered by a person;

@@ -2,7 +2,8 @@
 
 None is a workflow move (``allowed_commands`` does not list them; ``backlog.py`` says when each
 is accepted). ``propose_backlog`` is recorded by ipa when the analyst's run returned a valid
-backlog (``backlog.parse_backlog``); the four edits are a person's, through the API and the
+backlog (``backlog.parse_backlog``), ``propose_backlog_change`` when its re-plan of an edited
+PRD did; the four edits and the answer to a change are a person's, through the API and the
 pages, and their fields are plain JSON so the API can build them from a request body.
 """
 
@@ -39,6 +40,42 @@ class ProposeCycle(Command):
     items: Sequence[BacklogItem]
     job_id: str
     run_id: str
+
+
+@dataclass(frozen=True)
+class ProposeBacklogChange(Command):
+    """Record what the run ``run_id`` of a re-plan job ``job_id`` (the analyst, after a PRD
+    edit) returned: ``items``, the whole backlog as it should be now. Compared with the
+    approved backlog, it becomes a change (items to add, change and cancel) that waits for a
+    person; a change still waiting is replaced; no difference records nothing."""
+
+    name: ClassVar[str] = "propose_backlog_change"
+
+    items: Sequence[BacklogItem]
+    job_id: str
+    run_id: str
+
+
+@dataclass(frozen=True)
+class ApproveBacklogChange(Command):
+    """Apply the backlog's waiting change, whole (``number``, when given, must be the one
+    waiting: a newer one may have replaced what was seen)."""
+
+    name: ClassVar[str] = "approve_backlog_change"
+
+    number: int | None = None
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class RejectBacklogChange(Command):
+    """Turn the backlog's waiting change down (``number`` as for ``approve_backlog_change``);
+    ``reason`` says why."""
+
+    name: ClassVar[str] = "reject_backlog_change"
+
+    number: int | None = None
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -97,5 +134,8 @@ BACKLOG_COMMANDS: tuple[type[Command], ...] = (
     ChangeBacklogItem,
     DropBacklogItem,
     ReorderBacklog,
+    ProposeBacklogChange,
+    ApproveBacklogChange,
+    RejectBacklogChange,
 )
 """The commands of the backlog: never workflow moves."""

@@ -63,3 +63,33 @@ class BacklogReordered(TaskEvent):
 
     item_ids: list[str]
     priorities: list[int]
+
+
+class BacklogChangeProposed(TaskEvent):
+    """The re-plan run ``run_id`` of job ``job_id`` (after a PRD edit) proposed change
+    ``number`` of the approved backlog, which waits for a person (replacing one that waited):
+    ``add`` the new items (JSON form, approved once it is), ``change`` ``[{"item_id",
+    "changes"}]`` (each field's new value), ``cancel`` the ids of the items to drop."""
+
+    job_id: str
+    run_id: str
+    number: int
+    add: list[dict]
+    change: list[dict]
+    cancel: list[str]
+
+
+class BacklogChangeApproved(TaskEvent):
+    """A person (``actor``) approved change ``number``: it applies whole, and the backlog's
+    ``version`` is one more. A cancelled item whose child runs has that child cancelled by
+    the project's pod."""
+
+    number: int
+    comment: str
+
+
+class BacklogChangeRejected(TaskEvent):
+    """A person (``actor``) turned change ``number`` down; the backlog stays as it was."""
+
+    number: int
+    reason: str

@@ -25,7 +25,8 @@ class BacklogItemStatus(StrEnum):
     ``finished`` or ``failed`` (a failed one waits for a person, who retries it, ``skipped``
     it — done without its work — or drops it); a completed child whose work conflicts with the
     project's branch is ``merging`` until its merge job lands it. ``dropped`` was taken out by
-    a person; it stays in the backlog for the record.
+    a person (an edit, or an approved change after a PRD edit, which also cancels a running
+    child); it stays in the backlog for the record.
     """
 
     proposed = "proposed"
@@ -107,17 +108,67 @@ class BacklogItem:
 
 
 @dataclass(frozen=True)
+class BacklogChange:
+    """A change of an approved backlog that waits for a person: what the product analyst's
+    re-plan of an edited PRD (its run ``run_id`` of job ``job_id``) would add, change and
+    cancel. ``number`` counts the changes proposed to the backlog (a newer one replaces one
+    still waiting); ``change`` holds ``(item_id, {field: new value})`` pairs in the contract's
+    JSON form; ``cancel`` names the items to drop (a spawned one's child is cancelled)."""
+
+    number: int
+    job_id: str
+    run_id: str
+    add: tuple[BacklogItem, ...] = ()
+    change: tuple[tuple[str, dict[str, Any]], ...] = ()
+    cancel: tuple[str, ...] = ()
+
+    def touched(self) -> set[str]:
+        """The ids of the backlog's items it would change or cancel."""
+        return {item_id for item_id, _ in self.change} | set(self.cancel)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The change as JSON-ready data (the backlog view's ``pending``)."""
+        return {
+            "number": self.number,
+            "job_id": self.job_id,
+            "run_id": self.run_id,
+            "add": [item.to_dict() for item in self.add],
+            "change": [{"item_id": item_id, "changes": dict(changes)}
+                       for item_id, changes in self.change],
+            "cancel": list(self.cancel),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> BacklogChange | None:
+        """The change ``to_dict`` produced (``None`` stays ``None``)."""
+        if data is None:
+            return None
+        return cls(
+            number=data["number"],
+            job_id=data["job_id"],
+            run_id=data["run_id"],
+            add=tuple(BacklogItem.from_dict(item) for item in data["add"]),
+            change=tuple((entry["item_id"], dict(entry["changes"])) for entry in data["change"]),
+            cancel=tuple(data["cancel"]),
+        )
+
+
+@dataclass(frozen=True)
 class Backlog:
     """A project's backlog: ``items`` in order (priority order once reordered), the number of
-    the proposal they came from (``version``: 1, then 2 after a request for changes ...), the
-    ``phase`` it was proposed in (approving that phase's gate approves it) and whether it was
-    approved."""
+    the proposal they came from (``version``: 1, then 2 after a request for changes ...; each
+    approved change adds one), the ``phase`` it was proposed in (approving that phase's gate
+    approves it) and whether it was approved; once approved, how often the PRD was edited
+    (``prd_edits``) and the change a re-plan proposed that waits for a person (``pending``)."""
 
     items: tuple[BacklogItem, ...]
     version: int
     phase: str
     approved: bool = False
     cycles: int = 0  # cycles of the open-ended last phase proposed so far (their items added)
+    prd_edits: int = 0  # PRD edits (SpecUpdated) since it was approved: each one is re-planned
+    changes: int = 0  # changes proposed by re-plans so far (the next one's number - 1)
+    pending: BacklogChange | None = None  # the change waiting for a person, if any
 
     def item(self, item_id: str) -> BacklogItem | None:
         """The item ``item_id`` (dropped or not); ``None`` if the backlog has none."""
@@ -142,6 +193,9 @@ class Backlog:
             "phase": self.phase,
             "approved": self.approved,
             "cycles": self.cycles,
+            "prd_edits": self.prd_edits,
+            "changes": self.changes,
+            "pending": None if self.pending is None else self.pending.to_dict(),
         }
 
     @classmethod
@@ -155,4 +209,7 @@ class Backlog:
             phase=data["phase"],
             approved=data["approved"],
             cycles=data.get("cycles", 0),
+            prd_edits=data.get("prd_edits", 0),
+            changes=data.get("changes", 0),
+            pending=BacklogChange.from_dict(data.get("pending")),
         )

@@ -527,8 +527,10 @@ below)."""
 from .backlog_commands import (  # noqa: E402
     BACKLOG_COMMANDS,
     AddBacklogItem,
+    ApproveBacklogChange,
     ChangeBacklogItem,
     DropBacklogItem,
+    RejectBacklogChange,
     ReorderBacklog,
 )
 from .children_commands import (  # noqa: E402
@@ -574,6 +576,8 @@ PERSON_COMMANDS: tuple[type[Command], ...] = (
     ChangeBacklogItem,
     DropBacklogItem,
     ReorderBacklog,
+    ApproveBacklogChange,
+    RejectBacklogChange,
     SetMaxChildren,
     RetryItem,
     SkipItem,

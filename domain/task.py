@@ -325,7 +325,7 @@ def _started(event: TaskStarted, state: TaskState) -> dict[str, Any]:
 
 @_changes.register
 def _spec_updated(event: SpecUpdated, state: TaskState) -> dict[str, Any]:
-    return {"description": event.description}
+    return {"description": event.description, **backlog.spec_updated(state)}
 
 
 @_changes.register

@@ -3,7 +3,8 @@
 Sections, in prompt order: the task (title and description), its spec and plan (the newest
 ``spec``/``plan`` artifacts), the change requests for the job's phase, the answers people gave
 to this job's questions, the results of the jobs that succeeded before it, and the continuity
-log (what earlier attempts learned, this job's first).
+log (what earlier attempts learned, this job's first). A re-plan job (``spec["replan"]``) gets
+the project's backlog as it is now too, every item with its status, after the task.
 
 The context must fit the agent type's ``context_tokens`` (estimated at four characters a
 token). The task, feedback and answers are never dropped; when the rest does not fit, the
@@ -24,11 +25,12 @@ field fails with a :class:`PromptError` naming it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from ipa.domain import Job, JobStatus, TaskState
+from ipa.domain import Backlog, BacklogItemStatus, Job, JobStatus, TaskState
 
 CHARS_PER_TOKEN = 4
 
@@ -76,6 +78,9 @@ def gather(state: TaskState, job: Job) -> list[Section]:
     """Every section the job's context could hold, in prompt order (see the module doc)."""
     sections = [Section("task", "Task", f"# {state.title}\n\n{state.description or '(none)'}",
                         keep=True)]
+    if job.spec.get("replan") is not None and state.backlog is not None:
+        sections.append(Section("backlog", f"The backlog now (version {state.backlog.version})",
+                                backlog_text(state.backlog), keep=True))
     for name in ("spec", "plan"):
         artifact = state.artifacts.get(name)
         if artifact is not None:
@@ -108,6 +113,33 @@ def gather(state: TaskState, job: Job) -> list[Section]:
                                 f"Learned by {learning.job_id}, attempt {learning.attempt}",
                                 learning.text))
     return sections
+
+
+_STATUS = {
+    BacklogItemStatus.proposed: "waits for approval: you may change it, or leave it out",
+    BacklogItemStatus.approved: "not started: you may change it, or leave it out to cancel it",
+    BacklogItemStatus.spawned: "its child task runs: keep it exactly as it is, or leave it out "
+                               "to cancel that child",
+    BacklogItemStatus.merging: "done, its work is being merged: keep it exactly as it is",
+    BacklogItemStatus.finished: "finished: keep it exactly as it is",
+    BacklogItemStatus.skipped: "skipped by a person: keep it exactly as it is",
+    BacklogItemStatus.failed: "its child failed and waits for a person: keep it exactly as it "
+                              "is, or leave it out to cancel it",
+}
+
+
+def backlog_text(backlog: Backlog) -> str:
+    """A re-plan's view of the backlog: each item's status and what may be done with it, then
+    the items not dropped in the contract's JSON (to copy, change and add to)."""
+    lines = [f"- `{item.id}` ({item.kind}, {item.phase}): {item.status.value}; "
+             + _STATUS.get(item.status, "") for item in backlog.live()]
+    dropped = [item.id for item in backlog.items if item.status is BacklogItemStatus.dropped]
+    if dropped:
+        lines.append(f"- dropped, gone for good (new work takes a new id): "
+                     f"{', '.join(f'`{i}`' for i in dropped)}")
+    block = json.dumps({"items": [item.fields() for item in backlog.live()]}, indent=1,
+                       ensure_ascii=False)
+    return "\n".join(lines) + f"\n\nIts items, as the contract writes them:\n\n```\n{block}\n```"
 
 
 def _drop_order(sections: list[Section], job: Job) -> list[Section]:

@@ -47,7 +47,7 @@ from .repositories import RepositoryPolicy
 from .runners import AgentRunner
 from .scheduler import Scheduler
 from .state import Clock, PodState, utc_now
-from .swarm import StartTask, Swarm
+from .swarm import ExecuteTask, StartTask, Swarm
 from .sync import SyncEngine, SyncSettings
 from .workspace import WorkspaceManager
 
@@ -87,6 +87,7 @@ class PodEnvironment:
     sync: SyncSettings = SyncSettings()  # GitHub/JIRA: URLs, credentials, timings
     repositories: RepositoryPolicy = RepositoryPolicy()  # what a new task's repo may be
     start_task: StartTask | None = None  # has a task's pod started (a project's children)
+    execute_task: ExecuteTask | None = None  # a command to another task's pod (a child's cancel)
 
 
 class Pod:
@@ -113,7 +114,8 @@ class Pod:
 
     def _swarm(self) -> Swarm:
         return Swarm(self.state, self._env.store, self._env.workspaces,
-                     start_task=self._env.start_task, ensure_branch=self.scheduler.ensure_branch,
+                     start_task=self._env.start_task, execute_task=self._env.execute_task,
+                     ensure_branch=self.scheduler.ensure_branch,
                      landing=self.scheduler.landing, clock=self._env.clock)
 
     def get_state(self) -> TaskState:

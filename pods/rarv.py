@@ -33,6 +33,7 @@ from ipa.domain import (
     BacklogInvalid,
     Job,
     ProposeBacklog,
+    ProposeBacklogChange,
     ProposeCycle,
     RecordArtifact,
     RecordContext,
@@ -43,12 +44,14 @@ from ipa.domain import (
     backlog_phases,
     get_workflow,
     parse_backlog,
+    plan_phases,
 )
 from ipa.domain.backlog_contract import NO_ITEMS
 from ipa.domain.runs import RunPrompted
 
 from .agent_types import (
     BACKLOG,
+    PROMPTS,
     REPOSITORY,
     AgentCatalog,
     AgentConfigError,
@@ -62,6 +65,9 @@ from .state import PodState
 from .verification import run_checks
 
 SUMMARY_CHARS = 2000
+REPLAN_PROMPT = PROMPTS / "replan.md"
+"""The template of a re-plan job (``spec["replan"]``): the whole backlog again, for an edited
+PRD, whatever template the agent type plans a first backlog with."""
 _LEARNED = re.compile(r"^\s*LEARNED:\s*(.+)$", re.M)
 
 
@@ -81,6 +87,12 @@ class AgentSettings:
     """Seconds between the end of a round of an open-ended last phase (a project's
     ``perpetual``: the maintainer) and the next round (``ipa serve``: ``IPA_PERPETUAL_INTERVAL``).
     Only with ``auto_queue``; without it a person queues each round."""
+
+
+def is_replan(spec: dict[str, Any]) -> bool:
+    """A re-plan job of an edited PRD: ``spec["replan"]`` names the edit it answers (see
+    ``Scheduler._queue_replan``)."""
+    return spec.get("replan") is not None
 
 
 def is_agent_job(spec: dict[str, Any]) -> bool:
@@ -112,7 +124,8 @@ class AgentAttempt:
         state = self.state.current
         current = state.jobs[job.job_id]
         try:
-            prepared = prepare(state, current, template=agent.prompt_path(), agent=agent.name,
+            template = REPLAN_PROMPT if is_replan(current.spec) else agent.prompt_path()
+            prepared = prepare(state, current, template=template, agent=agent.name,
                                budget_tokens=agent.context_tokens, base_commit=base_commit,
                                role=agent.role, kinds=self.settings.catalog.kinds_markdown(),
                                phases=", ".join(backlog_phases(state)))
@@ -192,10 +205,18 @@ class AgentAttempt:
         catalog = self.settings.catalog
         state = self.state.current
         workflow = get_workflow(state.workflow)
-        cycle = workflow.open_ended and state.phase == workflow.final
+        replan = is_replan(job.spec)
+        cycle = workflow.open_ended and state.phase == workflow.final and not replan
+        kinds = [t.name for t in catalog.kinds()]
         try:
-            items = parse_backlog(answer, kinds=[t.name for t in catalog.kinds()],
-                                  phases=backlog_phases(state))
+            if replan:
+                # The whole backlog as it should be now: finished items stay in phases that
+                # are over; the domain compares it with the backlog and checks the change.
+                items = parse_backlog(answer, kinds=kinds, phases=plan_phases(state))
+                await self.state.execute(ProposeBacklogChange(items=items, job_id=job.job_id,
+                                                              run_id=run_id))
+                return None
+            items = parse_backlog(answer, kinds=kinds, phases=backlog_phases(state))
         except BacklogInvalid as e:
             if cycle and list(e.problems) == [NO_ITEMS]:
                 return None  # nothing worth doing this cycle

@@ -10,6 +10,9 @@ from the state and the workflow definition:
   approval at its gate, or completes when it has none; an open-ended last phase (a project's
   ``perpetual``) never completes: with ``auto_queue`` its next round (the maintainer) is queued
   ``AgentSettings.perpetual_interval`` seconds after the last one ended;
+- with ``auto_queue``, a project whose approved backlog's PRD was edited gets a re-plan job
+  (``replan-<n>``: the product analyst, ``spec["replan"]`` = the edit it answers) in the
+  current phase, whose answer becomes a change of the backlog for a person (``rarv.py``);
 - a paused, waiting, failed or finished task starts nothing.
 
 Each job runs through an :class:`~ipa.pods.runners.AgentRunner` in a workspace (a git worktree
@@ -61,6 +64,7 @@ from ipa.domain import (
     phase_items_done,
     phase_jobs_done,
     ready_jobs,
+    replan_due,
     running_jobs,
 )
 from ipa.domain.runs import RunFinished, RunOutput, RunStarted
@@ -81,6 +85,8 @@ from .workspace import (
 log = logging.getLogger(__name__)
 
 RunnerFor = Callable[[dict[str, Any]], AgentRunner]
+REPLAN_AGENT = "product_analyst"
+"""Who re-plans a project's backlog when its PRD is edited: the agent that planned it."""
 
 
 class Scheduler:
@@ -205,7 +211,8 @@ class Scheduler:
                 return
         if state.status is not Status.running or self.draining:
             return
-        if self._agents.auto_queue and await self._queue_phase_agents(state):
+        if self._agents.auto_queue and (await self._queue_phase_agents(state)
+                                        or await self._queue_replan(state)):
             return
         workflow = get_workflow(state.workflow)
         open_ended = workflow.open_ended and state.phase == workflow.final
@@ -247,7 +254,7 @@ class Scheduler:
                    if visit.phase == phase.name]
         requested = [f.at for f in state.feedback if f.phase == phase.name]
         since = max([*entered, *requested])
-        if any(job.phase == phase.name and job.queued_at >= since
+        if any(job.phase == phase.name and job.queued_at >= since and "replan" not in job.spec
                for job in state.jobs.values()):
             due = perpetual_due(state, self._agents.perpetual_interval)
             if due is None or due > self._clock():
@@ -269,6 +276,29 @@ class Scheduler:
             ))
             previous = [job_id]
         return bool(previous)
+
+    async def _queue_replan(self, state: Any) -> bool:
+        """Queue the product analyst's re-plan of an edited PRD (``replan_due``): its answer,
+        the whole backlog as it should be now, becomes a change for a person. True if
+        queued."""
+        edit = replan_due(state)
+        if edit is None:
+            return False
+        try:
+            agent = self._agents.catalog.get(REPLAN_AGENT)
+        except KeyError:
+            log.warning("task %s: no %r agent type to re-plan its edited PRD", self.task_id,
+                        REPLAN_AGENT)
+            return False
+        number = sum(1 for job_id in state.jobs if job_id.startswith("replan-")) + 1
+        while f"replan-{number}" in state.jobs:  # a person's job may have taken the name
+            number += 1
+        await self._state.execute(QueueJob(
+            job_id=f"replan-{number}", agent=REPLAN_AGENT,
+            timeout_seconds=agent.timeout_seconds, max_attempts=agent.max_attempts,
+            spec={"runner": "claude", "replan": edit},
+        ))
+        return True
 
     async def _run_job(self, job: Any, run_id: str, scope: anyio.CancelScope) -> None:
         try:

@@ -15,6 +15,12 @@ in the same record); a merge that conflicts fails the item, naming the files, an
 retries it (a new child starts from the project's branch as it is) or skips or cancels it.
 At start the swarm reads each running child's status once, so nothing that ended while the
 project's pod was away is missed.
+
+An item dropped while its child still runs (a change of the backlog after a PRD edit, approved
+by a person, cancelled it) has that child cancelled: ``Cancel`` on the child, through
+``PodEnvironment.execute_task`` (the supervisor's), by ``project:<id>``. Its ``TaskCancelled``
+records nothing on the project: the item is not spawned any more. At start the swarm asks the
+same of every dropped item's child that has not ended.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ from anyio.abc import TaskStatus
 from ipa.domain import (
     BacklogItem,
     BacklogItemStatus,
+    Cancel,
+    Command,
+    CommandRejected,
     Context,
     CreateChildTask,
     JobStatus,
@@ -53,6 +62,10 @@ log = logging.getLogger(__name__)
 StartTask = Callable[[UUID], Awaitable[Any]]
 """Has a task's pod started (the supervisor's ``start``)."""
 
+ExecuteTask = Callable[[UUID, Command, str], Awaitable[Any]]
+"""Has another task's pod execute a command, by an actor (the supervisor's): a cancelled
+item's child is cancelled through it."""
+
 MERGE_CHECK = "! git diff HEAD^1 HEAD | grep -nE '^[+](<<<<<<<|=======|>>>>>>>)( |$)'"
 """A merge job's check: no line it added to the project's branch is a conflict marker."""
 
@@ -64,7 +77,8 @@ class Swarm:
 
     def __init__(self, state: PodState, store: EventStore, workspaces: WorkspaceManager, *,
                  start_task: StartTask | None, ensure_branch: Callable[[], Awaitable[bool]],
-                 landing: anyio.Lock, clock: Clock) -> None:
+                 landing: anyio.Lock, clock: Clock,
+                 execute_task: ExecuteTask | None = None) -> None:
         self._state = state
         self._store = store
         self._workspaces = workspaces
@@ -72,6 +86,8 @@ class Swarm:
         self._ensure_branch = ensure_branch
         self._landing = landing
         self._clock = clock
+        self._execute_task = execute_task
+        self._cancelled: set[UUID] = set()  # children of dropped items asked to cancel
 
     @property
     def task_id(self) -> UUID:
@@ -96,6 +112,7 @@ class Swarm:
     async def _spawn(self, state: TaskState) -> None:
         if state.backlog is not None:
             await self._close_merges(state)
+            await self._cancel_dropped(state)
         if state.status is not Status.running or state.backlog is None:
             return
         free = state.max_children - len(running_children(state))
@@ -166,6 +183,33 @@ class Swarm:
                     child_id=str(item.child_id), outcome="failed",
                     reason=f"its merge job {job.job_id} was {job.status.value}: its work is "
                            "not on the project's branch"))
+
+    async def _cancel_dropped(self, state: TaskState) -> None:
+        """Cancel the child of each dropped item that may still run (once per pod: a child
+        that ended records nothing, a refusal means it ended meanwhile)."""
+        assert state.backlog is not None
+        for item in state.backlog.items:
+            child_id = item.child_id
+            if (item.status is not BacklogItemStatus.dropped or child_id is None
+                    or child_id in self._cancelled):
+                continue
+            self._cancelled.add(child_id)
+            try:
+                child = await self._store.load(child_id)
+            except StreamNotFound:
+                continue  # spawned, never created: nothing runs
+            if child.status in (Status.completed, Status.cancelled):
+                continue
+            if self._execute_task is None:
+                log.warning("project %s: child %s of dropped item %s not cancelled: no way to "
+                            "reach its pod", self.task_id, child_id, item.id)
+                continue
+            reason = f"its item {item.id!r} was cancelled by a change of the project's backlog"
+            try:
+                await self._execute_task(child_id, Cancel(reason=reason),
+                                         f"project:{self.task_id}")
+            except CommandRejected:
+                pass  # it ended meanwhile
 
     async def _heal(self) -> None:
         """At start: create the streams a crash left uncreated, and record the children that

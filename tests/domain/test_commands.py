@@ -12,6 +12,7 @@ def test_person_commands_are_pinned() -> None:
         "resume", "cancel", "retry", "queue_job", "retry_job", "cancel_job", "skip_job",
         "answer_question", "set_budget", "set_repo", "configure_sync", "approve_update", "sync_now",
         "add_backlog_item", "change_backlog_item", "drop_backlog_item", "reorder_backlog",
+        "approve_backlog_change", "reject_backlog_change",
         "set_max_children", "retry_item", "skip_item", "cancel_item", "set_approval_policy",
     ]  # fmt: skip
 
@@ -30,6 +31,7 @@ def test_every_other_task_command_is_recorded_by_ipa_itself() -> None:
         "queue_update", "expire_approval", "record_delivery", "record_delivery_failure",
         "record_sync_incident", "record_review", "apply_review", "record_pull_request_state",
         "record_issue_status", "record_sync_rate_limit", "record_repository_rename",
-        "propose_backlog", "propose_cycle", "create_child_task", "spawn_child",
+        "propose_backlog", "propose_cycle", "propose_backlog_change",
+        "create_child_task", "spawn_child",
         "record_child_finished", "record_child_conflict",
     ]  # fmt: skip

@@ -39,7 +39,9 @@ BACKLOG_NAMES = [
     "BACKLOG_COMMANDS", "BacklogProposed", "BacklogApproved", "BacklogItemAdded",
     "BacklogItemChanged", "BacklogItemDropped", "BacklogReordered", "Backlog", "BacklogItem",
     "BacklogItemStatus", "BacklogInvalid", "parse_backlog", "backlog_phases", "ready_items",
-    "phase_items_done",
+    "phase_items_done", "ProposeBacklogChange", "ApproveBacklogChange", "RejectBacklogChange",
+    "BacklogChangeProposed", "BacklogChangeApproved", "BacklogChangeRejected", "BacklogChange",
+    "plan_phases", "replan_due",
 ]  # fmt: skip
 
 

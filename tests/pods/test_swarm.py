@@ -25,7 +25,7 @@ from ipa.domain import (
     TaskState,
     approval_policy,
 )
-from ipa.pods import AgentSettings, ClaudeRunner, PodEnvironment
+from ipa.pods import AgentSettings, ClaudeRunner, PodEnvironment, PodStatus
 from ipa.supervisor import PodNotRunning, Supervisor
 
 from ..fakes.claude import FakeClaude, backlog_answer
@@ -79,13 +79,16 @@ async def supervisor(pod_env: PodEnvironment, tmp_path: Path) -> AsyncIterator[S
 
 
 async def pod_of(supervisor: Supervisor, task_id: UUID):
-    """The task's pod, once the supervisor runs it."""
+    """The task's pod, once the supervisor runs it and it has loaded its state."""
     with anyio.fail_after(10):
         while True:
             try:
-                return supervisor.get(task_id)
+                pod = supervisor.get(task_id)
             except PodNotRunning:
-                await anyio.sleep(0.01)
+                pod = None
+            if pod is not None and pod.status is PodStatus.ready:
+                return pod
+            await anyio.sleep(0.01)
 
 
 async def through_gates(pod, until: Callable[[TaskState], bool]) -> TaskState:

@@ -23,14 +23,28 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_right, insort
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from uuid import UUID
 
 import anyio
 from anyio.abc import TaskStatus
 
-from ipa.domain import TaskCreated, TaskState, attention, evolve
+from ipa.domain import (
+    ArtifactRecorded,
+    ContextPrepared,
+    Job,
+    ReflectionRecorded,
+    TaskCreated,
+    TaskEvent,
+    TaskState,
+    UsageRecorded,
+    VerificationFailed,
+    VerificationPassed,
+    attention,
+    evolve,
+    running_jobs,
+)
 from ipa.eventstore import (
     CorruptEvent,
     EventStore,
@@ -47,12 +61,31 @@ _PAGE = 1000
 
 Progress = Callable[[int, int], None]
 
+RARV_STEP: dict[type[TaskEvent], str] = {
+    ContextPrepared: "act",
+    UsageRecorded: "reflect",
+    ReflectionRecorded: "verify",
+    ArtifactRecorded: "verify",
+    VerificationPassed: "verify",
+    VerificationFailed: "verify",
+}
+"""The RARV step a run is in after each of its records (see ``pods/rarv.py``): its context
+prepared (Reason done), it acts; its usage recorded (the agent stopped), it reflects; its
+reflection or artifact recorded, or its checks' outcome, it verifies (the job's own outcome
+ends the run). A run starts in ``reason`` (a command job, which has no RARV cycle: ``act``)."""
 
-def summary(state: TaskState) -> dict[str, Any]:
+
+def summary(state: TaskState, steps: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The list's columns for one task; ``attention`` is the kind of what it needs from a
     person (``ipa.domain.attention``), or ``None``; ``parent_id``, ``item_id`` and ``kind``
-    link a project's child task to its project and backlog item (``None`` on other tasks)."""
+    link a project's child task to its project and backlog item (``None`` on other tasks).
+
+    What its agents used: ``input_tokens``, ``output_tokens``, ``cost_usd`` and, per agent
+    type, ``usage_by_agent`` (``{agent: {tokens, cost_usd}}``, tokens in + out); ``running``:
+    each job with a run in flight (``job_id``, ``agent``, ``run_id``, ``started_at``, its RARV
+    ``step`` from ``steps`` by run id, and the ``tokens`` recorded for that run so far)."""
     needed = attention(state)
+    total = state.usage.total
     return {
         "id": str(state.id),
         "title": state.title,
@@ -66,7 +99,49 @@ def summary(state: TaskState) -> dict[str, Any]:
         "parent_id": None if state.parent_id is None else str(state.parent_id),
         "item_id": state.item_id,
         "kind": state.kind,
+        "input_tokens": total.input_tokens,
+        "output_tokens": total.output_tokens,
+        "cost_usd": total.cost_usd,
+        "usage_by_agent": {
+            agent: {"tokens": used.input_tokens + used.output_tokens, "cost_usd": used.cost_usd}
+            for agent, used in state.usage.by_agent.items()
+        },
+        "running": [_running(state, job, (steps or {}).get(job.run_id or ""))
+                    for job in running_jobs(state)],
     }
+
+
+def _running(state: TaskState, job: Job, step: str | None) -> dict[str, Any]:
+    used = state.usage.by_run.get(job.run_id or "")
+    return {
+        "job_id": job.job_id,
+        "agent": job.agent,
+        "run_id": job.run_id,
+        "started_at": None if job.started_at is None else job.started_at.isoformat(),
+        "step": step or _first_step(job),
+        "tokens": 0 if used is None else used.input_tokens + used.output_tokens,
+    }
+
+
+def _first_step(job: Job) -> str:
+    return "act" if "command" in job.spec else "reason"
+
+
+def steps_after(row: dict[str, Any] | None, state: TaskState, event: object) -> dict[str, str]:
+    """The RARV step of each run in flight once ``event`` is folded into ``state``: the row's
+    step of it before, moved on by the event's type (:data:`RARV_STEP`); a new run starts at
+    its first step."""
+    before = {r["run_id"]: r["step"] for r in (row or {}).get("running") or []}
+    steps = {job.run_id: before.get(job.run_id) or _first_step(job)
+             for job in running_jobs(state) if job.run_id}
+    step = RARV_STEP.get(type(event))
+    if step is not None:
+        run_id = getattr(event, "run_id", None)
+        job = state.jobs.get(getattr(event, "job_id", None) or "")
+        run_id = run_id or (job.run_id if job is not None else None)
+        if run_id in steps:
+            steps[run_id] = step
+    return steps
 
 
 def fold_row(row: dict[str, Any] | None, recorded: RecordedEvent) -> dict[str, Any]:
@@ -83,7 +158,8 @@ def fold_row(row: dict[str, Any] | None, recorded: RecordedEvent) -> dict[str, A
         state = evolve(state, recorded.event)
     except (ValueError, TypeError, KeyError) as e:
         raise CorruptEvent(recorded.stream_id, recorded.version, f"cannot be replayed: {e}") from e
-    return {**summary(state), "error": None, "state": state.to_dict()}
+    steps = steps_after(row, state, recorded.event)
+    return {**summary(state, steps), "error": None, "state": state.to_dict()}
 
 
 def _unsaved(saved: dict[str, Any] | None, key: str, reason: str) -> dict[str, Any]:
@@ -94,7 +170,9 @@ def _unsaved(saved: dict[str, Any] | None, key: str, reason: str) -> dict[str, A
         return {**saved, "error": error}
     return {"id": key, "title": "", "workflow": "", "phase": "", "status": "failed",
             "version": 0, "created_at": "", "last_activity": "", "attention": None,
-            "parent_id": None, "item_id": None, "kind": None, "error": error, "state": None}
+            "parent_id": None, "item_id": None, "kind": None, "input_tokens": 0,
+            "output_tokens": 0, "cost_usd": 0.0, "usage_by_agent": {}, "running": [],
+            "error": error, "state": None}
 
 
 def _columns(row: dict[str, Any]) -> dict[str, Any]:
@@ -111,6 +189,7 @@ class TaskList:
         self._advanced = anyio.Event()
         self._columns: dict[str, dict[str, Any]] | None = None  # by task id; None: not loaded
         self._order: list[str] = []  # task ids, sorted
+        self._children: dict[str, set[str]] = {}  # a project's id -> its child tasks' ids
 
     @property
     def position(self) -> int:
@@ -176,9 +255,12 @@ class TaskList:
 
     async def _load_columns(self) -> None:
         columns: dict[str, dict[str, Any]] = {}
+        children: dict[str, set[str]] = {}
         for row in await self.rows():
             columns[row["id"]] = _columns(row)
-        self._columns, self._order = columns, sorted(columns)
+            if row.get("parent_id"):
+                children.setdefault(row["parent_id"], set()).add(row["id"])
+        self._columns, self._order, self._children = columns, sorted(columns), children
 
     def _set_columns(self, key: str, row: dict[str, Any]) -> None:
         if self._columns is None:
@@ -186,6 +268,8 @@ class TaskList:
         if key not in self._columns:
             insort(self._order, key)
         self._columns[key] = _columns(row)
+        if row.get("parent_id"):  # a child names its project from its first event on
+            self._children.setdefault(row["parent_id"], set()).add(key)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Catch up, then follow the live tail until cancelled."""
@@ -243,6 +327,13 @@ class TaskList:
         """One task's columns (no ``state``) from memory, or ``None`` when the list has no
         such task (or has not caught up once)."""
         return (self._columns or {}).get(task_id)
+
+    def children_of(self, task_id: str) -> list[dict[str, Any]]:
+        """The columns of every child task of project ``task_id`` (those of retried items
+        too), by task id, from memory."""
+        columns = self._columns or {}
+        return [columns[key] for key in sorted(self._children.get(task_id, ()))
+                if key in columns]
 
     def count(self) -> int:
         """How many tasks the list has (from memory)."""

@@ -52,7 +52,7 @@ from ipa.supervisor import PodNotRunning, Supervisor
 
 from .auth import actor
 from .cache import ResponseCache
-from .children import children
+from .children import children, swarm_of, swarm_usage
 from .errors import (
     BadCursor,
     BadRequest,
@@ -99,6 +99,7 @@ class Api:
         self.task_list = task_list
         self.browser = CommitBrowser(supervisor.env.workspaces)
         self.cache = ResponseCache()
+        self.swarm = swarm_of(supervisor.env.agents.catalog)
 
     def routes(self) -> list[Route]:
         return [
@@ -159,10 +160,12 @@ class Api:
     def present(self, state: TaskState) -> dict[str, Any]:
         """The task view, with ``attention`` ``crashed`` when its pod crashed and stopped
         (the supervisor knows it; the state may not), and a project's ``children`` (their
-        own status and phase from the task list)."""
+        own status, phase, spend and runs in flight from the task list) and ``swarm_usage``."""
         view = task_state.view(state, crashed=self.supervisor.attention(state.id))
         if state.backlog is not None:
             view["children"] = children(view, self.task_list.columns)
+            view["swarm_usage"] = swarm_usage(view, self.task_list.children_of(str(state.id)),
+                                              self.swarm)
         return view
 
     # Tasks -----------------------------------------------------------------------------------

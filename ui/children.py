@@ -1,10 +1,12 @@
-"""A project's backlog and children as people see them: the API's ``children``, the tree of
-``ipa task tree`` and the project page's backlog and board.
+"""A project's backlog and children as people see them: the API's ``children`` and
+``swarm_usage``, the tree of ``ipa task tree`` and the project page's backlog, board, agent
+grid and totals.
 
 Everything here reads JSON: a task view (``task_state.view``, whose ``backlog`` lists the items
 with their ``status`` and ``child_id``) and the task list's rows of the child tasks (their own
-status and phase, which the project's stream does not carry). The project records only when a
-child is spawned and when it ends; in between, the child's row says where it is.
+status and phase, what they spent and their runs in flight, which the project's stream does not
+carry). The project records only when a child is spawned and when it ends; in between, the
+child's row says where it is.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ipa.domain import UnknownWorkflow, get_workflow
+from ipa.pods import AgentCatalog
 
 BOARD = ("queued", "running", "waiting", "failed", "finished")
 """The children board's columns: ``queued`` (approved, no child yet: its dependencies, its
@@ -32,7 +35,8 @@ def children(view: dict[str, Any], row_of: Rows) -> list[dict[str, Any]]:
     none until its new child is spawned), in backlog order: the child's ``id``, the item's
     ``item_id``, ``title``, ``kind``, ``phase`` and ``item_status``, and the child's own
     ``child_status`` and ``child_phase`` from its task-list row (``row_of(id)``; ``None`` while
-    the list has no row for it)."""
+    the list has no row for it), what it spent (``cost_usd``, ``tokens``: in + out) and its
+    runs in flight (``running``: the row's, each with its RARV ``step``)."""
     found = []
     for item in _items(view):
         child_id = item.get("child_id")
@@ -43,8 +47,72 @@ def children(view: dict[str, Any], row_of: Rows) -> list[dict[str, Any]]:
             "id": child_id, "item_id": item["id"], "title": item["title"],
             "kind": item["kind"], "phase": item["phase"], "item_status": item["status"],
             "child_status": row.get("status"), "child_phase": row.get("phase"),
+            "cost_usd": None if row.get("cost_usd") is None else _money(row["cost_usd"]),
+            "tokens": _tokens(row),
+            "running": list(row.get("running") or []),
         })
     return found
+
+
+def _tokens(row: dict[str, Any]) -> int | None:
+    if "input_tokens" not in row:
+        return None  # not listed yet, or a row from before the usage columns
+    return (row.get("input_tokens") or 0) + (row.get("output_tokens") or 0)
+
+
+def swarm_of(catalog: AgentCatalog) -> Callable[[str], str]:
+    """The swarm of an agent type by its name (``other`` for a name the catalog lacks)."""
+    def of(agent: str) -> str:
+        found = catalog.types.get(agent)
+        return found.swarm if found is not None else "other"
+    return of
+
+
+def swarm_usage(view: dict[str, Any], rows: list[dict[str, Any]],
+                swarm: Callable[[str], str]) -> dict[str, Any]:
+    """Tokens (in + out) and cost of a project's swarm: ``project`` (its own agents),
+    ``children`` (every child task in ``rows``, the task list's, those of retried items too,
+    with their ``count``), ``total`` (both) and ``by_swarm`` (the agent types' swarms, by
+    name: ``{swarm: {tokens, cost_usd}}``; a child's usage goes by the agent that ran)."""
+    usage = view.get("usage") or {}
+    own = _sum([usage])
+    kids = _sum(rows)
+    by_swarm: dict[str, dict[str, Any]] = {}
+    spent = [(agent, used.get("input_tokens", 0) + used.get("output_tokens", 0),
+              used.get("cost_usd", 0.0)) for agent, used in (usage.get("by_agent") or {}).items()]
+    spent += [(agent, used.get("tokens", 0), used.get("cost_usd", 0.0))
+              for row in rows for agent, used in (row.get("usage_by_agent") or {}).items()]
+    for agent, tokens, cost in spent:
+        into = by_swarm.setdefault(swarm(agent), {"tokens": 0, "cost_usd": 0.0})
+        into["tokens"] += tokens
+        into["cost_usd"] += cost
+    return {
+        "project": own,
+        "children": {**kids, "count": len(rows)},
+        "total": {"tokens": own["tokens"] + kids["tokens"],
+                  "cost_usd": _money(own["cost_usd"] + kids["cost_usd"])},
+        "by_swarm": {name: {"tokens": by_swarm[name]["tokens"],
+                            "cost_usd": _money(by_swarm[name]["cost_usd"])}
+                     for name in sorted(by_swarm)},
+    }
+
+
+def _sum(usages: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"tokens": sum((u.get("input_tokens") or 0) + (u.get("output_tokens") or 0)
+                          for u in usages),
+            "cost_usd": _money(sum(u.get("cost_usd") or 0.0 for u in usages))}
+
+
+def _money(value: float) -> float:
+    return round(value, 6)  # sums of floats: no 0.30000000000000004 dollars
+
+
+def agents(view: dict[str, Any]) -> list[dict[str, Any]]:
+    """The agent grid: every run in flight in the project's children (the view's
+    ``children``), in backlog order: the child's ``child_id``, ``item_id`` and ``kind`` with
+    the run's ``job_id``, ``agent``, ``run_id``, ``started_at``, ``step`` and ``tokens``."""
+    return [{"child_id": child["id"], "item_id": child["item_id"], "kind": child["kind"], **run}
+            for child in view.get("children") or [] for run in child.get("running") or []]
 
 
 def column(item_status: str, child_status: str | None) -> str | None:
@@ -115,6 +183,8 @@ def tree_lines(view: dict[str, Any]) -> list[str]:
     lines = [title, f"  backlog v{view['backlog'].get('version')} "
                     f"({'approved' if view['backlog'].get('approved') else 'proposed'}), "
                     f"max {view.get('max_children')} children at once: {summary}"]
+    if view.get("swarm_usage"):
+        lines.append(f"  {totals_line(view['swarm_usage'])}")
     items = [item for phase in phases for item in phase["items"]]
     width_id = max((len(item["id"]) for item in items), default=0)
     width_kind = max((len(item["kind"]) for item in items), default=0)
@@ -130,16 +200,34 @@ def tree_lines(view: dict[str, Any]) -> list[str]:
             else:
                 where = "/".join(x for x in (child["child_status"], child["child_phase"]) if x)
                 ran = f"child {child['id'][:8]} {where or '(not listed yet)'}"
+                if child.get("tokens") or child.get("cost_usd"):
+                    ran += f" {_spent(child)}"
+                ran += "".join(f" [{run['agent']}: {run['step']}]"
+                               for run in child.get("running") or [])
             after = f"  after: {', '.join(item['depends_on'])}" if item["depends_on"] else ""
             lines.append(f"{stem}{branch} {item['id']:<{width_id}}  {item['kind']:<{width_kind}}"
                          f"  {item['status']:<8}  {ran}{after}")
     return lines
 
 
+def totals_line(usage: dict[str, Any]) -> str:
+    """A project's :func:`swarm_usage` in one line (``ipa task tree`` and ``show``)."""
+    kids = usage["children"]
+    by_swarm = ", ".join(f"{name} {_spent(used)}" for name, used in usage["by_swarm"].items())
+    return (f"spent {_spent(usage['total'])}: project {_spent(usage['project'])}, "
+            f"children ({kids['count']}) {_spent(kids)}"
+            + (f"; by swarm: {by_swarm}" if by_swarm else ""))
+
+
+def _spent(used: dict[str, Any]) -> str:
+    return f"${used.get('cost_usd') or 0.0:.2f} / {used.get('tokens') or 0:,} tokens"
+
+
 def tree_json(view: dict[str, Any]) -> dict[str, Any]:
-    """``ipa task tree --json``: the project's head and :func:`tree`."""
+    """``ipa task tree --json``: the project's head, :func:`tree` and the swarm's usage."""
     head = {key: view.get(key) for key in ("id", "title", "workflow", "phase", "status",
-                                           "version", "max_children", "parent_id")}
+                                           "version", "max_children", "parent_id",
+                                           "swarm_usage")}
     backlog = view.get("backlog")
     return {**head, "backlog": None if backlog is None else {
         "version": backlog.get("version"), "approved": backlog.get("approved"),

@@ -131,7 +131,8 @@ def add_task_commands(commands: Any, parser_class: type[argparse.ArgumentParser]
                    "branch", None, parents=(connection,))
     show.add_argument("--version", type=int, help="as of this version")
     command("tree", "show a project and its children as a tree: the backlog by phase, each "
-            "item's kind, status, child and dependencies", None, parents=(connection,))
+            "item's kind, status, child, spend, agents at work and dependencies; the swarm's "
+            "totals", None, parents=(connection,))
 
     approve = command("approve", "approve the phase waiting at its gate", "approve",
                       lambda args: _texts(args, "comment"))
@@ -370,6 +371,12 @@ def _details(task: dict[str, Any]) -> list[tuple[str, str]]:
                                  + ("approved" if backlog.get("approved") else "proposed")))
         lines.append(("children", f"{counts or 'none yet'} (at most "
                                   f"{task.get('max_children')} at once; ipa task tree)"))
+        if task.get("swarm_usage"):
+            lines.append(("swarm", swarm.totals_line(task["swarm_usage"])))
+        if "children" in task:  # the current view (not a past version's)
+            at_work = ", ".join(f"{a['item_id']} {a['agent']} ({a['step']})"
+                                for a in swarm.agents(task))
+            lines.append(("agents", at_work or "none at work"))
     cost = (task.get("usage") or {}).get("cost_usd") or 0.0
     if task.get("budget_usd") is not None or cost:
         cap = task.get("budget_usd")

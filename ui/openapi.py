@@ -313,6 +313,7 @@ COMPONENTS = {
             "children": {"type": "array", "items": {"$ref": "#/components/schemas/Child"},
                          "description": "a project's: one per backlog item with a child task "
                                         "(not in a past version's view)"},
+            "swarm_usage": {"$ref": "#/components/schemas/SwarmUsage"},
             "parent_id": {"type": ["string", "null"], "description": "a child task's project"},
             "item_id": {"type": ["string", "null"], "description": "a child task's item"},
             "kind": {"type": ["string", "null"],
@@ -326,8 +327,8 @@ COMPONENTS = {
                      "depends_on": {"type": "array", "items": {"type": "string"}},
                      "acceptance": {"type": "array", "items": {"type": "string"}},
                      "status": {"type": "string", "enum": [
-                         "proposed", "approved", "spawned", "finished", "failed", "skipped",
-                         "dropped"]},
+                         "proposed", "approved", "spawned", "merging", "finished", "failed",
+                         "skipped", "dropped"]},
                      "child_id": {"type": ["string", "null"]}}},
         "Child": {"type": "object", "required": ["id", "item_id", "item_status"], "properties": {
             "id": {"type": "string", "description": "the child task's id"},
@@ -338,7 +339,34 @@ COMPONENTS = {
             "child_status": {"type": ["string", "null"],
                              "description": "the child task's own status (task list; null "
                                             "until listed)"},
-            "child_phase": {"type": ["string", "null"]}}},
+            "child_phase": {"type": ["string", "null"]},
+            "cost_usd": {"type": ["number", "null"], "description": "what the child's agents "
+                                                                    "spent (null until listed)"},
+            "tokens": {"type": ["integer", "null"], "description": "input + output tokens"},
+            "running": {"type": "array", "description": "the child's runs in flight",
+                        "items": {"$ref": "#/components/schemas/RunningAgent"}}}},
+        "RunningAgent": {"type": "object", "required": ["job_id", "agent", "run_id", "step"],
+                         "properties": {
+                             "job_id": {"type": "string"}, "agent": {"type": "string"},
+                             "run_id": {"type": ["string", "null"]},
+                             "started_at": {"type": ["string", "null"]},
+                             "step": {"type": "string",
+                                      "enum": ["reason", "act", "reflect", "verify"],
+                                      "description": "the run's RARV step"},
+                             "tokens": {"type": "integer",
+                                        "description": "recorded for the run so far"}}},
+        "Spent": {"type": "object", "required": ["tokens", "cost_usd"], "properties": {
+            "tokens": {"type": "integer"}, "cost_usd": {"type": "number"},
+            "count": {"type": "integer"}}},
+        "SwarmUsage": {"type": "object", "description": "a project's: what its own agents, "
+                       "its child tasks and each swarm of agent types spent (not in a past "
+                       "version's view)",
+                       "required": ["project", "children", "total", "by_swarm"], "properties": {
+                           "project": {"$ref": "#/components/schemas/Spent"},
+                           "children": {"$ref": "#/components/schemas/Spent"},
+                           "total": {"$ref": "#/components/schemas/Spent"},
+                           "by_swarm": {"type": "object", "additionalProperties": {
+                               "$ref": "#/components/schemas/Spent"}}}},
         "Event": {"type": "object", "required": ["stream_id", "version", "position", "type",
                                                  "timestamp", "actor", "data"], "properties": {
             "stream_id": {"type": "string"}, "version": {"type": "integer"},

@@ -46,6 +46,7 @@ templates.env.globals.update(job_notes=model.job_notes, requeue=model.requeue)
 def routes(supervisor: Supervisor, task_list: TaskList) -> list[BaseRoute]:
     """The page routes (and their static files), mounted by ``create_app``."""
     store = supervisor.store
+    swarm_of = swarm.swarm_of(supervisor.env.agents.catalog)
 
     async def current(task_id: UUID) -> TaskState:
         try:
@@ -97,6 +98,9 @@ def routes(supervisor: Supervisor, task_list: TaskList) -> list[BaseRoute]:
             # where the children stood then is not recorded on the project).
             view["children"] = swarm.children(
                 view, task_list.columns if version is None else lambda _: None)
+            if version is None:  # what the children spent is not recorded on the project
+                view["swarm_usage"] = swarm.swarm_usage(
+                    view, task_list.children_of(str(state.id)), swarm_of)
         events = await events_of(state.id, version)
         context = {**panel(view, events), "log_position": task_list.position, **extra}
         if state.parent_id is not None:
@@ -233,6 +237,8 @@ def panel(view: dict[str, Any], events: list[dict[str, Any]] | None = None) -> d
         "backlog_tree": swarm.tree(view),
         "children_board": swarm.board(view),
         "counts": swarm.counts(view),
+        "agent_grid": swarm.agents(view),
+        "swarm_usage": view.get("swarm_usage"),
         "project": None,
         "log_position": 0,
         "travel": None,

@@ -8,7 +8,22 @@ import anyio
 import psycopg
 import pytest
 
-from ipa.domain import CreateChildTask, CreateTask, Resume, UpdateSpec, decide, fold
+from ipa.domain import (
+    CompleteJob,
+    CreateChildTask,
+    CreateTask,
+    QueueJob,
+    RecordContext,
+    RecordReflection,
+    RecordUsage,
+    RecordVerification,
+    Resume,
+    StartJob,
+    StartTask,
+    UpdateSpec,
+    decide,
+    fold,
+)
 from ipa.eventstore import CorruptEvent, EventStore
 from ipa.projections import TaskList, summary
 
@@ -244,3 +259,73 @@ async def test_a_child_tasks_row_names_its_project_item_and_kind_and_rebuilds_th
     assert [row["id"] for row in mine] == sorted(str(c) for c in children)
     assert task_list.columns(str(children[0]))["item_id"] == "item-0"  # type: ignore[index]
     assert task_list.columns(str(uuid.uuid4())) is None
+
+
+async def test_a_rows_runs_in_flight_follow_their_rarv_step_and_its_usage_rebuilds_the_same(
+    store: EventStore,
+) -> None:
+    task_id = uuid.uuid4()
+    task_list = TaskList(store)
+    state = None
+
+    async def record(*commands) -> dict:
+        nonlocal state
+        for command in commands:
+            events = decide(state, command, ctx(0 if state is None else state.version), task_id)
+            await store.append(task_id, events, 0 if state is None else state.version)
+            state = fold(events, state)
+        await task_list.catch_up()
+        return task_list.columns(str(task_id))  # type: ignore[return-value]
+
+    def steps(row: dict) -> list[tuple[str, str, int]]:
+        return [(run["run_id"], run["step"], run["tokens"]) for run in row["running"]]
+
+    row = await record(CreateTask("Swarm", "d"), StartTask(),
+                       QueueJob("build", "backend_developer"), StartJob("build", "run-1"))
+    assert row["running"] == [{"job_id": "build", "agent": "backend_developer",
+                               "run_id": "run-1", "started_at": ctx(3).now.isoformat(),
+                               "step": "reason", "tokens": 0}]
+    row = await record(RecordContext("build", "run-1", sections=("spec",)))
+    assert steps(row) == [("run-1", "act", 0)]
+    row = await record(QueueJob("lint", "developer", spec={"command": ["true"]}),
+                       StartJob("lint", "run-2"),  # a command job has no RARV cycle: it acts
+                       RecordUsage("build", "run-1", "backend_developer", "m", 300, 100,
+                                   cost_usd=0.03))
+    assert steps(row) == [("run-1", "reflect", 400), ("run-2", "act", 0)]
+    assert (row["input_tokens"], row["output_tokens"], row["cost_usd"]) == (300, 100, 0.03)
+    assert row["usage_by_agent"] == {"backend_developer": {"tokens": 400, "cost_usd": 0.03}}
+    row = await record(RecordReflection("build", "run-1", "built it"))
+    assert steps(row) == [("run-1", "verify", 400), ("run-2", "act", 0)]
+    check = {"command": "true", "exit_code": 0, "passed": True, "output": "",
+             "duration_seconds": 0.1}
+    row = await record(RecordVerification("build", "run-1", checks=[check]),
+                       CompleteJob("build", "run-1"))
+    assert steps(row) == [("run-2", "act", 0)]
+    before = await task_list.rows()
+
+    await TaskList(store).rebuild()
+
+    assert await task_list.rows() == before
+
+
+async def test_a_projects_children_are_found_by_its_id_after_a_restart_and_a_rebuild(
+    store: EventStore,
+) -> None:
+    histories = await populate(store, n_tasks=2)
+    project, other = (str(task_id) for task_id in histories)
+    children = sorted(str(uuid.uuid4()) for _ in range(3))
+    for n, child in enumerate(children):
+        command = CreateChildTask(f"Build {n}", "d", parent_id=project, item_id=f"item-{n}",
+                                  kind="backend_developer")
+        await store.append(uuid.UUID(child), decide(None, command, ctx(n), uuid.UUID(child)), 0)
+    live = TaskList(store)
+    await live.catch_up()
+    restarted = TaskList(store)
+    await restarted.catch_up()
+    await TaskList(store).rebuild()
+    rebuilt = TaskList(store)
+    await rebuilt.catch_up()
+
+    for task_list in (live, restarted, rebuilt):
+        assert [row["id"] for row in task_list.children_of(project)] == children
+        assert task_list.children_of(other) == []

@@ -35,6 +35,8 @@ from ipa.domain import (
     ProposeBacklog,
     QueueJob,
     RecordChildFinished,
+    RecordContext,
+    RecordUsage,
     RequestApproval,
     SetApprovalPolicy,
     SpawnChild,
@@ -191,7 +193,8 @@ async def test_a_project_lists_each_child_with_its_item_and_its_own_status(api, 
     assert children["api"] == {
         "id": str(swarm.children["api"]), "item_id": "api", "title": "Build api",
         "kind": "backend_developer", "phase": "development", "item_status": "spawned",
-        "child_status": "running", "child_phase": "development"}
+        "child_status": "running", "child_phase": "development", "cost_usd": 0.0, "tokens": 0,
+        "running": []}
     assert {k: (c["item_status"], c["child_status"], c["child_phase"])
             for k, c in children.items()} == {
         "ci": ("finished", "completed", "completed"),
@@ -299,3 +302,60 @@ async def test_spawning_a_child_through_the_api_is_refused(api, swarm) -> None:
                                                   "outcome": "completed"}),
                        ("create_child_task", {})):
         assert_error(await api.post(f"{swarm.url}/{name}", json=body), 403, "system_command")
+
+
+async def record(store: EventStore, task_id: UUID, *commands: Command) -> None:
+    """Decide ``commands`` on a seeded task as its pod would, and append their events."""
+    recorder = Recorder(task_id)
+    recorder.state = await store.load(task_id)
+    version = recorder.state.version
+    recorder(*commands)
+    await store.append(task_id, recorder.events, version)
+
+
+async def test_a_project_shows_each_childs_spend_its_agents_at_work_and_the_swarms_totals(
+    api, swarm, store: EventStore
+) -> None:
+    child = swarm.children["api"]
+    await record(store, swarm.project, RecordUsage("analyst-1", "run-1", "product_analyst",
+                                                   "m", 500, 100, cost_usd=0.05))
+    await record(store, child,
+                 RecordUsage("build", "run-build", "developer", "m", 1000, 200, cost_usd=0.1),
+                 QueueJob("endpoint", "backend_developer"), StartJob("endpoint", "run-2"),
+                 QueueJob("scan", "security_reviewer"), StartJob("scan", "run-s"),
+                 RecordUsage("scan", "run-s", "security_reviewer", "m", 40, 10, cost_usd=0.2),
+                 CompleteJob("scan", "run-s"),
+                 RecordContext("endpoint", "run-2", sections=("spec",)))
+    with anyio.fail_after(10):
+        await api.task_list.wait_for(await store.head_position())
+
+    view = (await api.get(swarm.url)).json()
+
+    children = {c["item_id"]: c for c in view["children"]}
+    assert (children["api"]["cost_usd"], children["api"]["tokens"]) == (0.3, 1250)
+    assert (children["auth"]["cost_usd"], children["auth"]["tokens"]) == (0.0, 0)
+    assert (children["ci"]["cost_usd"], children["ci"]["tokens"]) == (0.0, 0)
+    [run] = children["api"]["running"]
+    assert {k: run[k] for k in ("job_id", "agent", "run_id", "step", "tokens")} == {
+        "job_id": "endpoint", "agent": "backend_developer", "run_id": "run-2", "step": "act",
+        "tokens": 0}
+    assert run["started_at"]
+    assert view["swarm_usage"] == {
+        "project": {"tokens": 600, "cost_usd": 0.05},
+        "children": {"tokens": 1250, "cost_usd": 0.3, "count": 5},
+        "total": {"tokens": 1850, "cost_usd": 0.35},
+        "by_swarm": {"core": {"tokens": 1800, "cost_usd": 0.15},
+                     "review": {"tokens": 50, "cost_usd": 0.2}},
+    }
+    # The run moves on: its usage recorded, it reflects.
+    await record(store, child, RecordUsage("endpoint", "run-2", "backend_developer", "m",
+                                           300, 100, cost_usd=0.03))
+    with anyio.fail_after(10):
+        await api.task_list.wait_for(await store.head_position())
+    moved = (await api.get(swarm.url)).json()
+    [run] = next(c for c in moved["children"] if c["item_id"] == "api")["running"]
+    assert (run["step"], run["tokens"]) == ("reflect", 400)
+    assert moved["swarm_usage"]["by_swarm"]["engineering"] == {"tokens": 400, "cost_usd": 0.03}
+    assert moved["swarm_usage"]["total"] == {"tokens": 2250, "cost_usd": 0.38}
+    child_view = (await api.get(f"/api/tasks/{child}")).json()
+    assert "swarm_usage" not in child_view and "children" not in child_view

@@ -21,9 +21,10 @@ from playwright.sync_api import Page, expect
 from ipa.eventstore import ConnectionParams, EventStore, StoreSettings
 
 from ...eventstore.helpers import AUDIT_KEY, AUDIT_KEY_TEXT
+from ...fakes.claude import FakeClaude
 from ..test_children_api import Swarm, seed_project
 from .conftest import Server
-from .test_pages import open_pod
+from .test_pages import job_spec, open_pod
 from .test_readable import FITS
 
 pytestmark = pytest.mark.browser
@@ -48,9 +49,17 @@ def swarm(database: ConnectionParams) -> Swarm:
 
 
 @pytest.fixture
-def server(database: ConnectionParams, tmp_path: Path, swarm: Swarm) -> Iterator[Server]:
+def fake(tmp_path: Path) -> FakeClaude:
+    """The Claude Code CLI the server's agent jobs run (scripted by the test that runs one)."""
+    return FakeClaude(tmp_path / "fake")
+
+
+@pytest.fixture
+def server(database: ConnectionParams, tmp_path: Path, swarm: Swarm,
+           fake: FakeClaude) -> Iterator[Server]:
     """``ipa serve`` started on the seeded database (it recovers the children's pods)."""
-    server = Server(database, tmp_path, env={"IPA_AUDIT_KEY": AUDIT_KEY_TEXT})
+    server = Server(database, tmp_path, env={"IPA_AUDIT_KEY": AUDIT_KEY_TEXT,
+                                             "IPA_CLAUDE_CLI": str(fake.cli)})
     server.start()
     try:
         # Until the task list has every child's row (the view's children carry their status).
@@ -142,3 +151,52 @@ def test_the_project_page_fits_from_a_phone_to_a_wide_screen(
     for card in page.locator("#children-board .child, #backlog li.item").all():
         box = card.bounding_box()
         assert box is not None and box["x"] + box["width"] <= width
+
+
+def test_the_agent_grid_shows_a_childs_agent_at_work_and_the_totals_follow_live(
+    page: Page, server: Server, swarm: Swarm, fake: FakeClaude, tmp_path: Path
+) -> None:
+    fake.script({"backend_developer": [{"messages": ["on it"], "text": "done",
+                                        "usage": {"input_tokens": 1200, "output_tokens": 300},
+                                        "cost": 0.25}]})
+    go = tmp_path / "go"
+    child = str(swarm.children["api"])
+    open_pod(page, {"id": str(swarm.project)})
+    page.evaluate("window.sameDocument = true")
+    grid = page.locator("#agent-grid")
+    expect(grid).to_contain_text("No agent is at work")
+    total = page.locator('#swarm-usage tr[data-row="total"]')
+    expect(total.locator(".cost")).to_have_text("$0.0000")
+
+    # A job of the child's (a command: no RARV cycle, it acts) runs until the test lets it go.
+    server.command(child, "queue_job", job_id="wait", agent="backend_developer", spec=job_spec(
+        "import os, time",
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.02)",
+    ))
+
+    agent = grid.locator('.agent[data-item="api"]')
+    expect(agent).to_have_count(1)
+    expect(agent.locator(".agent-type")).to_have_text("backend_developer")
+    expect(agent.locator(".rarv-step.now")).to_have_text("act")
+    expect(agent.locator("time[data-elapsed]")).to_be_visible()
+    expect(agent.locator(".child-link")).to_have_attribute("href", f"/pods/{child}#job-wait")
+    expect(page.locator("#agent-count")).to_have_text("1")
+    assert page.evaluate(FITS)
+    go.touch()
+    expect(grid.locator(".agent")).to_have_count(0)
+
+    # An agent's run (through the scripted CLI) records its usage: the totals follow.
+    server.command(child, "queue_job", job_id="build-2", agent="backend_developer",
+                   max_attempts=1, spec={"runner": "claude"})
+
+    expect(total.locator(".cost")).to_have_text("$0.2500")
+    expect(total.locator(".tokens")).to_have_text("1,500")
+    children = page.locator('#swarm-usage tr[data-row="children"]')
+    expect(children.locator(".tokens")).to_have_text("1,500")
+    expect(page.locator('#swarm-usage tr[data-swarm="engineering"] .cost')).to_have_text(
+        "$0.2500")
+    expect(on_board(page, "running", "api").locator(".child-spent")).to_have_text(
+        "$0.2500 · 1,500 tokens")
+    assert page.evaluate("window.sameDocument") is True  # live, not reloaded
+    usage = server.task(str(swarm.project))["swarm_usage"]
+    assert usage["total"] == {"tokens": 1500, "cost_usd": 0.25}

@@ -134,21 +134,28 @@ def _items(ids: Sequence[str]) -> str:
     return ("item " if len(ids) == 1 else "items ") + ", ".join(map(repr, ids))
 
 
-def _propose(state: TaskState, command: ProposeBacklog, draft: Draft) -> None:
+def _proposer(state: TaskState, command: Any) -> tuple[str, str]:
+    """The job and run a proposal of items comes from (its latest run), its items checked to
+    be ``BacklogItem``s (``parse_backlog``'s)."""
     job_id = identifier(command.job_id, "job_id")
     run_id = identifier(command.run_id, "run_id")
     if not isinstance(command.items, list | tuple) or not all(
         isinstance(item, BacklogItem) for item in command.items
     ):
         raise InvalidCommand("items must be a list of BacklogItem (see parse_backlog)")
-    if state.status.terminal:
-        raise rejection(state, command, f"the task is {state.status.value}")
     job = state.jobs.get(job_id)
     if job is None:
         raise JobNotFound(command.name, job_id)
     if job.run_id != run_id:
         problem = f"run {run_id!r} is not the latest run of job {job_id!r} ({job.run_id!r})"
         raise rejection(state, command, problem)
+    return job_id, run_id
+
+
+def _propose(state: TaskState, command: ProposeBacklog, draft: Draft) -> None:
+    job_id, run_id = _proposer(state, command)
+    if state.status.terminal:
+        raise rejection(state, command, f"the task is {state.status.value}")
     if state.backlog is not None:
         spawned = [item.id for item in state.backlog.items if item.status.has_child]
         if spawned:
@@ -163,21 +170,10 @@ def _propose(state: TaskState, command: ProposeBacklog, draft: Draft) -> None:
 
 
 def _propose_cycle(state: TaskState, command: ProposeCycle, draft: Draft) -> None:
-    job_id = identifier(command.job_id, "job_id")
-    run_id = identifier(command.run_id, "run_id")
-    if not isinstance(command.items, list | tuple) or not all(
-        isinstance(item, BacklogItem) for item in command.items
-    ):
-        raise InvalidCommand("items must be a list of BacklogItem (see parse_backlog)")
     workflow = get_workflow(state.workflow)
     if not workflow.open_ended or state.phase != workflow.final or state.status.terminal:
         raise rejection(state, command, "cycles belong to a running open-ended last phase")
-    job = state.jobs.get(job_id)
-    if job is None:
-        raise JobNotFound(command.name, job_id)
-    if job.run_id != run_id:
-        problem = f"run {run_id!r} is not the latest run of job {job_id!r} ({job.run_id!r})"
-        raise rejection(state, command, problem)
+    job_id, run_id = _proposer(state, command)
     items = check_items([item.fields() for item in command.items], kinds=None,
                         phases=(state.phase,), order=_order(state))
     taken = {item.id for item in state.backlog.items} if state.backlog is not None else set()
@@ -405,24 +401,13 @@ def _change_problems(state: TaskState, backlog: Backlog, change: BacklogChange) 
 
 
 def _propose_change(state: TaskState, command: ProposeBacklogChange, draft: Draft) -> None:
-    job_id = identifier(command.job_id, "job_id")
-    run_id = identifier(command.run_id, "run_id")
-    if not isinstance(command.items, list | tuple) or not all(
-        isinstance(item, BacklogItem) for item in command.items
-    ):
-        raise InvalidCommand("items must be a list of BacklogItem (see parse_backlog)")
     if state.status.terminal:
         raise rejection(state, command, f"the task is {state.status.value}")
     backlog = state.backlog
     if backlog is None or not backlog.approved:
         raise rejection(state, command, "only an approved backlog is changed; before approval "
                                         "a new backlog is proposed instead")
-    job = state.jobs.get(job_id)
-    if job is None:
-        raise JobNotFound(command.name, job_id)
-    if job.run_id != run_id:
-        problem = f"run {run_id!r} is not the latest run of job {job_id!r} ({job.run_id!r})"
-        raise rejection(state, command, problem)
+    job_id, run_id = _proposer(state, command)
     # The kinds were checked against the catalog by parse_backlog; the rest is checked again.
     items = check_items([item.fields() for item in command.items], kinds=None,
                         phases=plan_phases(state), order=_order(state))

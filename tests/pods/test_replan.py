@@ -5,10 +5,8 @@ cancelled."""
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import replace
 from pathlib import Path
-from uuid import UUID
 
 import anyio
 import pytest
@@ -19,45 +17,24 @@ from ipa.domain import (
     Status,
     UpdateSpec,
 )
-from ipa.pods import AgentSettings, ClaudeRunner, PodEnvironment, PodStatus
-from ipa.supervisor import PodNotRunning, Supervisor
+from ipa.pods import AgentSettings, ClaudeRunner, PodEnvironment
+from ipa.supervisor import Supervisor
 
 from ..fakes.claude import FakeClaude, backlog_answer
 from .helpers import git, wait_for
-from .test_swarm import through_gates, work
+from .test_swarm import pod_of, repo, through_gates, work
 
 pytestmark = pytest.mark.anyio
+
+__all__ = ["repo"]  # a fixture, shared with test_swarm
 
 API = {"id": "api", "kind": "backend_developer", "phase": "development", "priority": 9}
 SLOW = {"id": "slow", "kind": "frontend_developer", "phase": "development", "priority": 8}
 SEARCH = {"id": "search", "kind": "database_engineer", "phase": "development", "priority": 7}
 
 
-async def ready_pod(supervisor: Supervisor, task_id: UUID):
-    """The task's pod once it is ready (its state loaded)."""
-    with anyio.fail_after(10):
-        while True:
-            try:
-                pod = supervisor.get(task_id)
-                if pod.status is PodStatus.ready:
-                    return pod
-            except PodNotRunning:
-                pass
-            await anyio.sleep(0.01)
-
-
-@pytest.fixture
-def shop(tmp_path: Path) -> Path:
-    path = tmp_path / "shop"
-    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
-    (path / "README").write_text("shop\n")
-    git(path, "add", "README")
-    git(path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
-    return path
-
-
 async def test_an_edited_prd_is_re_planned_and_the_approved_change_runs_and_cancels_children(
-    pod_env: PodEnvironment, tmp_path: Path, create_task, store, shop: Path
+    pod_env: PodEnvironment, tmp_path: Path, create_task, store, repo: Path
 ) -> None:
     fake = FakeClaude(tmp_path / "fake").script({
         # Discovery plans api and slow; the re-plan keeps api, leaves slow out, adds search.
@@ -73,14 +50,14 @@ async def test_an_edited_prd_is_re_planned_and_the_approved_change_runs_and_canc
     supervisor = Supervisor(replace(pod_env, agents=agents))
     async with anyio.create_task_group() as tg:
         await tg.start(supervisor.run)
-        project_id = await create_task("Shop", repo=str(shop), workflow="project")
+        project_id = await create_task("Shop", repo=str(repo), workflow="project")
         pod = await supervisor.start(project_id)
         state = await through_gates(pod, lambda s: s.backlog is not None and s.backlog.approved
                                     and s.backlog.item("api").status is BacklogItemStatus.finished
                                     and s.backlog.item("slow").status
                                     is BacklogItemStatus.spawned)
         slow_child = state.backlog.item("slow").child_id
-        child_pod = await ready_pod(supervisor, slow_child)
+        child_pod = await pod_of(supervisor, slow_child)
         await wait_for(child_pod, lambda s: any(j.status.value == "running"
                                                 for j in s.jobs.values()), timeout=30)
 
@@ -114,5 +91,5 @@ async def test_an_edited_prd_is_re_planned_and_the_approved_change_runs_and_canc
         assert "slow" not in finished and finished.count("search") == 1
         [approved] = [e for e in project_events if e.type == "BacklogChangeApproved"]
         assert approved.actor == "user:ann"
-        assert git(shop, "show", f"{state.branch.name}:search.txt") == "search\n"
+        assert git(repo, "show", f"{state.branch.name}:search.txt") == "search\n"
         tg.cancel_scope.cancel()

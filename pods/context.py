@@ -148,7 +148,9 @@ def _drop_order(sections: list[Section], job: Job) -> list[Section]:
     learnings = [s for s in sections if s.name.startswith("learning:")]
     others = [s for s in learnings if not s.name.startswith(f"learning:{job.job_id}:")]
     own = [s for s in learnings if s.name.startswith(f"learning:{job.job_id}:")]
-    rest = [s for s in sections if not s.keep and s not in results and s not in learnings]
+    # By name, not `in`: comparing sections field by field made this quadratic in their size.
+    rest = [s for s in sections
+            if not s.keep and not s.name.startswith(("result:", "learning:"))]
     return [*results, *others, *own, *rest]
 
 

@@ -32,7 +32,7 @@ from typing import Any
 from uuid import UUID
 
 import anyio
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from ipa.domain import (
     BacklogItem,
@@ -98,7 +98,7 @@ class Swarm:
         async with self._store.subscribe(after=await self._store.head_position()) as log_:
             await self._heal()
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._follow, log_)
+                tg.start_soon(self._follow, log_, tg)
                 task_status.started()
                 await self._spawn_loop()
                 tg.cancel_scope.cancel()
@@ -120,10 +120,15 @@ class Swarm:
         if ready and state.repo is not None and state.branch is None:
             if not await self._ensure_branch():
                 return  # the repository's problem, recorded: a person fixes it first
+        spawned = []
         for item in ready:
             child_id = uuid.uuid4()
             await self._state.execute(SpawnChild(item_id=item.id, child_id=str(child_id)))
-            await self._create_child(self._state.current, item, child_id)
+            spawned.append((item, child_id))
+        project = self._state.current
+        async with anyio.create_task_group() as tg:  # the children start side by side
+            for item, child_id in spawned:
+                tg.start_soon(self._create_child, project, item, child_id)
 
     async def _create_child(self, project: TaskState, item: BacklogItem, child_id: UUID) -> None:
         """The child's stream (if it does not exist yet) and its pod."""
@@ -229,14 +234,16 @@ class Swarm:
             elif self._start_task is not None:
                 await self._start_task(item.child_id)
 
-    async def _follow(self, log_: Any) -> None:
+    async def _follow(self, log_: Any, finishing: TaskGroup) -> None:
+        """Read on while a child's end is recorded (a merge takes a while): the log keeps
+        moving, and several children's ends are handled side by side."""
         async for recorded in log_:
             outcome = _ENDINGS.get(recorded.type)
             if outcome is None:
                 continue
             children = {item.child_id for item in running_children(self._state.current)}
             if recorded.stream_id in children:
-                await self._finished(recorded.stream_id, outcome)
+                finishing.start_soon(self._finished, recorded.stream_id, outcome)
 
     async def _finished(self, child_id: UUID, outcome: str) -> None:
         child = await self._store.load(child_id)
@@ -247,6 +254,8 @@ class Swarm:
             return
         async with self._landing:
             project = self._state.current
+            if child_id not in {item.child_id for item in running_children(project)}:
+                return  # recorded meanwhile (a second ending event of the same child)
             branch = child.branch
             if branch is None or branch.head_commit is None or project.branch is None:
                 await self._state.execute(RecordChildFinished(child_id=str(child_id),

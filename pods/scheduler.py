@@ -40,6 +40,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from ipa.domain import (
+    CommandRejected,
     CompleteJob,
     CompletePhase,
     FailJob,
@@ -158,7 +159,12 @@ class Scheduler:
                 await anyio.sleep(max(0.0, last_step + self._cooldown - time.monotonic()))
                 last_step = time.monotonic()
                 seen, ended = self._state.current.version, self._runs_ended
-                await self._step(runs)
+                try:
+                    await self._step(runs)
+                except CommandRejected as e:
+                    # A person's command (a cancel, a pause) landed while this step decided:
+                    # the task moved on, and the next step looks at it as it is now.
+                    log.info("task %s: the scheduler's %s", self.task_id, e)
                 # Else our own step moved the state on, or a run ended meanwhile (a run's last
                 # event, e.g. CompleteJob, comes before it leaves self._runs: the step that
                 # event woke may have seen it still running).

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ipa.domain import UnknownWorkflow, get_workflow
-from ipa.pods import AgentCatalog
+
+if TYPE_CHECKING:  # the CLI imports this module: it does not load the agents' SDK
+    from ipa.pods import AgentCatalog
 
 BOARD = ("queued", "running", "waiting", "failed", "finished")
 """The children board's columns: ``queued`` (approved, no child yet: its dependencies, its

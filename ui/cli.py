@@ -25,8 +25,8 @@ from ipa.eventstore import Audit, Finding, StoreError, StreamNotFound
 from ipa.projections import TaskList, task_state
 from ipa.projections.transcript import transcript
 
-from .auth import KeysError, load_keys
 from .client import ApiCallError, add_task_commands
+from .keys import KeysError, load_keys
 from .runtime import Settings, open_store
 
 

@@ -48,3 +48,14 @@ def create_task(store: EventStore) -> Callable:
         return task_id
 
     return create
+
+
+@pytest.fixture
+def manager(tmp_path: Path) -> WorkspaceManager:
+    """A workspace manager of its own under the test's data directory."""
+    return WorkspaceManager(tmp_path / "data" / "workspaces")
+
+
+@pytest.fixture
+def task_id() -> UUID:
+    return uuid.uuid4()

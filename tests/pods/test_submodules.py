@@ -11,7 +11,7 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import pytest
 
@@ -83,16 +83,6 @@ def repos(tmp_path: Path) -> Repos:
     git(project, "commit", "--quiet", "-m", "use the library")
     git(project, "submodule", "update", "--quiet", "--init", "--recursive")
     return Repos(project, library, inner)
-
-
-@pytest.fixture
-def manager(tmp_path: Path) -> WorkspaceManager:
-    return WorkspaceManager(tmp_path / "data" / "workspaces")
-
-
-@pytest.fixture
-def task_id() -> UUID:
-    return uuid4()
 
 
 @pytest.fixture

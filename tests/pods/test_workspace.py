@@ -76,16 +76,6 @@ def remote(tmp_path: Path, repo: Path) -> Path:
 
 
 @pytest.fixture
-def manager(tmp_path: Path) -> WorkspaceManager:
-    return WorkspaceManager(tmp_path / "data" / "workspaces")
-
-
-@pytest.fixture
-def task_id() -> UUID:
-    return uuid4()
-
-
-@pytest.fixture
 async def workspace(manager: WorkspaceManager, repo: Path, task_id: UUID) -> Workspace:
     return await manager.create(task_id=task_id, workspace_id="run-1", repo=str(repo))
 

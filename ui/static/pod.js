@@ -304,11 +304,17 @@
     for (const node of nodes) node.hidden = at !== null && Number(node.dataset.at) > at;
   }
 
-  // After each render of the state panel: put each run's output back into its pane.
+  // After each render of the state panel: put each run's output back into its pane. A run
+  // that first appears while the page is live is followed even when it already finished
+  // between two renders (a fast job), so its output shows without a click; runs that were
+  // there when the page opened load on "show output".
+  let rendered = false;
   function attachRuns() {
     state.querySelectorAll(".run[data-run]").forEach((paneNode) => {
       const runId = paneNode.dataset.run;
+      const seen = runs.has(runId);
       const run = record(runId);
+      if (rendered && !seen && travel === null) start(runId);
       paneNode.querySelector(".run-body").replaceWith(run.output);
       paneNode.querySelector("[data-scroll]").textContent =
         run.paused ? "resume scroll" : "pause scroll";
@@ -316,6 +322,7 @@
       if (travel === null && paneNode.dataset.outcome === "running") start(runId);
       hideAfterTravel(run.output.children);
     });
+    rendered = true;
     seekAnchor();
   }
 

@@ -142,9 +142,9 @@ class Supervisor:
                 tg.start_soon(start, task_id)
         return started
 
-    async def _start_child(self, task_id: UUID) -> None:
+    async def _start_child(self, task_id: UUID, state: TaskState | None = None) -> None:
         try:
-            await self.start(task_id)
+            await self.start(task_id, state=state)
         except ShuttingDown:
             pass  # recovered with the others when ipa starts again
 
@@ -158,8 +158,10 @@ class Supervisor:
             return
         await pod.execute(command, actor=actor)
 
-    async def start(self, task_id: UUID) -> Pod:
-        """Start the task's pod and return it once ready (its children all started)."""
+    async def start(self, task_id: UUID, *, state: TaskState | None = None) -> Pod:
+        """Start the task's pod and return it once ready (its children all started).
+        ``state``: the task's state as its creator just recorded it (a project's new child),
+        which the pod's first start uses instead of reading the store."""
         if not self._accepting:
             raise ShuttingDown("ipa is shutting down and starts no pod")
         if self._tg is None:
@@ -167,7 +169,7 @@ class Supervisor:
         slot = self._slots.get(task_id)
         if slot is not None and slot.pod.status is not PodStatus.failed:
             return slot.pod
-        pod = Pod(task_id, self.env)
+        pod = Pod(task_id, self.env, state=state)
         scope = anyio.CancelScope()
         done = anyio.Event()
         self._slots[task_id] = _Slot(pod, scope, done)

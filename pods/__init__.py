@@ -5,6 +5,7 @@ stream), scheduler, sync engine and workspace manager — plus the agent runners
 from .agent_types import AgentCatalog, AgentConfigError, AgentType
 from .claude import ClaudeRunner
 from .pod import Pod, PodEnvironment, PodStatus, RestartPolicy
+from .priority import NicenessInvalid, agent_niceness
 from .rarv import AgentSettings
 from .repositories import RepositoryPolicy, RepositoryRefused
 from .runners import (
@@ -35,6 +36,7 @@ __all__ = [
     "AgentType",
     "ClaudeRunner",
     "CommandRunner",
+    "NicenessInvalid",
     "OutputLine",
     "PathOutsideWorkspace",
     "Pod",
@@ -55,5 +57,6 @@ __all__ = [
     "Workspace",
     "WorkspaceError",
     "WorkspaceManager",
+    "agent_niceness",
     "runner_for",
 ]

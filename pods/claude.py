@@ -59,6 +59,7 @@ from claude_agent_sdk._internal.transport.subprocess_cli import SubprocessCLITra
 from ipa.domain import clean_text
 
 from .environment import is_inherited
+from .priority import lower
 from .runners import OnOutput, OnStarted, OutputLine, RunnerError, RunRequest, RunResult
 
 CLI_ENV = "IPA_CLAUDE_CLI"
@@ -118,6 +119,8 @@ class _Transport(SubprocessCLITransport):
     async def connect(self) -> None:
         await super().connect()
         process = self._process
+        if process is not None:
+            lower(process.pid)
         if process is not None and self._on_started is not None:
             ready = self._on_started(process.pid)
             if inspect.isawaitable(ready):

@@ -93,10 +93,12 @@ class PodEnvironment:
 class Pod:
     """One task's state, scheduler, sync engine and workspace keeper, run together."""
 
-    def __init__(self, task_id: UUID, env: PodEnvironment) -> None:
+    def __init__(self, task_id: UUID, env: PodEnvironment, *,
+                 state: TaskState | None = None) -> None:
         self.task_id = task_id
         self._env = env
         self.state = PodState(task_id, env.store, clock=env.clock)
+        self._given = state  # the state its creator just recorded: the first start's
         self.scheduler = self._new_scheduler()
         self.sync = SyncEngine(self.state, env.sync, workspaces=env.workspaces, clock=env.clock)
         self.status = PodStatus.starting
@@ -157,7 +159,11 @@ class Pod:
         backoff = policy.backoff_initial
         while True:
             try:
-                await self.state.load()
+                if self._given is not None:
+                    self.state.use(self._given)
+                    self._given = None
+                else:
+                    await self.state.load()
                 async with anyio.create_task_group() as tg:
                     self._group = tg.cancel_scope
                     await tg.start(self.scheduler.run)

@@ -63,6 +63,7 @@ from anyio.abc import ByteReceiveStream, ByteSendStream, Process
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .environment import inherited
+from .priority import lower
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -212,6 +213,7 @@ class CommandRunner:
                 duration_seconds=anyio.current_time() - begin,
                 result={"exit_code": None, "signal": None, "lines": 0},
             )
+        lower(process.pid)
         async with process:
             try:
                 if on_started is not None:

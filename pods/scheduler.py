@@ -40,9 +40,11 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from ipa.domain import (
+    Command,
     CommandRejected,
     CompleteJob,
     CompletePhase,
+    Context,
     FailJob,
     HoldJob,
     JobStatus,
@@ -57,6 +59,9 @@ from ipa.domain import (
     StartJob,
     StartTask,
     Status,
+    TaskState,
+    decide,
+    fold,
     get_workflow,
     head_commit,
     job_commit,
@@ -84,6 +89,7 @@ from .workspace import (
 )
 
 log = logging.getLogger(__name__)
+
 
 RunnerFor = Callable[[dict[str, Any]], AgentRunner]
 REPLAN_AGENT = "product_analyst"
@@ -198,14 +204,18 @@ class Scheduler:
         return max(0.0, (min(times) - self._clock()).total_seconds())
 
     async def _step(self, runs: TaskGroup) -> None:
+        """Take the steps the task's state calls for. What it prepares (the task started, the
+        phase's agents queued) and the jobs it starts go in one append: a new task's first
+        job starts in one round trip."""
         state = self._state.current
         decision = decide_gate(state)
         if decision is not None:  # an agent or the policy decides at this gate
             await self._state.execute(decision.command, actor=decision.actor)
             return
+        commands: list[Command] = []
         if state.status is Status.pending:
-            await self._state.execute(StartTask())
-            return
+            commands.append(StartTask())
+            state = self._after(state, commands[-1])
         if state.budget_paused and self._runs:
             # Only runs still spending: a run whose usage is recorded has stopped its agent
             # (its own usage may be what reached the budget) and is left to finish its steps.
@@ -216,35 +226,47 @@ class Scheduler:
             if spending:
                 return
         if state.status is not Status.running or self.draining:
+            if commands:
+                await self._state.execute_all(commands)
             return
-        if self._agents.auto_queue and (await self._queue_phase_agents(state)
-                                        or await self._queue_replan(state)):
-            return
+        if self._agents.auto_queue:
+            for queue in self._phase_agent_jobs(state) or self._replan_jobs(state):
+                commands.append(queue)
+                state = self._after(state, queue)
         workflow = get_workflow(state.workflow)
         open_ended = workflow.open_ended and state.phase == workflow.final
         if not self._runs and not open_ended and _phase_done(state):
             # An open-ended last phase (project's perpetual) never completes: its rounds of
-            # work end, and the next is queued (_queue_phase_agents) or given by a person.
+            # work end, and the next is queued (_phase_agent_jobs) or given by a person.
             if workflow.phase(state.phase).gated:
-                await self._state.execute(RequestApproval(summary=f"jobs of {state.phase} done"))
+                commands.append(RequestApproval(summary=f"jobs of {state.phase} done"))
             else:
-                await self._state.execute(CompletePhase())
+                commands.append(CompletePhase())
+            await self._state.execute_all(commands)
             return
         free = self._max_parallel - len(self._runs)
-        for job in ready_jobs(state, self._clock())[: max(0, free)]:
-            if job.job_id in self._runs:
-                continue
-            run_id = str(uuid.uuid4())
-            await self._state.execute(StartJob(job_id=job.job_id, run_id=run_id))
+        starts = [(job, str(uuid.uuid4()))
+                  for job in ready_jobs(state, self._clock())[: max(0, free)]
+                  if job.job_id not in self._runs]
+        commands.extend(StartJob(job_id=job.job_id, run_id=run_id) for job, run_id in starts)
+        if commands:
+            await self._state.execute_all(commands)
+        for job, run_id in starts:
             scope = anyio.CancelScope()
             self._runs[job.job_id] = scope
             runs.start_soon(self._run_job, job, run_id, scope)
 
-    async def _queue_phase_agents(self, state: Any) -> bool:
-        """Queue the phase's agent jobs, one per agent type in turn, unless the phase already
-        has jobs queued since the task last entered it (or since changes were last requested
-        for it). In an open-ended last phase (``perpetual``) a new round is queued
-        ``perpetual_interval`` seconds after the last one ended. True when it queued some."""
+    def _after(self, state: TaskState, command: Command) -> TaskState:
+        """``state`` as ``command`` would leave it (what the step's next decision looks at;
+        the append decides it again on the state it finds)."""
+        ctx = Context(actor="system", now=self._clock(), correlation_id="scheduler")
+        return fold(decide(state, command, ctx, self.task_id), state)
+
+    def _phase_agent_jobs(self, state: TaskState) -> list[QueueJob]:
+        """The phase's agent jobs to queue, one per agent type in turn, unless the phase
+        already has jobs queued since the task last entered it (or since changes were last
+        requested for it). In an open-ended last phase (``perpetual``) a new round is queued
+        ``perpetual_interval`` seconds after the last one ended."""
         phase = get_workflow(state.workflow).phase(state.phase)
         # An item's development is done by the agent of its kind; a phase of a project whose
         # backlog has items in it is done by the children (pods/swarm.py), not by its agents.
@@ -255,7 +277,7 @@ class Scheduler:
         # starts once this one's items are done.
         if not names or (_has_items(state, phase.name)
                          and not (cycles and phase_items_done(state, phase.name))):
-            return False
+            return []
         entered = [visit.entered_at for visit in state.phase_history
                    if visit.phase == phase.name]
         requested = [f.at for f in state.feedback if f.phase == phase.name]
@@ -264,8 +286,8 @@ class Scheduler:
                for job in state.jobs.values()):
             due = perpetual_due(state, self._agents.perpetual_interval)
             if due is None or due > self._clock():
-                return False
-        previous: list[str] = []
+                return []
+        jobs: list[QueueJob] = []
         for name in names:
             try:
                 agent = self._agents.catalog.get(name)
@@ -273,38 +295,36 @@ class Scheduler:
                 log.warning("task %s: phase %s names unknown agent type %r", self.task_id,
                             phase.name, name)
                 continue
-            taken = sum(1 for job_id in self._state.current.jobs if job_id.startswith(name))
-            job_id = f"{name}-{taken + 1}"
-            await self._state.execute(QueueJob(
-                job_id=job_id, agent=name, depends_on=previous,
+            taken = sum(1 for job_id in [*state.jobs, *(j.job_id for j in jobs)]
+                        if job_id.startswith(name))
+            jobs.append(QueueJob(
+                job_id=f"{name}-{taken + 1}", agent=name,
+                depends_on=[jobs[-1].job_id] if jobs else [],
                 timeout_seconds=agent.timeout_seconds, max_attempts=agent.max_attempts,
                 spec={"runner": "claude"},
             ))
-            previous = [job_id]
-        return bool(previous)
+        return jobs
 
-    async def _queue_replan(self, state: Any) -> bool:
-        """Queue the product analyst's re-plan of an edited PRD (``replan_due``): its answer,
-        the whole backlog as it should be now, becomes a change for a person. True if
-        queued."""
+    def _replan_jobs(self, state: TaskState) -> list[QueueJob]:
+        """The product analyst's re-plan of an edited PRD (``replan_due``), if one is due: its
+        answer, the whole backlog as it should be now, becomes a change for a person."""
         edit = replan_due(state)
         if edit is None:
-            return False
+            return []
         try:
             agent = self._agents.catalog.get(REPLAN_AGENT)
         except KeyError:
             log.warning("task %s: no %r agent type to re-plan its edited PRD", self.task_id,
                         REPLAN_AGENT)
-            return False
+            return []
         number = sum(1 for job_id in state.jobs if job_id.startswith("replan-")) + 1
         while f"replan-{number}" in state.jobs:  # a person's job may have taken the name
             number += 1
-        await self._state.execute(QueueJob(
+        return [QueueJob(
             job_id=f"replan-{number}", agent=REPLAN_AGENT,
             timeout_seconds=agent.timeout_seconds, max_attempts=agent.max_attempts,
             spec={"runner": "claude", "replan": edit},
-        ))
-        return True
+        )]
 
     async def _run_job(self, job: Any, run_id: str, scope: anyio.CancelScope) -> None:
         try:

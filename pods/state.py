@@ -9,13 +9,13 @@ reloads the state from the store and decides again.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from uuid import UUID
 
 import anyio
 
-from ipa.domain import Command, Context, TaskState, decide, fold
+from ipa.domain import Command, Context, TaskEvent, TaskState, decide, fold
 from ipa.eventstore import EventStore, VersionConflict
 
 Clock = Callable[[], datetime]
@@ -44,6 +44,13 @@ class PodState:
             raise RuntimeError(f"pod state of {self.task_id} is not loaded")
         return self._state
 
+    def use(self, state: TaskState) -> None:
+        """Start from ``state``, known to be the stream's as recorded (its creator's)."""
+        if state.id != self.task_id:
+            raise ValueError(f"state of task {state.id} given to the pod of {self.task_id}")
+        self._state = state
+        self._notify()
+
     async def load(self) -> TaskState:
         """(Re)load the state from the store: newest snapshot plus the events after it."""
         self._state = await self._store.load(self.task_id)
@@ -65,6 +72,27 @@ class PodState:
         appended. With ``expected_version``, a state at another version is a
         :class:`VersionConflict` (the caller decided on a state that is gone).
         """
+        return await self.execute_all([command], actor=actor, correlation_id=correlation_id,
+                                      causation_id=causation_id,
+                                      expected_version=expected_version)
+
+    async def execute_all(
+        self,
+        commands: Sequence[Command],
+        *,
+        actor: str = "system",
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        expected_version: int | None = None,
+        then: Callable[[TaskState], Sequence[Command]] | None = None,
+    ) -> TaskState:
+        """Decide ``commands`` one after the other, each on the state the ones before it
+        leave, and record all their events in one append: all of them or, when one is
+        refused, none (a burst of a project's spawns is one round trip, not one per child).
+
+        ``then``: what follows from the state the commands leave (a project's next spawns
+        once a child's end is recorded), decided under the same lock and recorded in the same
+        append; called again on each retry after a conflict."""
         correlation_id = correlation_id or uuid.uuid4().hex
         async with self._lock:
             if expected_version is not None and expected_version != self.current.version:
@@ -73,7 +101,18 @@ class PodState:
                 state = self.current
                 ctx = Context(actor=actor, now=self._clock(), correlation_id=correlation_id,
                               causation_id=causation_id)
-                events = decide(state, command, ctx, self.task_id)
+                events: list[TaskEvent] = []
+
+                def apply(before: TaskState, command: Command) -> TaskState:
+                    decided = decide(before, command, ctx, self.task_id)  # noqa: B023
+                    events.extend(decided)  # noqa: B023
+                    return fold(decided, before)
+
+                after = state
+                for command in commands:
+                    after = apply(after, command)
+                for command in then(after) if then is not None else ():
+                    after = apply(after, command)
                 if not events:
                     return state
                 try:
@@ -81,7 +120,7 @@ class PodState:
                 except VersionConflict:
                     self._state = await self._store.load(self.task_id)
                     continue
-                self._state = fold(events, state)
+                self._state = after
                 self._notify()
                 return self._state
             raise VersionConflict(self.task_id, self.current.version,

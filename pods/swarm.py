@@ -49,6 +49,7 @@ from ipa.domain import (
     Status,
     TaskState,
     decide,
+    fold,
     ready_items,
     running_children,
 )
@@ -59,8 +60,9 @@ from .workspace import BranchConflict, WorkspaceError, WorkspaceManager
 
 log = logging.getLogger(__name__)
 
-StartTask = Callable[[UUID], Awaitable[Any]]
-"""Has a task's pod started (the supervisor's ``start``)."""
+StartTask = Callable[[UUID, TaskState | None], Awaitable[Any]]
+"""Has a task's pod started (the supervisor's ``start``), from the task's state when its
+caller just recorded it (``None``: read from the store)."""
 
 ExecuteTask = Callable[[UUID, Command, str], Awaitable[Any]]
 """Has another task's pod execute a command, by an actor (the supervisor's): a cancelled
@@ -88,6 +90,7 @@ class Swarm:
         self._clock = clock
         self._execute_task = execute_task
         self._cancelled: set[UUID] = set()  # children of dropped items asked to cancel
+        self._starting: TaskGroup | None = None  # where new children's pods are started
 
     @property
     def task_id(self) -> UUID:
@@ -96,8 +99,9 @@ class Swarm:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         # Attached to the log before the first look at the children: nothing ends unseen.
         async with self._store.subscribe(after=await self._store.head_position()) as log_:
-            await self._heal()
             async with anyio.create_task_group() as tg:
+                self._starting = tg
+                await self._heal()
                 tg.start_soon(self._follow, log_, tg)
                 task_status.started()
                 await self._spawn_loop()
@@ -113,22 +117,32 @@ class Swarm:
         if state.backlog is not None:
             await self._close_merges(state)
             await self._cancel_dropped(state)
-        if state.status is not Status.running or state.backlog is None:
+        if not _ready(state):
             return
-        free = state.max_children - len(running_children(state))
-        ready = ready_items(state, state.phase)[: max(0, free)]
-        if ready and state.repo is not None and state.branch is None:
+        if state.repo is not None and state.branch is None:
             if not await self._ensure_branch():
                 return  # the repository's problem, recorded: a person fixes it first
-        spawned = []
-        for item in ready:
-            child_id = uuid.uuid4()
-            await self._state.execute(SpawnChild(item_id=item.id, child_id=str(child_id)))
-            spawned.append((item, child_id))
+        await self._record()
+
+    async def _record(self, *commands: Command) -> None:
+        """Record ``commands`` (a child's end) and, in the same append, the spawns of every
+        item they leave ready: a free slot is taken in the round trip that freed it. The
+        new children's pods start side by side, beside the swarm."""
+        spawned: list[tuple[BacklogItem, UUID]] = []
+
+        def spawns(state: TaskState) -> list[Command]:
+            spawned.clear()  # a retry after a conflict decides again
+            if state.repo is not None and state.branch is None:
+                return []  # the spawn loop makes the branch first
+            spawned.extend((item, uuid.uuid4()) for item in _ready(state))
+            return [SpawnChild(item_id=item.id, child_id=str(child_id))
+                    for item, child_id in spawned]
+
+        await self._state.execute_all(commands, then=spawns)
         project = self._state.current
-        async with anyio.create_task_group() as tg:  # the children start side by side
-            for item, child_id in spawned:
-                tg.start_soon(self._create_child, project, item, child_id)
+        assert self._starting is not None
+        for item, child_id in spawned:
+            self._starting.start_soon(self._create_child, project, item, child_id)
 
     async def _create_child(self, project: TaskState, item: BacklogItem, child_id: UUID) -> None:
         """The child's stream (if it does not exist yet) and its pod."""
@@ -142,12 +156,15 @@ class Swarm:
         )
         ctx = Context(actor=f"project:{self.task_id}", now=self._clock(),
                       correlation_id=str(self.task_id))
+        events = decide(None, command, ctx, child_id)
+        created: TaskState | None
         try:
-            await self._store.append(child_id, decide(None, command, ctx, child_id), 0)
+            await self._store.append(child_id, events, 0)
+            created = fold(events, None)  # what its pod would read back
         except VersionConflict:
-            pass  # created before a crash: it keeps what it has
+            created = None  # created before a crash: it keeps what it has
         if self._start_task is not None:
-            await self._start_task(child_id)
+            await self._start_task(child_id, created)
 
     async def _merge_job(self, project: TaskState, child_id: UUID, commit: str,
                          files: list[str]) -> None:
@@ -179,12 +196,12 @@ class Swarm:
                 continue
             job = jobs[-1]
             if job.status is JobStatus.succeeded and state.branch is not None:
-                await self._state.execute(RecordChildFinished(
+                await self._record(RecordChildFinished(
                     child_id=str(item.child_id), outcome="completed",
                     child_commit=job.spec["merge"]["commit"],
                     merged=state.branch.head_commit or state.branch.base_commit))
             elif job.status in (JobStatus.skipped, JobStatus.cancelled):
-                await self._state.execute(RecordChildFinished(
+                await self._record(RecordChildFinished(
                     child_id=str(item.child_id), outcome="failed",
                     reason=f"its merge job {job.job_id} was {job.status.value}: its work is "
                            "not on the project's branch"))
@@ -232,7 +249,7 @@ class Swarm:
             if ending is not None:
                 await self._finished(item.child_id, ending)
             elif self._start_task is not None:
-                await self._start_task(item.child_id)
+                await self._start_task(item.child_id, None)
 
     async def _follow(self, log_: Any, finishing: TaskGroup) -> None:
         """Read on while a child's end is recorded (a merge takes a while): the log keeps
@@ -249,7 +266,7 @@ class Swarm:
         child = await self._store.load(child_id)
         if outcome != "completed":
             reason = child.failure or f"the child task was {outcome}"
-            await self._state.execute(RecordChildFinished(child_id=str(child_id),
+            await self._record(RecordChildFinished(child_id=str(child_id),
                                                           outcome=outcome, reason=reason))
             return
         async with self._landing:
@@ -258,7 +275,7 @@ class Swarm:
                 return  # recorded meanwhile (a second ending event of the same child)
             branch = child.branch
             if branch is None or branch.head_commit is None or project.branch is None:
-                await self._state.execute(RecordChildFinished(child_id=str(child_id),
+                await self._record(RecordChildFinished(child_id=str(child_id),
                                                               outcome="completed"))
                 return
             head = project.branch.head_commit or project.branch.base_commit
@@ -272,10 +289,18 @@ class Swarm:
             except WorkspaceError as e:
                 reason = f"its work could not be merged into the project's branch: {e}"
             else:
-                await self._state.execute(RecordChildFinished(
+                await self._record(RecordChildFinished(
                     child_id=str(child_id), outcome="completed",
                     child_commit=branch.head_commit, merged=merged))
                 return
             log.warning("project %s: child %s not merged: %s", self.task_id, child_id, reason)
-            await self._state.execute(RecordChildFinished(child_id=str(child_id),
+            await self._record(RecordChildFinished(child_id=str(child_id),
                                                           outcome="failed", reason=reason))
+
+
+def _ready(state: TaskState) -> list[BacklogItem]:
+    """The items to spawn now: ready ones of the project's phase, within ``max_children``."""
+    if state.status is not Status.running or state.backlog is None:
+        return []
+    free = state.max_children - len(running_children(state))
+    return ready_items(state, state.phase)[: max(0, free)]

@@ -33,10 +33,12 @@ from ipa.pods import (
     AgentCatalog,
     AgentConfigError,
     AgentSettings,
+    NicenessInvalid,
     PodEnvironment,
     RepositoryPolicy,
     SyncSettings,
     WorkspaceManager,
+    agent_niceness,
     runner_for,
 )
 from ipa.projections import TaskList
@@ -103,7 +105,8 @@ def agent_settings(environ: Mapping[str, str]) -> AgentSettings:
     ``IPA_CLAUDE_CLI`` (else the SDK's bundled one), rate-limit waits from
     ``IPA_RATE_LIMIT_BASE`` (seconds, default 60) doubling up to ``IPA_RATE_LIMIT_CAP``
     (default 3600), a project's next maintainer run ``IPA_PERPETUAL_INTERVAL`` seconds after
-    its last (default 3600). Raises ``AgentConfigError`` naming what is wrong."""
+    its last (default 3600), agents ``IPA_AGENT_NICE`` below ipa's CPU priority (default 10).
+    Raises ``AgentConfigError`` naming what is wrong."""
     agents_file = environ.get("IPA_AGENTS_FILE")
     catalog = AgentCatalog.load(Path(agents_file) if agents_file else None)
 
@@ -125,6 +128,10 @@ def agent_settings(environ: Mapping[str, str]) -> AgentSettings:
         raise AgentConfigError(
             f"IPA_RATE_LIMIT_CAP ({cap:g}) is below IPA_RATE_LIMIT_BASE ({base:g})"
         )
+    try:
+        agent_niceness(environ)  # read again where each agent starts (pods/priority.py)
+    except NicenessInvalid as e:
+        raise AgentConfigError(str(e)) from None
     auto = environ.get("IPA_AUTO_AGENTS", "1").strip().lower()
     if auto not in ("1", "0", "true", "false", "on", "off", "yes", "no"):
         raise AgentConfigError(f"IPA_AUTO_AGENTS={auto!r}: expected 1 or 0")

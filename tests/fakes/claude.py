@@ -35,7 +35,7 @@ class FakeClaude:
         return self
 
     def runs(self) -> list[dict[str, Any]]:
-        """Every run so far: ``{"agent", "prompt", "cwd", "argv", "env"}``."""
+        """Every run so far: ``{"agent", "prompt", "cwd", "argv", "env", "niceness"}``."""
         if not self.log_file.exists():
             return []
         return [json.loads(line) for line in self.log_file.read_text().splitlines()]

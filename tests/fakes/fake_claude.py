@@ -8,7 +8,7 @@ exits when the SDK closes its input.
 The scenario file (JSON)::
 
     {"log": "/tmp/x/log.jsonl",          # every run appends {"agent", "prompt", "cwd", "argv",
-                                         #                    "env": its environment}
+                                         #   "env": its environment, "niceness": its own}
      "agents": {"developer": [STEP, STEP, ...], "*": [STEP]}}
 
 The n-th run of an agent type plays its n-th step (the last one again when they run out;
@@ -92,7 +92,8 @@ def main() -> int:
     if scenario.get("log"):
         with open(scenario["log"], "a") as log:
             log.write(json.dumps({"agent": agent, "prompt": prompt, "cwd": os.getcwd(),
-                                  "argv": sys.argv[1:], "env": dict(os.environ)}) + "\n")
+                                  "argv": sys.argv[1:], "env": dict(os.environ),
+                                  "niceness": os.getpriority(os.PRIO_PROCESS, 0)}) + "\n")
 
     model = step.get("model", "claude-fake-1")
     emit({"type": "system", "subtype": "init", "session_id": session, "model": model,

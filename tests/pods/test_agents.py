@@ -388,3 +388,19 @@ def test_the_agents_file_refuses_ipas_own_and_malformed_variable_names(
 
     with pytest.raises(AgentConfigError, match=message):
         AgentCatalog.load(agents_file)
+
+
+async def test_a_new_task_starts_queues_its_phase_agent_and_runs_it_in_one_decision(
+    start, create_task, fake: FakeClaude, store
+) -> None:
+    fake.script({"*": [{"text": "# Spec\nDone."}]})
+    supervisor = await start(auto_queue=True)
+    task_id = await create_task("One step")
+    pod = await supervisor.start(task_id)
+
+    await wait_for(pod, lambda s: s.status is Status.waiting)
+
+    first = (await store.read(task_id))[1:4]
+    assert [e.type for e in first] == ["TaskStarted", "JobQueued", "JobStarted"]
+    assert first[1].data["job_id"] == first[2].data["job_id"] == "spec_writer-1"
+    assert len({(e.timestamp, e.correlation_id) for e in first}) == 1  # one append

@@ -291,3 +291,23 @@ async def test_perpetual_cycles_run_the_maintainers_items_as_children_three_time
         assert "TaskFailed" not in [e.type for e in events]
         assert git(repo, "show", f"{state.branch.name}:polish.txt") == "3\n"
         tg.cancel_scope.cancel()
+
+
+async def test_a_childs_end_and_the_spawn_of_the_next_item_are_one_decision(
+    supervisor: Supervisor, create_task, store, repo: Path
+) -> None:
+    project_id = await create_task("Shop", repo=str(repo), workflow="project")
+    pod = await supervisor.start(project_id)
+    await pod.execute(SetMaxChildren(1), actor="user:ann")
+
+    await through_gates(pod, lambda s: s.phase == "qa")
+
+    events = await store.read(project_id)
+    together = {}
+    for e in events:
+        together.setdefault((e.timestamp, e.correlation_id), []).append(e.type)
+    # One child at a time: api, then ui, then db; each end spawns the next in its append.
+    spawns = [types for types in together.values() if "ChildSpawned" in types]
+    assert spawns[0] == ["ChildSpawned"]  # api, as development began
+    assert spawns[1:3] == [["ChildMerged", "ChildFinished", "ChildSpawned"]] * 2  # ui, db
+    assert spawns[3] == ["ChildSpawned"]  # e2e, as qa began

@@ -27,6 +27,7 @@ from ipa.eventstore import StreamNotFound
 from ipa.projections import TaskList, task_state
 from ipa.supervisor import PodNotRunning, Supervisor
 
+from . import backlog_graph
 from . import children as swarm
 from . import page_model as model
 from .errors import whole_number
@@ -236,6 +237,7 @@ def panel(view: dict[str, Any], events: list[dict[str, Any]] | None = None) -> d
                       if a.get("name") not in ("spec", "plan")],
         "backlog_tree": swarm.tree(view),
         "children_board": swarm.board(view),
+        "backlog_graph": backlog_graph.layout(view),
         "counts": swarm.counts(view),
         "agent_grid": swarm.agents(view),
         "swarm_usage": view.get("swarm_usage"),

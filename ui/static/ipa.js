@@ -86,8 +86,13 @@ const ipa = (() => {
     badge.textContent = text || state;
   }
 
-  /** Replace `container`'s content with `html`, keeping what the user typed and opened. */
+  /** Replace `container`'s content with `html`, keeping what the user typed and opened, and
+   * where they scrolled boxes that have an id (the backlog graph). */
   function swap(container, html) {
+    const scrolled = new Map();
+    container.querySelectorAll("[id]").forEach((el) => {
+      if (el.scrollLeft || el.scrollTop) scrolled.set(el.id, [el.scrollLeft, el.scrollTop]);
+    });
     const typed = new Map();
     container.querySelectorAll("input[id], textarea[id], select[id]").forEach((el) => {
       if (el.type === "checkbox" || el.type === "radio") {
@@ -109,6 +114,13 @@ const ipa = (() => {
     });
     container.querySelectorAll("details > summary").forEach((s) => {
       if (opened.has(s.textContent)) s.parentElement.open = true;
+    });
+    scrolled.forEach(([left, top], id) => {
+      const el = document.getElementById(id);
+      if (el && container.contains(el)) {
+        el.scrollLeft = left;
+        el.scrollTop = top;
+      }
     });
     if (focus && document.getElementById(focus)) document.getElementById(focus).focus();
     times(container);

@@ -202,7 +202,16 @@ from .state import (
     UsageTotals,
     Workspace,
 )
-from .sync import CONNECTOR_KINDS, RETURN_PHASE, REVIEW_PHASE, applies, pushed_commit
+from .sync import (
+    CONNECTOR_KINDS,
+    RETURN_PHASE,
+    REVIEW_GATES,
+    REVIEW_PHASE,
+    ReviewGate,
+    applies,
+    pushed_commit,
+    review_gate,
+)
 from .sync_commands import (
     SYNC_COMMANDS,
     ApplyReview,
@@ -444,6 +453,9 @@ __all__ += [
     "CONNECTOR_KINDS",
     "REVIEW_PHASE",
     "RETURN_PHASE",
+    "REVIEW_GATES",
+    "ReviewGate",
+    "review_gate",
 ]
 
 # Off the happy path (issue #12): held and skipped jobs, the perpetual phase, attention.

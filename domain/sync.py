@@ -13,22 +13,31 @@ approval missing, for another payload, or expired at the time of the decision.
 ``now + wait_seconds`` (``sync_now`` ends it early); ``record_repository_rename``
 moves ``github.repo`` to the name the repository answers to now.
 
-**Reviews.** A review applies when the task is in ``review`` and the review was given on the
-commit last pushed (or names none): an approval then approves the review gate (the task must
-be waiting there), changes send it back to ``development`` (``return_to_phase``) with the
-review text and comments as feedback. A review that does not apply yet is kept (``applied``
-false); the pod applies it later with ``apply_review`` when it does.
+**Reviews.** Each workflow that publishes a pull request names its *review gate*
+(``REVIEW_GATES``): the gated phase from which the pull request is opened and whose gate its
+reviews answer (``task``: ``review``; ``project``: ``deployment``, where a person reviews the
+integrated result; ``item``: none, a child's work reaches people through its project's pull
+request). A review applies when the task is in that phase and the review was given on the
+commit last pushed (or names none): an approval then approves the gate (the task must be
+waiting there). Changes requested send a ``task`` back to ``development``
+(``return_to_phase``) with the review text and comments as feedback; a ``project``, whose
+development is done by its children (all finished by then), gets the gate's own
+``request_changes`` instead: it stays in ``deployment`` (waiting there for the review to
+apply) and the phase's agent works on the feedback, its commits moving the pull request's
+head. A review that does not apply yet is kept (``applied`` false); the pod applies it later
+with ``apply_review`` when it does.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from .commands import Approve, Command
+from .backlog import approve_at_gate
+from .commands import Approve, Command, RequestChanges
 from .credentials import refuse_credentials
 from .decision import Draft, identifier, json_object, number, rejection, text
 from .errors import InvalidCommand
@@ -97,10 +106,38 @@ DEFAULT_APPROVAL_TTL = 86400.0
 """Seconds an approval holds unless the connector's ``approval_ttl_seconds`` says otherwise."""
 
 REVIEW_PHASE = "review"
-"""The phase whose gate the pull request's reviews answer."""
+"""The phase whose gate the pull request's reviews answer, in the ``task`` workflow."""
 
 RETURN_PHASE = "development"
-"""Where a review requesting changes sends the task."""
+"""Where a review requesting changes sends a ``task``."""
+
+
+@dataclass(frozen=True)
+class ReviewGate:
+    """Where a workflow publishes its work for review, and what the reviews do.
+
+    ``phase`` is the gated phase from which the pull request is opened (or the branch pushed)
+    and kept up to date, also in the phases after it; its reviews answer that phase's gate.
+    ``return_phase`` is the earlier phase a review requesting changes sends the task back to;
+    ``None``: the gate's own request for changes (the task stays in ``phase``)."""
+
+    phase: str
+    return_phase: str | None
+
+
+REVIEW_GATES: dict[str, ReviewGate] = {
+    "task": ReviewGate(REVIEW_PHASE, RETURN_PHASE),
+    # A project's development is its children's (all finished at deployment): sent back there,
+    # it would pass through without anyone answering the review. Its deployer answers it.
+    "project": ReviewGate("deployment", None),
+}
+"""The review gate of each workflow that opens a pull request (``item``: none; see the
+module docstring)."""
+
+
+def review_gate(workflow: str) -> ReviewGate | None:
+    """The review gate of ``workflow``; ``None`` when its tasks publish no pull request."""
+    return REVIEW_GATES.get(workflow)
 
 _OPTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "github": {"repo": str, "approval": bool, "base": str, "approval_ttl_seconds": (int, float)},
@@ -375,28 +412,37 @@ def applies(state: TaskState, review: Review) -> bool:
 
 
 def _applies(state: TaskState, review: Review) -> bool:
-    if state.phase != REVIEW_PHASE or state.status not in (Status.running, Status.waiting):
+    gate = review_gate(state.workflow)
+    if gate is None or state.phase != gate.phase or state.status not in (Status.running,
+                                                                          Status.waiting):
         return False
     if review.commit is not None and review.commit != pushed_commit(state):
         return False
-    if review.verdict == "approved":
-        return state.status is Status.waiting
+    if review.verdict == "approved" or gate.return_phase is None:
+        return state.status is Status.waiting  # approve and request_changes: at the gate
     workflow = get_workflow(state.workflow)
-    return RETURN_PHASE in [p.name for p in workflow.phases]
+    return gate.return_phase in [p.name for p in workflow.phases]
 
 
 def _react(state: TaskState, review: Review, draft: Draft) -> None:
+    gate = review_gate(state.workflow)
+    assert gate is not None  # _applies held
     draft.add(ReviewApplied, review_id=review.review_id)
     if review.verdict == "approved":
         target = destination(get_workflow(state.workflow), state.phase, state.status,
                              Approve.name, paused_from=state.paused_from)
         draft.add(PhaseApproved, phase=state.phase, comment=review.feedback)
+        approve_at_gate(state, draft)  # as a person's approve does
         if target.status is Status.completed:
             draft.add(TaskCompleted)
         else:
             draft.add(PhaseEntered, phase=target.phase, previous=state.phase)
+    elif gate.return_phase is None:
+        destination(get_workflow(state.workflow), state.phase, state.status,
+                    RequestChanges.name, paused_from=state.paused_from)
+        draft.add(ChangesRequested, phase=state.phase, feedback=review.feedback)
     else:
-        _return(state, RETURN_PHASE, review.feedback, draft)
+        _return(state, gate.return_phase, review.feedback, draft)
 
 
 def _review_feedback(verdict: str, reviewer: str, body: str, url: str,

@@ -8,6 +8,11 @@ and status, not the version, so a job's events do not make a new comment.
 A payload is sent as stored (what a person approves is what goes out), so it is written here in
 the form the system takes: texts cut to its limits with a note, JIRA's comment in wiki markup,
 GitHub's status comment with the hidden marker it is found again by.
+
+The pull request (or, with a plain git remote, the push) follows the workflow's review gate
+(``ipa.domain.sync.review_gate``): it is wanted from the gate's phase on, once the task's
+branch holds work. A task's shows its spec/plan/summary; a project's, opened from its
+integration branch at ``deployment``, shows its backlog and the children merged into it.
 """
 
 from __future__ import annotations
@@ -15,7 +20,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ipa.domain import REVIEW_PHASE, Outbox, TaskState, payload_hash
+from ipa.domain import (
+    BacklogItemStatus,
+    Outbox,
+    TaskState,
+    get_workflow,
+    payload_hash,
+    review_gate,
+)
 
 from .wiki import to_wiki
 
@@ -24,7 +36,8 @@ DEFAULT_JIRA_STATUSES = {
     "review": "In Review",
     "completed": "Done",
 }
-"""The JIRA status each phase moves the linked issue to, unless ``jira.statuses`` says."""
+"""The JIRA status each phase moves the linked issue to, unless ``jira.statuses`` says (the
+phase of the workflow's review gate is "In Review" too: a project's ``deployment``)."""
 
 ARTIFACTS = ("spec", "plan", "summary")
 
@@ -65,9 +78,25 @@ def task_commit(state: TaskState) -> tuple[str, str] | None:
     return None
 
 
+def in_review(state: TaskState) -> bool:
+    """True when the task's work should be in front of reviewers: its workflow has a review
+    gate, the task has reached the gate's phase (or gone past it: a project's later phases
+    merge more work into the same pull request), and its branch holds work."""
+    gate = review_gate(state.workflow)
+    if gate is None or task_commit(state) is None:
+        return False
+    phases = [phase.name for phase in get_workflow(state.workflow).phases]
+    return phases.index(state.phase) >= phases.index(gate.phase)
+
+
 def status_text(state: TaskState) -> str:
-    return (f"**ipa**: task “{state.title}” is **{state.status.value}** "
-            f"in phase **{state.phase}**.")
+    what = "project" if state.workflow == "project" else "task"
+    text = f"**ipa**: {what} “{state.title}” is **{state.status.value}** in phase **{state.phase}**"
+    if state.backlog is not None and state.backlog.approved:
+        items = state.backlog.live()
+        done = sum(1 for item in items if item.status.done)
+        text += f"; {done} of {len(items)} backlog items done"
+    return text + "."
 
 
 def comment_marker(state: TaskState) -> str:
@@ -86,12 +115,41 @@ def shortened(text: str, limit: int) -> str:
 
 
 def pull_request_body(state: TaskState) -> str:
+    if state.workflow == "project":
+        return project_pull_request_body(state)
     parts = [state.description.strip()] if state.description.strip() else []
     artifacts = _artifacts(state)
     for name in ARTIFACTS:
         if artifacts.get(name):
             parts.append(f"## {name.capitalize()}\n\n{artifacts[name].strip()}")
     parts.append(f"---\nOpened by ipa for task `{state.id}`.")
+    return "\n\n".join(parts)
+
+
+def project_pull_request_body(state: TaskState) -> str:
+    """A project's pull request: its description (the PRD), its backlog's items with their
+    kind, phase and status, and the children whose work was merged into its branch."""
+    parts = [state.description.strip()] if state.description.strip() else []
+    items = state.backlog.live() if state.backlog is not None else ()
+    if items:
+        done = sum(1 for item in items if item.status.done)
+        lines = [f"## Backlog ({done} of {len(items)} done)", ""]
+        lines += [f"- [{'x' if item.status.done else ' '}] {item.title} (`{item.id}`, "
+                  f"{item.kind}, {item.phase}): {item.status.value}" for item in items]
+        parts.append("\n".join(lines))
+    merged = [item for item in items
+              if item.status is BacklogItemStatus.finished and item.child_id is not None]
+    if state.branch is not None:
+        branch = state.branch
+        lines = [f"## Merged into `{branch.name}`", "",
+                 f"The branch is at `{branch.head_commit or branch.base_commit}`, made from "
+                 f"`{branch.base}` at `{branch.base_commit}`."]
+        if merged:
+            lines.append("")
+            lines += [f"- {item.title} (`{item.id}`): child task `{item.child_id}`"
+                      for item in merged]
+        parts.append("\n".join(lines))
+    parts.append(f"---\nOpened by ipa for project `{state.id}`.")
     return "\n\n".join(parts)
 
 
@@ -120,11 +178,11 @@ def desired(state: TaskState) -> list[Desired]:
     config = state.outbox.config
     wanted: list[Desired] = []
     work = task_commit(state)
-    in_review = state.phase == REVIEW_PHASE and work is not None
+    publish = in_review(state)
     remote = config.get("git", {}).get("remote")
     if "github" in config:
         options = config["github"]
-        if in_review:
+        if publish:
             assert work is not None
             wanted.append(Desired("github", "pull_request", {
                 "title": state.title,
@@ -142,14 +200,16 @@ def desired(state: TaskState) -> list[Desired]:
             wanted.append(Desired("github", "status_comment", {
                 "number": pull["result"]["number"], "body": f"{text}\n\n{marker}",
             }))
-    elif remote and in_review:
+    elif remote and publish:
         assert work is not None
         wanted.append(Desired("git", "push", {
             "remote": remote, "branch": task_branch(state), "commit": work[1], "source": work[0],
         }))
     if "jira" in config:
         options = config["jira"]
-        statuses = {**DEFAULT_JIRA_STATUSES, **options.get("statuses", {})}
+        gate = review_gate(state.workflow)
+        statuses = {**DEFAULT_JIRA_STATUSES, **({gate.phase: "In Review"} if gate else {}),
+                    **options.get("statuses", {})}
         if state.phase in statuses:
             wanted.append(Desired("jira", "issue_status", {
                 "issue": options["issue"], "status": statuses[state.phase],

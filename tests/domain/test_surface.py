@@ -24,6 +24,7 @@ SYNC_NAMES = [
     "PullRequestMerged", "PullRequestClosed", "IssueStatusChanged", "Outbox", "OutboxEntry",
     "UpdateStatus", "UpdateApproval", "Delivery", "Incident", "Review", "payload_hash",
     "applies", "pushed_commit", "CONNECTOR_KINDS", "REVIEW_PHASE", "RETURN_PHASE",
+    "REVIEW_GATES", "ReviewGate", "review_gate",
     "RecordSyncRateLimit", "RecordRepositoryRename", "SyncRateLimited", "RemoteRepositoryRenamed",
 ]  # fmt: skip
 

@@ -16,10 +16,14 @@ stream, between its ``JobStarted`` and its ``JobSucceeded``/``JobFailed``:
 These commands are accepted only for a job's current run while it runs (``RecordUsage`` also
 after it ended or was cancelled: money spent is always recorded).
 
-**Budget.** ``SetBudget`` caps the task's cost. The ``RecordUsage`` that reaches the cap adds
-``BudgetReached`` and pauses the task (``TaskPaused``); a person resumes it, or raises the
-budget above what was spent, which resumes it. Setting a cap at or below what was spent
-pauses a running task at once.
+**Budget.** ``SetBudget`` caps the task's cost: its own agents' and, a project's, its
+children's (each child's usage is added as its end is recorded: ``RecordChildFinished``, see
+``children.py``; ``TaskState.spent_usd``). The ``RecordUsage`` or ``RecordChildFinished`` that
+reaches the cap adds ``BudgetReached`` and pauses the task (``TaskPaused``): a paused project
+spawns no new child, and the children still running are not stopped (their spend is added when
+they end, so a project can end up above its cap by what they use). A person resumes it, or
+raises the budget above what was spent, which resumes it. Setting a cap at or below what was
+spent pauses a running task at once.
 
 **Rate limits** do not use up an attempt: ``JobRateLimited`` puts the job back to pending until
 its ``retry_at``, ``base · 2^(n-1)`` seconds (capped) for the n-th limit in a row, or the
@@ -144,7 +148,13 @@ def _usage(state: TaskState, command: RecordUsage, draft: Draft) -> None:
         raise rejection(state, command, f"run {run_id!r} is not a run of job {job.job_id!r}")
     draft.add(UsageRecorded, job_id=job.job_id, run_id=run_id, agent=agent, model=model,
               **counts, cost_usd=cost)
-    spent = state.usage.total.cost_usd
+    charge(state, cost, draft)
+
+
+def charge(state: TaskState, cost: float, draft: Draft) -> None:
+    """``cost`` US dollars more spent by the task (by its agents, or by a project's child):
+    the spend that reaches its budget adds ``BudgetReached`` and pauses it."""
+    spent = state.spent_usd
     limit = state.budget_usd
     if limit is not None and spent < limit <= spent + cost:
         _reach_budget(state, limit, spent + cost, draft)
@@ -168,7 +178,7 @@ def _set_budget(state: TaskState, command: SetBudget, draft: Draft) -> None:
     if limit == state.budget_usd:
         return
     draft.add(BudgetSet, limit_usd=limit)
-    spent = state.usage.total.cost_usd
+    spent = state.spent_usd
     if state.budget_paused and state.status is Status.paused and (limit is None or spent < limit):
         assert state.paused_from is not None
         draft.add(TaskResumed, status=state.paused_from.value)

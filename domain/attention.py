@@ -70,7 +70,10 @@ def attention(state: TaskState) -> Attention | None:
     if state.status is Status.failed:
         return crash_attention(state.failure)
     if state.status is Status.paused and state.budget_paused:
-        spent = f"${state.usage.total.cost_usd:.2f}"
+        spent = f"${state.spent_usd:.2f}"
+        if state.children_usage.children:  # a project: its children's spend counts too
+            spent += (f" (${state.usage.total.cost_usd:.2f} itself, "
+                      f"${state.children_usage.cost_usd:.2f} by its children)")
         limit = "" if state.budget_usd is None else f" of its ${state.budget_usd:.2f} budget"
         return Attention("budget", f"Paused: the task spent {spent}{limit}. Raise the budget "
                          "to go on.", ("set_budget",))

@@ -10,6 +10,13 @@ streams; no pod calls another). At most ``max_children`` children run at once
 ``failed``: the items that depend on it wait, and a person retries it (a new child),
 skips it (counted as done) or cancels it (dropped, with every item waiting on it).
 
+**Spend.** ``ChildFinished`` carries what the child's agents used (tokens, cost): the project's
+``children_usage`` sums it beside its own ``usage``, and its budget caps both. The child's end
+that reaches the budget pauses the project (``BudgetReached``, see ``agents.py``): no child is
+spawned while the project is paused, so no perpetual cycle's items start; children already
+running go on to their end. What a child records after its end was seen (a cancelled run's
+late usage) is not counted.
+
 **Approval policy.** Who decides at a gate: ``person`` (the default of the ``task`` and
 ``project`` workflows), ``agent`` (the reviewer's verdict and the checks; the default of an
 ``item``'s review) or ``auto``. ``SetApprovalPolicy`` changes it for one gated phase of the
@@ -24,6 +31,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from .agents import charge
 from .backlog_items import Backlog, BacklogItem, BacklogItemStatus
 from .children_commands import (
     CancelItem,
@@ -48,11 +56,11 @@ from .children_events import (
     TaskLinked,
 )
 from .commands import Command, QueueJob
-from .decision import Draft, identifier, identifiers, rejection, text, whole
+from .decision import Draft, identifier, identifiers, number, rejection, text, whole
 from .errors import InvalidCommand
 from .events import TaskEvent
 from .queue import queue_job
-from .workflows import get_workflow
+from .workflows import Status, get_workflow
 
 if TYPE_CHECKING:
     from .state import TaskState
@@ -117,6 +125,9 @@ def _spawn(state: TaskState, command: SpawnChild, draft: Draft) -> None:
         return  # recorded already
     if state.status.terminal:
         raise rejection(state, command, f"the project is {state.status.value}")
+    if state.status is Status.paused:
+        by = " by its budget" if state.budget_paused else ""
+        raise rejection(state, command, f"the project is paused{by}")
     if item.status is not BacklogItemStatus.approved:
         raise rejection(state, command, f"item {item.id!r} is {item.status.value}")
     backlog = _backlog(state, command)
@@ -138,6 +149,11 @@ def _finished(state: TaskState, command: RecordChildFinished, draft: Draft) -> N
     outcome = text(command.outcome, "outcome", required=True)
     if outcome not in OUTCOMES:
         raise InvalidCommand(f"outcome must be one of {', '.join(OUTCOMES)}, got {outcome!r}")
+    used = {what: whole(getattr(command, what), what, minimum=0)
+            for what in ("input_tokens", "output_tokens")}
+    cost = number(command.cost_usd, "cost_usd")
+    if cost < 0:
+        raise InvalidCommand(f"cost_usd must not be negative, got {cost}")
     items = state.backlog.items if state.backlog is not None else ()
     item = next((i for i in items if str(i.child_id) == child), None)
     if item is None:
@@ -155,7 +171,8 @@ def _finished(state: TaskState, command: RecordChildFinished, draft: Draft) -> N
                       child_commit=identifier(command.child_commit, "child_commit"),
                       previous=previous)
     draft.add(ChildFinished, item_id=item.id, child_id=child, outcome=outcome,
-              reason=text(command.reason, "reason"))
+              reason=text(command.reason, "reason"), **used, cost_usd=cost)
+    charge(state, cost, draft)
 
 
 def _conflict(state: TaskState, command: RecordChildConflict, draft: Draft) -> None:
@@ -276,7 +293,8 @@ def _spawned(event: ChildSpawned, state: TaskState) -> dict[str, Any]:
 def _child_finished(event: ChildFinished, state: TaskState) -> dict[str, Any]:
     status = (BacklogItemStatus.finished if event.outcome == "completed"
               else BacklogItemStatus.failed)
-    return _with(state, event.item_id, status=status)
+    spent = state.children_usage.plus(event.input_tokens, event.output_tokens, event.cost_usd)
+    return {**_with(state, event.item_id, status=status), "children_usage": spent}
 
 
 def _merged(event: ChildMerged, state: TaskState) -> dict[str, Any]:

@@ -48,7 +48,9 @@ class SpawnChild(Command):
 class RecordChildFinished(Command):
     """Record that the child task ``child_id`` ended: ``outcome`` is ``completed``, ``failed``
     or ``cancelled``; ``reason`` says why when it did not complete. ``merged``: the project
-    branch's new head once the child's branch (at ``child_commit``) was merged into it."""
+    branch's new head once the child's branch (at ``child_commit``) was merged into it.
+    ``input_tokens``, ``output_tokens`` and ``cost_usd`` (US dollars): what the child's agents
+    used (its ``usage``), added to the project's spend and checked against its budget."""
 
     name: ClassVar[str] = "record_child_finished"
 
@@ -57,6 +59,9 @@ class RecordChildFinished(Command):
     reason: str = ""
     child_commit: str | None = None
     merged: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -26,12 +26,25 @@ class ChildSpawned(TaskEvent):
 
 class ChildFinished(TaskEvent):
     """The child task ``child_id`` of item ``item_id`` ended with ``outcome`` (``completed``,
-    ``failed`` or ``cancelled``; ``reason`` says why when it did not complete)."""
+    ``failed`` or ``cancelled``; ``reason`` says why when it did not complete). Its agents had
+    used ``input_tokens`` and ``output_tokens`` and cost ``cost_usd`` US dollars, which the
+    project's spend counts (version 1, from before: nothing counted)."""
+
+    class_version = 2
 
     item_id: str
     child_id: str
     outcome: str
     reason: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+    @staticmethod
+    def upcast_v1_v2(state: dict) -> None:
+        state["input_tokens"] = 0
+        state["output_tokens"] = 0
+        state["cost_usd"] = 0.0
 
 
 class ChildMerged(TaskEvent):

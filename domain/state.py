@@ -368,6 +368,31 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class ChildrenUsage:
+    """What a project's children used, summed as each one's end was recorded
+    (``ChildFinished``): tokens in and out, cost, and how many children it counts. Apart from
+    ``usage``, which stays the project's own agents'."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    children: int = 0
+
+    def plus(self, input_tokens: int, output_tokens: int, cost_usd: float) -> ChildrenUsage:
+        return ChildrenUsage(self.input_tokens + input_tokens,
+                             self.output_tokens + output_tokens,
+                             self.cost_usd + cost_usd, self.children + 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "cost_usd": self.cost_usd, "children": self.children}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ChildrenUsage:
+        return cls() if data is None else cls(**data)
+
+
+@dataclass(frozen=True)
 class Learning:
     """An entry of the continuity log: what attempt ``attempt`` of ``job_id`` taught."""
 
@@ -439,8 +464,9 @@ class TaskState:
     the branch the task asked to start from (``None``: the repository's default); ``branch`` is
     the task's own branch, once made (see ``workspaces.py``).
 
-    From the agents: ``usage`` sums tokens and cost; ``budget_usd`` caps the cost
-    (``budget_paused`` while the task is paused because it reached it); ``learnings`` is the
+    From the agents: ``usage`` sums tokens and cost; ``children_usage`` is what a project's
+    finished children used; ``budget_usd`` caps the cost of both (``spent_usd``;
+    ``budget_paused`` while the task is paused because it reached it); ``learnings`` is the
     continuity log of what earlier attempts taught; ``questions`` are the agents' questions to
     people, by id; ``artifacts`` the newest spec, plan, review ... by name.
     """
@@ -467,6 +493,7 @@ class TaskState:
     base_branch: str | None = None
     branch: Branch | None = None
     usage: Usage = Usage()
+    children_usage: ChildrenUsage = ChildrenUsage()  # a project's (children.py)
     budget_usd: float | None = None
     budget_paused: bool = False
     learnings: tuple[Learning, ...] = ()
@@ -479,6 +506,12 @@ class TaskState:
     parent_id: UUID | None = None  # a child task's project (children.py)
     item_id: str | None = None  # ... and its backlog item
     kind: str | None = None  # ... and the agent type that does its work
+
+    @property
+    def spent_usd(self) -> float:
+        """What the task spent in US dollars, its budget's measure: its own agents' cost and,
+        a project's, its finished children's."""
+        return self.usage.total.cost_usd + self.children_usage.cost_usd
 
     def to_dict(self) -> dict[str, Any]:
         """The state as JSON-ready data (str, int, bool, None, lists and dicts only)."""
@@ -514,6 +547,7 @@ class TaskState:
             "base_branch": self.base_branch,
             "branch": None if self.branch is None else self.branch.to_dict(),
             "usage": self.usage.to_dict(),
+            "children_usage": self.children_usage.to_dict(),
             "budget_usd": self.budget_usd,
             "budget_paused": self.budget_paused,
             "learnings": [
@@ -582,6 +616,7 @@ class TaskState:
             base_branch=data.get("base_branch"),
             branch=Branch.from_dict(data.get("branch")),
             usage=Usage.from_dict(data["usage"]) if "usage" in data else Usage(),
+            children_usage=ChildrenUsage.from_dict(data.get("children_usage")),
             budget_usd=data.get("budget_usd"),
             budget_paused=data.get("budget_paused", False),
             learnings=tuple(

@@ -196,15 +196,21 @@ class Swarm:
                 continue
             job = jobs[-1]
             if job.status is JobStatus.succeeded and state.branch is not None:
+                used = (await self._store.load(item.child_id)).usage.total
                 await self._record(RecordChildFinished(
                     child_id=str(item.child_id), outcome="completed",
                     child_commit=job.spec["merge"]["commit"],
-                    merged=state.branch.head_commit or state.branch.base_commit))
+                    merged=state.branch.head_commit or state.branch.base_commit,
+                    input_tokens=used.input_tokens, output_tokens=used.output_tokens,
+                    cost_usd=used.cost_usd))
             elif job.status in (JobStatus.skipped, JobStatus.cancelled):
+                used = (await self._store.load(item.child_id)).usage.total
                 await self._record(RecordChildFinished(
                     child_id=str(item.child_id), outcome="failed",
                     reason=f"its merge job {job.job_id} was {job.status.value}: its work is "
-                           "not on the project's branch"))
+                           "not on the project's branch",
+                    input_tokens=used.input_tokens, output_tokens=used.output_tokens,
+                    cost_usd=used.cost_usd))
 
     async def _cancel_dropped(self, state: TaskState) -> None:
         """Cancel the child of each dropped item that may still run (once per pod: a child
@@ -264,10 +270,14 @@ class Swarm:
 
     async def _finished(self, child_id: UUID, outcome: str) -> None:
         child = await self._store.load(child_id)
+        used = child.usage.total
         if outcome != "completed":
             reason = child.failure or f"the child task was {outcome}"
             await self._record(RecordChildFinished(child_id=str(child_id),
-                                                          outcome=outcome, reason=reason))
+                                                          outcome=outcome, reason=reason,
+                                                          input_tokens=used.input_tokens,
+                                                          output_tokens=used.output_tokens,
+                                                          cost_usd=used.cost_usd))
             return
         async with self._landing:
             project = self._state.current
@@ -276,7 +286,10 @@ class Swarm:
             branch = child.branch
             if branch is None or branch.head_commit is None or project.branch is None:
                 await self._record(RecordChildFinished(child_id=str(child_id),
-                                                              outcome="completed"))
+                                                              outcome="completed",
+                                                              input_tokens=used.input_tokens,
+                                                              output_tokens=used.output_tokens,
+                                                              cost_usd=used.cost_usd))
                 return
             head = project.branch.head_commit or project.branch.base_commit
             try:
@@ -291,11 +304,16 @@ class Swarm:
             else:
                 await self._record(RecordChildFinished(
                     child_id=str(child_id), outcome="completed",
-                    child_commit=branch.head_commit, merged=merged))
+                    child_commit=branch.head_commit, merged=merged,
+                    input_tokens=used.input_tokens, output_tokens=used.output_tokens,
+                    cost_usd=used.cost_usd))
                 return
             log.warning("project %s: child %s not merged: %s", self.task_id, child_id, reason)
             await self._record(RecordChildFinished(child_id=str(child_id),
-                                                          outcome="failed", reason=reason))
+                                                          outcome="failed", reason=reason,
+                                                          input_tokens=used.input_tokens,
+                                                          output_tokens=used.output_tokens,
+                                                          cost_usd=used.cost_usd))
 
 
 def _ready(state: TaskState) -> list[BacklogItem]:

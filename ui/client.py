@@ -378,10 +378,12 @@ def _details(task: dict[str, Any]) -> list[tuple[str, str]]:
                                 for a in swarm.agents(task))
             lines.append(("agents", at_work or "none at work"))
     cost = (task.get("usage") or {}).get("cost_usd") or 0.0
-    if task.get("budget_usd") is not None or cost:
+    by_children = (task.get("children_usage") or {}).get("cost_usd") or 0.0
+    if task.get("budget_usd") is not None or cost or by_children:
         cap = task.get("budget_usd")
-        lines.append(("spent", f"${cost:.2f}" + (f" of a ${cap:.2f} budget"
-                                                  if cap is not None else "")
+        split = f" (${cost:.2f} itself, ${by_children:.2f} by its children)" if by_children else ""
+        lines.append(("spent", f"${cost + by_children:.2f}{split}"
+                      + (f" of a ${cap:.2f} budget" if cap is not None else "")
                       + (" (paused by its budget)" if task.get("budget_paused") else "")))
     return lines
 

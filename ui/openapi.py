@@ -314,6 +314,12 @@ COMPONENTS = {
                          "description": "a project's: one per backlog item with a child task "
                                         "(not in a past version's view)"},
             "swarm_usage": {"$ref": "#/components/schemas/SwarmUsage"},
+            "children_usage": {
+                "type": "object", "description": "a project's: what its finished children "
+                                                 "spent, counted against its budget",
+                "properties": {"input_tokens": {"type": "integer"},
+                               "output_tokens": {"type": "integer"},
+                               "cost_usd": {"type": "number"}, "children": {"type": "integer"}}},
             "parent_id": {"type": ["string", "null"], "description": "a child task's project"},
             "item_id": {"type": ["string", "null"], "description": "a child task's item"},
             "kind": {"type": ["string", "null"],

@@ -588,33 +588,36 @@ class WorkspaceManager:
         and ``commit``'s message. Raises :class:`BranchConflict` when the changes conflict,
         :class:`WorkspaceError` when the branch is not at ``head``.
         """
+        # Without the repository's lock, which only worktree changes, fetches and branch
+        # creation need (git breaks when two worktrees are added at once): this writes objects
+        # (each written whole, under its own name) and moves one branch with ``update-ref``'s
+        # compare-and-swap, and a branch's landings come one at a time (the caller's lock).
         source = await self._source(repo)
         subject = f"repository {_display(repo)}"
         name = task_branch(task_id)
-        async with self._locks.hold(str(source.git_dir)):
-            git_dir = source.git_dir
-            parent = await self._first_commit(git_dir, [f"{commit}^"], subject)
-            if parent == head:
-                new = commit
-            else:
-                tree = await self._replayed_tree(git_dir, commit, start, head, subject)
-                message = await self._git_in(git_dir, "log", "-1", "--format=%B", commit,
-                                             subject=subject)
-                made = await self._git(
-                    "commit-tree", tree, "-p", head, "-F", "-", subject=subject, cwd=git_dir,
-                    input=message.stdout or b"ipa\n", env=_IDENTITY,
-                )  # fmt: skip
-                if made.returncode != 0:
-                    raise WorkspaceError(f"{subject}: git commit-tree failed: {_reason(made)}")
-                new = made.stdout.decode().strip()
-            was = await self._unrecorded_tip(git_dir, name, head, subject)
-            moved = await self._git_in(
-                git_dir, "update-ref", "-m", f"ipa: land {commit[:12]}", f"refs/heads/{name}",
-                new, was, subject=subject,
+        git_dir = source.git_dir
+        parent = await self._first_commit(git_dir, [f"{commit}^"], subject)
+        if parent == head:
+            new = commit
+        else:
+            tree = await self._replayed_tree(git_dir, commit, start, head, subject)
+            message = await self._git_in(git_dir, "log", "-1", "--format=%B", commit,
+                                         subject=subject)
+            made = await self._git(
+                "commit-tree", tree, "-p", head, "-F", "-", subject=subject, cwd=git_dir,
+                input=message.stdout or b"ipa\n", env=_IDENTITY,
             )  # fmt: skip
-            if moved.returncode != 0:
-                raise WorkspaceError(
-                    f"{subject}: branch {name} is not at {was[:12]}: {_reason(moved)}")
+            if made.returncode != 0:
+                raise WorkspaceError(f"{subject}: git commit-tree failed: {_reason(made)}")
+            new = made.stdout.decode().strip()
+        was = await self._unrecorded_tip(git_dir, name, head, subject)
+        moved = await self._git_in(
+            git_dir, "update-ref", "-m", f"ipa: land {commit[:12]}", f"refs/heads/{name}",
+            new, was, subject=subject,
+        )  # fmt: skip
+        if moved.returncode != 0:
+            raise WorkspaceError(
+                f"{subject}: branch {name} is not at {was[:12]}: {_reason(moved)}")
         return new
 
     async def _unrecorded_tip(self, git_dir: Path, name: str, head: str, subject: str) -> str:

@@ -300,7 +300,8 @@ async def test_a_childs_end_and_the_spawn_of_the_next_item_are_one_decision(
     pod = await supervisor.start(project_id)
     await pod.execute(SetMaxChildren(1), actor="user:ann")
 
-    await through_gates(pod, lambda s: s.phase == "qa")
+    await through_gates(pod, lambda s: s.phase == "qa" and s.backlog is not None and any(
+        i.id == "e2e" and i.child_id is not None for i in s.backlog.items))
 
     events = await store.read(project_id)
     together = {}

@@ -820,21 +820,23 @@ class WorkspaceManager:
         if await anyio.Path(path).exists() or await anyio.Path(self._record(path)).exists():
             raise WorkspaceError(f"workspace {name} already exists at {path}")
         source = await self._source(repo)
-        async with self._locks.hold(str(source.git_dir)):
-            if source.url is not None:
+        if source.url is not None:
+            async with self._locks.hold(str(source.git_dir)):
                 await self._refresh(source, repo)
-            base_commit = await self._resolve(source, repo, base)
-            branch = _run_branch(task_id, workspace_id)
-            exists = await self._git_in(
-                source.git_dir, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}",
-                subject=f"repository {_display(repo)}",
-            )  # fmt: skip
-            if exists.returncode == 0:
-                raise WorkspaceError(
-                    f"workspace {name}: branch {branch} already exists in repository "
-                    f"{_display(repo)} (left by an earlier run? remove() it)"
-                )
-            info = WorkspaceInfo(task_id, workspace_id, path, branch, repo, base_commit)
+        # Reads, outside the repository's lock: only the worktree change below needs it.
+        base_commit = await self._resolve(source, repo, base)
+        branch = _run_branch(task_id, workspace_id)
+        exists = await self._git_in(
+            source.git_dir, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}",
+            subject=f"repository {_display(repo)}",
+        )  # fmt: skip
+        if exists.returncode == 0:
+            raise WorkspaceError(
+                f"workspace {name}: branch {branch} already exists in repository "
+                f"{_display(repo)} (left by an earlier run? remove() it)"
+            )
+        info = WorkspaceInfo(task_id, workspace_id, path, branch, repo, base_commit)
+        async with self._locks.hold(str(source.git_dir)):
             try:
                 await anyio.to_thread.run_sync(_save_record, self._record(path), info, source)
                 added = await self._git_in(

@@ -16,10 +16,21 @@ or a pod's crash never touches another. A registry maps task id to pod.
   back to work (``retry``, by that person). A pod that runs is left alone (:class:`PodRunning`).
 - **Graceful shutdown** (:meth:`Supervisor.shutdown`): stop accepting work, let running steps
   finish within a deadline (then interrupt them, recorded), snapshot every pod, stop.
+- **A node of a cluster** (given a :class:`~ipa.eventstore.Node`; DESIGN §6.1): a pod runs
+  only for a task whose lease this node holds. At start the node takes back its own leases
+  (its previous process died) and claims the unfinished tasks nobody holds. Every
+  ``heartbeat`` seconds it records that it lives, marks dead the nodes whose session lock is
+  free or whose heartbeat is older than the lease TTL, claims its share of their tasks (and of
+  released ones) and starts their pods; a pod whose lease it no longer holds is stopped at
+  once (its agents killed): its appends were refused already (fencing in the append). A new
+  task is leased to this node, or to the least loaded live node when this one has
+  ``max_pods``. A shutdown is a drain: the node says ``draining``, stops its pods as above,
+  releases their leases and says ``left``; the others take them on their next heartbeat.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, replace
 from uuid import UUID
@@ -27,8 +38,17 @@ from uuid import UUID
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from ipa.domain import Attention, Command, Retry, Status, TaskState, crash_attention
-from ipa.eventstore import EventStore, StoreError
+from ipa.domain import (
+    Attention,
+    Command,
+    Retry,
+    Status,
+    TaskEvent,
+    TaskState,
+    crash_attention,
+    fold,
+)
+from ipa.eventstore import EventStore, Node, NodeRow, StoreError, StoreUnavailable
 from ipa.pods import Pod, PodEnvironment, PodStatus
 from ipa.projections import TaskList
 
@@ -70,6 +90,27 @@ class ShuttingDown(SupervisorError):
     """The supervisor is stopping and takes no new work."""
 
 
+class OwnedElsewhere(SupervisorError):
+    """The task's lease is held by another live node: its pod runs there."""
+
+    def __init__(self, task_id: UUID, node_id: str, address: str = "") -> None:
+        where = f" ({address})" if address else ""
+        super().__init__(f"task {task_id} runs on node {node_id}{where}; send its commands "
+                         "there")
+        self.task_id = task_id
+        self.node_id = node_id
+        self.address = address
+
+
+@dataclass(frozen=True)
+class Membership:
+    """How a node keeps its place in the cluster: seconds between heartbeats and after
+    which a silent node is dead (``lease_ttl``, measured on the database's clock)."""
+
+    lease_ttl: float = 10.0
+    heartbeat: float = 1.0
+
+
 @dataclass
 class _Slot:
     pod: Pod
@@ -80,13 +121,18 @@ class _Slot:
 class Supervisor:
     """Runs a pod per unfinished task; use inside ``async with`` or via :meth:`run`."""
 
-    def __init__(self, env: PodEnvironment) -> None:
+    def __init__(self, env: PodEnvironment, *, node: Node | None = None,
+                 membership: Membership = Membership()) -> None:
         # A project's pod has its children's pods started, and commands given to them (a
         # cancelled item's child), through the supervisor.
         self.env = replace(env, start_task=self._start_child, execute_task=self._execute_child)
+        self.node = node
+        """This process as a node of the store (``None``: alone, nothing leased)."""
+        self.membership = membership
         self._slots: dict[UUID, _Slot] = {}
         self._tg: TaskGroup | None = None
         self._accepting = True
+        self._lost: set[UUID] = set()  # pods being stopped because their lease was lost
 
     @property
     def store(self) -> EventStore:
@@ -99,6 +145,8 @@ class Supervisor:
             try:
                 await self._sweep_workspaces()
                 await self.recover()
+                if self.node is not None:
+                    tg.start_soon(self._keep_membership)
                 task_status.started()
                 await anyio.sleep_forever()
             finally:
@@ -125,6 +173,12 @@ class Supervisor:
             UUID(row["id"]) for row in await task_list.rows()
             if Status(row["status"]) not in FINISHED and UUID(row["id"]) not in self._slots
         ]
+        if self.node is not None:
+            # Only this node's tasks: its own leases back (its last process died holding
+            # them) and the unfinished tasks nobody holds.
+            held = await self.node.reclaim_own()
+            held.update(await self.node.claim(unfinished))
+            unfinished = [task_id for task_id in held if task_id not in self._slots]
         limiter = anyio.CapacityLimiter(concurrency)
         started = 0
 
@@ -141,6 +195,141 @@ class Supervisor:
             for task_id in unfinished:
                 tg.start_soon(start, task_id)
         return started
+
+    async def create_task(self, task_id: UUID, events: list[TaskEvent]) -> TaskState:
+        """Record a new task (its first events) and start its pod. On a node, the task is
+        leased first: to this node, or, when it holds ``max_pods`` already, to the least loaded
+        live node, whose next heartbeat starts it."""
+        here = True
+        if self.node is not None:
+            target = self.node.id
+            if (self.node.max_pods is not None
+                    and await self.node.leases_held() >= self.node.max_pods):
+                target = await self.node.least_loaded() or self.node.id
+            await self.node.assign(task_id, target)
+            here = target == self.node.id
+        await self.store.append(task_id, events, 0)
+        state = fold(events)
+        if here:
+            await self.start(task_id, state=state)
+        return state
+
+    async def _lease(self, task_id: UUID) -> None:
+        """On a node: make sure this node holds the task's lease before a pod runs for it
+        (claimed if free); :class:`OwnedElsewhere` when a live node holds it."""
+        node = self.node
+        if node is None:
+            return
+        if task_id in self._lost:
+            raise OwnedElsewhere(task_id, "another node")
+        if node.fences.epoch(task_id) is not None:
+            return
+        if task_id in await node.claim([task_id]):
+            return
+        owner = await node.owner(task_id)
+        if owner is not None and owner[0] == node.id:  # leased to it by another node
+            epoch = (await node.mine()).get(task_id)
+            if epoch is not None:
+                node.fences.hold(task_id, epoch)
+                return
+        raise OwnedElsewhere(task_id, *(owner[0], owner[2]) if owner else ("another node", ""))
+
+    async def _pod_ended(self, pod: Pod) -> None:
+        """A node's bookkeeping once a pod has stopped: a finished task's lease goes; a
+        lost lease's fence is dropped (nothing of this pod appends any more)."""
+        assert self.node is not None
+        task_id = pod.task_id
+        try:
+            if task_id in self._lost or pod.lease_lost:
+                self._lost.discard(task_id)
+                self.node.fences.drop(task_id)
+            elif pod.state.current.status in FINISHED:
+                await self.node.forget(task_id)
+        except (StoreError, RuntimeError) as e:  # RuntimeError: its state never loaded
+            log.warning("node %s: lease of %s not updated after its pod stopped: %s",
+                        self.node.id, task_id, e)
+
+    async def _keep_membership(self) -> None:
+        """Heartbeat, failure detection, claims and lease checks, every ``heartbeat``
+        seconds until cancelled (see the module doc). A database that went away is retried
+        on the next beat; the node reconnects (its lock and row are taken again)."""
+        assert self.node is not None
+        while True:
+            await anyio.sleep(self.membership.heartbeat)
+            try:
+                await self._beat()
+            except StoreUnavailable as e:
+                log.warning("node %s: %s; reconnecting", self.node.id, e)
+                await self._reconnect()
+            except StoreError as e:
+                log.warning("node %s: heartbeat: %s", self.node.id, e)
+
+    async def _beat(self) -> None:
+        node = self.node
+        assert node is not None and self._tg is not None
+        agents = sum(slot.pod.scheduler.running for slot in self._slots.values())
+        status = await node.heartbeat(pods=len(self._slots), agents=agents)
+        if status == "dead":
+            log.warning("node %s: the other nodes gave it up (no heartbeat within %g s): "
+                        "its tasks are theirs now", node.id, self.membership.lease_ttl)
+            await node.set_status("up" if self._accepting else "draining")
+        dead = await node.find_dead(self.membership.lease_ttl)
+        if dead:
+            log.warning("node %s: node(s) %s dead: claiming their tasks", node.id,
+                        ", ".join(dead))
+        mine = await node.mine()
+        for task_id in list(self._slots):
+            if task_id in self._lost:
+                continue
+            if mine.get(task_id) != node.fences.epoch(task_id):
+                log.warning("node %s: lease of task %s lost to another node: stopping its "
+                            "pod and its agents", node.id, task_id)
+                self._lost.add(task_id)
+                self._tg.start_soon(self._stop_lost, task_id)
+        if not self._accepting:
+            return
+        claimed = await node.claim_orphans()
+        for task_id, epoch in mine.items():  # leased to it by another node's create_task
+            if task_id not in self._slots and task_id not in self._lost:
+                node.fences.hold(task_id, epoch)
+                claimed.setdefault(task_id, epoch)
+        for task_id in claimed:
+            if task_id not in self._slots:
+                self._tg.start_soon(self._start_claimed, task_id)
+
+    async def _start_claimed(self, task_id: UUID) -> None:
+        try:
+            await self.start(task_id)
+        except (StoreError, SupervisorError) as e:
+            log.error("node: claimed task %s not started: %s", task_id, e)
+
+    async def _stop_lost(self, task_id: UUID) -> None:
+        if task_id in self._slots:
+            with anyio.CancelScope(shield=True):
+                await self.stop(task_id)
+        self._lost.discard(task_id)
+        if self.node is not None:
+            self.node.fences.drop(task_id)
+
+    async def _reconnect(self) -> None:
+        assert self.node is not None
+        with contextlib.suppress(StoreError):
+            await self.node.close()
+        try:
+            await self.node.open()
+        except StoreError as e:
+            log.warning("node %s: not reconnected yet: %s", self.node.id, e)
+
+    async def nodes(self) -> list[NodeRow]:
+        """Every node of the store, as recorded (empty when this process is not a node)."""
+        return [] if self.node is None else await self.node.nodes()
+
+    async def owner_of(self, task_id: UUID) -> str | None:
+        """The id of the node that holds the task's lease now (``None``: not leased)."""
+        if self.node is None:
+            return None
+        owner = await self.node.owner(task_id)
+        return None if owner is None else owner[0]
 
     async def _start_child(self, task_id: UUID, state: TaskState | None = None) -> None:
         try:
@@ -169,6 +358,7 @@ class Supervisor:
         slot = self._slots.get(task_id)
         if slot is not None and slot.pod.status is not PodStatus.failed:
             return slot.pod
+        await self._lease(task_id)
         pod = Pod(task_id, self.env, state=state)
         scope = anyio.CancelScope()
         done = anyio.Event()
@@ -197,6 +387,9 @@ class Supervisor:
                 del self._slots[pod.task_id]
             if pod.status is not PodStatus.failed:
                 pod.status = PodStatus.stopped
+            if self.node is not None and pod.status is PodStatus.stopped:
+                with anyio.CancelScope(shield=True):
+                    await self._pod_ended(pod)
 
     async def stop(self, task_id: UUID) -> None:
         """Stop the task's pod (its running steps are interrupted, recorded) and wait."""
@@ -259,10 +452,20 @@ class Supervisor:
         return [slot.pod for slot in self._slots.values()]
 
     async def execute(self, task_id: UUID, command: Command, **options: object) -> TaskState:
-        """Send a command to the task's pod."""
+        """Send a command to the task's pod. On a node, a task without a pod here is
+        taken on when its lease is free (:class:`OwnedElsewhere` when a live node holds it)."""
         if not self._accepting:
             raise ShuttingDown("ipa is shutting down and takes no command")
-        return await self.get(task_id).execute(command, **options)  # type: ignore[arg-type]
+        try:
+            pod = self.get(task_id)
+        except PodNotRunning:
+            if self.node is None or task_id in self._slots:
+                raise
+            state = await self.store.load(task_id)
+            if state.status in FINISHED:
+                raise
+            pod = await self.start(task_id)
+        return await pod.execute(command, **options)  # type: ignore[arg-type]
 
     def interrupt(self, task_id: UUID, job_id: str | None = None, *, actor: str = "system") -> int:
         """Interrupt the running agent of ``job_id`` (or all) in the task's pod; how many."""
@@ -274,6 +477,9 @@ class Supervisor:
         """Stop taking work; let running steps finish within ``deadline`` seconds (then
         interrupt them, which is recorded); snapshot every pod; stop every pod."""
         self._accepting = False
+        if self.node is not None:
+            with anyio.CancelScope(shield=True), contextlib.suppress(StoreError):
+                await self.node.set_status("draining")
         pods = [slot.pod for slot in self._slots.values()]
         for pod in pods:
             pod.scheduler.draining = True
@@ -289,3 +495,13 @@ class Supervisor:
                     await self.store.take_snapshot(pod.task_id)
                 except StoreError as e:
                     log.warning("shutdown: no snapshot of %s: %s", pod.task_id, e)
+        if self.node is not None:
+            # The drain's end: the leases go back; the other nodes take them at once.
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.node.release(list(self.node.fences.held()))
+                    await self.node.set_status("left")
+                except StoreError as e:
+                    log.warning("node %s: leases not released: %s (the others take them "
+                                "once its lock is free)", self.node.id, e)
+                await self.node.close()

@@ -20,6 +20,7 @@ from .errors import (
     VersionConflict,
 )
 from .integrity import Audit, Finding, ManifestSummary, verify_stream
+from .leases import LeaseLost, Node, NodeIdTaken, NodeRow
 from .lock import LOCK_FILE, DataDirInUse, data_dir_lock, read_holder
 from .store import EventStore, StoreSettings
 from .tail import Subscription
@@ -37,7 +38,11 @@ __all__ = [
     "DataDirInUse",
     "EventStore",
     "Finding",
+    "LeaseLost",
     "ManifestSummary",
+    "Node",
+    "NodeIdTaken",
+    "NodeRow",
     "PositionConflict",
     "RecordedEvent",
     "StoreError",

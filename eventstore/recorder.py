@@ -31,6 +31,8 @@ from psycopg_pool import PoolTimeout
 
 from .database import ConnectionParams
 from .errors import StoreUnavailable, one_line
+from .leases import LEASE_LOST, LEASES_TABLE
+from .leases import create_statements as lease_tables
 from .manifest import MANIFEST_TABLE
 
 EVENTS_TABLE = "events"
@@ -82,31 +84,54 @@ class EventRecorder(PostgresApplicationRecorder):
         # It also upserts the appended streams' rows of the keyed manifest (see
         # :mod:`.manifest`; none when the store is not keyed), in the same transaction.
         manifest = SQL("{}.{}").format(schema, Identifier(MANIFEST_TABLE))
+        leases = SQL("{}.{}").format(schema, Identifier(LEASES_TABLE))
+        self.sql_create_statements.extend(lease_tables(datastore.schema))
         for old in ("ipa_insert_events(uuid[], bigint[], text[], bytea[])",
-                    "ipa_insert_event(uuid, bigint, text, bytea)"):
+                    "ipa_insert_event(uuid, bigint, text, bytea)",
+                    "ipa_insert_events(uuid[], bigint[], text[], bytea[], uuid[], bigint[], "
+                    "text[])",
+                    "ipa_insert_event(uuid, bigint, text, bytea, text)"):
             # The versions without the manifest: an older ipa still running on this store
             # fails its appends rather than writing events the manifest does not cover.
             self.sql_create_statements.append(
                 SQL("DROP FUNCTION IF EXISTS {}.{}").format(schema, SQL(old))
             )
-        for function, parameters, rows, manifest_rows in (
-            # Many events: four arrays, unnested; the manifest's rows as three more.
+        # Both check the appends' leases first (fencing, :mod:`.leases`): each fence is a
+        # (task, node, epoch) the lease row must still say, read under a share lock so that a
+        # claim waits for this append; one that does not fails the whole call.
+        for function, parameters, rows, manifest_rows, fences in (
+            # Many events: four arrays, unnested; the manifest's rows as three more; the
+            # fences as three more.
             ("ipa_insert_events", "ids uuid[], versions bigint[], topics text[], states bytea[], "
-             "heads uuid[], head_versions bigint[], macs text[]",
+             "heads uuid[], head_versions bigint[], macs text[], "
+             "fence_tasks uuid[], fence_nodes text[], fence_epochs bigint[]",
              "SELECT * FROM unnest(ids, versions, topics, states)",
-             "SELECT * FROM unnest(heads, head_versions, macs)"),
+             "SELECT * FROM unnest(heads, head_versions, macs)",
+             "SELECT * FROM unnest(fence_tasks, fence_nodes, fence_epochs)"),
             # One event: plain values (a single append skips the array encoding).
-            ("ipa_insert_event", "id uuid, version bigint, topic text, state bytea, mac text",
+            ("ipa_insert_event", "id uuid, version bigint, topic text, state bytea, mac text, "
+             "fence_task uuid, fence_node text, fence_epoch bigint",
              "SELECT id, version, topic, state",
-             "SELECT id, version, mac WHERE mac IS NOT NULL"),
+             "SELECT id, version, mac WHERE mac IS NOT NULL",
+             "SELECT fence_task, fence_node, fence_epoch WHERE fence_task IS NOT NULL"),
         ):
             self.sql_create_statements.append(
                 SQL(
                     "CREATE OR REPLACE FUNCTION {function}({parameters}) "
                     "RETURNS SETOF bigint LANGUAGE plpgsql AS $$ "
+                    "DECLARE lost uuid; "
                     "BEGIN "
                     "SET LOCAL lock_timeout = '{lock_timeout}s'; "
                     "LOCK TABLE {table} IN EXCLUSIVE MODE; "
+                    "SELECT f.t INTO lost FROM ({fences}) AS f(t, n, e) "
+                    "LEFT JOIN (SELECT * FROM {leases} WHERE task_id IN "
+                    "(SELECT t FROM ({fences}) AS g(t, n, e)) FOR SHARE) AS l "
+                    "ON l.task_id = f.t AND l.node_id = f.n AND l.epoch = f.e "
+                    "WHERE l.task_id IS NULL LIMIT 1; "
+                    "IF lost IS NOT NULL THEN "
+                    "RAISE EXCEPTION 'ipa: lease of task % lost', lost "
+                    "USING ERRCODE = '{lease_lost}'; "
+                    "END IF; "
                     "PERFORM pg_notify({channel}, ''); "
                     "RETURN QUERY INSERT INTO {table} "
                     "(originator_id, originator_version, topic, state) {rows} "
@@ -124,20 +149,23 @@ class EventRecorder(PostgresApplicationRecorder):
                     rows=SQL(rows),
                     manifest=manifest,
                     manifest_rows=SQL(manifest_rows),
+                    fences=SQL(fences),
+                    leases=leases,
+                    lease_lost=SQL(LEASE_LOST),
                 )
             )
         # The batch writer runs these on its own async connection.
         self.insert_statement = SQL(
-            "SELECT * FROM {}.ipa_insert_events(%s, %s, %s, %s, %s, %s, %s)"
+            "SELECT * FROM {}.ipa_insert_events(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         ).format(schema)
         """Insert events given as four arrays (ids, versions, topics, states) and upsert
-        manifest rows given as three (stream ids, versions, MACs); returns the events'
-        global positions in order."""
+        manifest rows given as three (stream ids, versions, MACs), fenced by three more (task
+        ids, node ids, epochs; empty: none); returns the events' global positions in order."""
         self.insert_one_statement = SQL(
-            "SELECT * FROM {}.ipa_insert_event(%s, %s, %s, %s, %s)"
+            "SELECT * FROM {}.ipa_insert_event(%s, %s, %s, %s, %s, %s, %s, %s)"
         ).format(schema)
-        """Insert one event given as (id, version, topic, state, manifest MAC or None);
-        returns its position."""
+        """Insert one event given as (id, version, topic, state, manifest MAC or None, fence
+        task, node and epoch or three None); returns its position."""
         self.select_head_statement = SQL(
             "SELECT originator_version, topic, state FROM {} WHERE originator_id = %s "
             "ORDER BY originator_version DESC LIMIT 1"

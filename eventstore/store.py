@@ -28,6 +28,7 @@ from .audit_key import AuditKey
 from .codec import EventCodec, RecordedEvent, make_transcoder
 from .database import ConnectionParams
 from .errors import AuditKeyError, PositionConflict, StoreError, StoreUnavailable, StreamNotFound
+from .leases import Fences, Node
 from .manifest import KeyedFrom, ManifestEntry, ManifestRecorder, check_key
 from .read_models import ReadModelRecorder
 from .recorder import EVENTS_TABLE, EventRecorder, SnapshotRecorder, open_datastore
@@ -101,6 +102,16 @@ class EventStore:
         self._to_snapshot_send, self._to_snapshot = anyio.create_memory_object_stream[
             tuple[UUID, int]
         ](10_000)
+        self.fences: Fences | None = None
+        """The leases of the node this store serves (``None``: not a node; nothing fenced)."""
+
+    def node(self, node_id: str, *, address: str = "", max_pods: int | None = None) -> Node:
+        """This process as node ``node_id`` of the store; its appends are fenced from now on
+        (open it with :meth:`Node.open` before use)."""
+        node = Node(self.params, self._datastore.schema, node_id, address=address,
+                    max_pods=max_pods)
+        self.fences = node.fences
+        return node
 
     # Lifecycle ------------------------------------------------------------------------------
 
@@ -198,16 +209,21 @@ class EventStore:
     # Writing --------------------------------------------------------------------------------
 
     async def append(
-        self, stream_id: UUID, events: Sequence[DomainEvent], expected_version: int
+        self, stream_id: UUID, events: Sequence[DomainEvent], expected_version: int, *,
+        fence: UUID | None = None,
     ) -> Appended:
         """Append ``events`` (versions ``expected_version + 1``...) to ``stream_id``.
 
         Returns once they are durable. Raises :class:`VersionConflict` (with the current
         version) if the stream is no longer at ``expected_version``; nothing is written then.
+        On a node (:attr:`fences` set), an append to a task this node holds a lease of (or to
+        a stream ``fence`` names the task of: a run's) is fenced: :class:`LeaseLost` when the
+        lease is no longer this node's at that epoch, and nothing is written.
         """
         if self._keyed_from is not None and self._codec.key is None:
             raise AuditKeyError(_KEY_NEEDED)
-        appended = await self._writer.append(stream_id, events, expected_version)
+        fenced = None if self.fences is None else self.fences.of(fence or stream_id)
+        appended = await self._writer.append(stream_id, events, expected_version, fenced)
         if isinstance(events[0], TaskEvent):
             point = crossed(self.settings.snapshot_interval, expected_version, appended.version)
             if point is not None:

@@ -36,6 +36,7 @@ from eventsourcing.persistence import StoredEvent
 
 from .codec import GENESIS, EventCodec, Seal
 from .errors import StoreError, StoreUnavailable, UnstorableEvent, VersionConflict, one_line
+from .leases import LEASE_LOST, LeaseLost
 from .recorder import EventRecorder
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class _Request:
     stored: list[StoredEvent] = field(default_factory=list)
     digest: str = ""
     manifest_mac: str | None = None  # the stream's new manifest row (None: store not keyed)
+    fence: tuple[UUID, str, int] | None = None  # (task, node, epoch) its lease must still be
 
 
 class _Heads:
@@ -116,7 +118,8 @@ class BatchWriter:
         """Transactions committed so far (appends per commit = the batching achieved)."""
 
     async def append(
-        self, stream_id: UUID, events: Sequence[DomainEvent], expected_version: int
+        self, stream_id: UUID, events: Sequence[DomainEvent], expected_version: int,
+        fence: tuple[UUID, str, int] | None = None,
     ) -> Appended:
         """Record ``events`` after version ``expected_version`` of ``stream_id``.
 
@@ -126,7 +129,7 @@ class BatchWriter:
         if self._closed:
             raise StoreUnavailable("the event store is closed")
         _check_versions(stream_id, events, expected_version)
-        request = _Request(stream_id, events, expected_version)
+        request = _Request(stream_id, events, expected_version, fence=fence)
         if self._busy or self._pending:
             # Others are committing: join the next batch.
             self._pending.append(request)
@@ -224,6 +227,10 @@ class BatchWriter:
                 await self._commit_one(request)
             return
         except (psycopg.Error, StoreUnavailable) as e:
+            if isinstance(e, psycopg.Error) and e.sqlstate == LEASE_LOST:
+                for request in ready:  # one of them lost its lease: it alone fails
+                    await self._commit_one(request)
+                return
             for request in ready:
                 request.error = _unavailable(e)
             return
@@ -246,6 +253,10 @@ class BatchWriter:
             request.error = VersionConflict(request.stream_id, request.expected_version, current)
             return
         except (psycopg.Error, StoreUnavailable) as e:
+            if isinstance(e, psycopg.Error) and e.sqlstate == LEASE_LOST and request.fence:
+                self._heads.forget(request.stream_id)
+                request.error = LeaseLost(request.fence[0], request.fence[1])
+                return
             request.error = _unavailable(e)
             return
         self._acknowledge(request, positions)
@@ -258,13 +269,15 @@ class BatchWriter:
         if len(stored) == 1:
             [event] = stored
             statement = self._insert_one
+            fence = requests[0].fence or (None, None, None)
             params: tuple[Any, ...] = (
                 event.originator_id, event.originator_version, event.topic, event.state,
-                requests[0].manifest_mac,
+                requests[0].manifest_mac, *fence,
             )
         else:
             statement = self._insert
             keyed = [r for r in requests if r.manifest_mac is not None]
+            fences = [r.fence for r in requests if r.fence is not None]
             params = (
                 [e.originator_id for e in stored],
                 [e.originator_version for e in stored],
@@ -273,6 +286,9 @@ class BatchWriter:
                 [r.stream_id for r in keyed],
                 [r.expected_version + len(r.events) for r in keyed],
                 [r.manifest_mac for r in keyed],
+                [f[0] for f in fences],
+                [f[1] for f in fences],
+                [f[2] for f in fences],
             )
         cursor = await conn.execute(statement, params, prepare=True)
         positions = [row[0] for row in await cursor.fetchall()]

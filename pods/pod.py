@@ -40,7 +40,7 @@ from ipa.domain import (
     Status,
     TaskState,
 )
-from ipa.eventstore import EventStore
+from ipa.eventstore import EventStore, LeaseLost
 
 from .rarv import AgentSettings
 from .repositories import RepositoryPolicy
@@ -104,6 +104,7 @@ class Pod:
         self.status = PodStatus.starting
         self.crashes: deque[float] = deque()
         self.last_error: str | None = None
+        self.lease_lost = False  # stopped because another node owns the task now
         self._group: anyio.CancelScope | None = None
 
     def _new_scheduler(self) -> Scheduler:
@@ -177,6 +178,16 @@ class Pod:
                         task_status.started()
                     backoff = policy.backoff_initial
             except Exception as e:  # a child crashed: the group cancelled the others
+                if _lease_lost(e):
+                    # Another node claimed the task (this one was taken for dead): it is the
+                    # owner now; this pod stops, its runs already cut short, and writes no
+                    # more (the append refused it).
+                    log.warning("pod %s stopped: %s", self.task_id, _describe(e))
+                    self.lease_lost = True
+                    self.status = PodStatus.stopped
+                    if not announced:
+                        raise
+                    return
                 if not announced:
                     raise
                 error = _describe(e)
@@ -237,6 +248,14 @@ class Pod:
                 assert self._group is not None
                 self._group.cancel()
                 return
+
+
+def _lease_lost(error: BaseException) -> bool:
+    if isinstance(error, LeaseLost):
+        return True
+    if isinstance(error, BaseExceptionGroup):
+        return any(_lease_lost(e) for e in error.exceptions)
+    return False
 
 
 def _describe(error: BaseException) -> str:

@@ -360,7 +360,7 @@ class Scheduler:
             return _failed(str(e))
         if workspace_path is None:
             return _failed(f"repository {state.repo} is unavailable")
-        recorder = RunRecorder(self._store, UUID(run_id), self._clock)
+        recorder = RunRecorder(self._store, UUID(run_id), self._clock, self.task_id)
         try:
             request = RunRequest(run_id=run_id, job_id=job.job_id, agent=job.agent,
                                  spec=dict(job.spec), workspace=workspace_path)
@@ -537,9 +537,11 @@ class Scheduler:
 class RunRecorder:
     """Appends a run's events to the run's own stream, in order."""
 
-    def __init__(self, store: EventStore, run_id: UUID, clock: Clock) -> None:
+    def __init__(self, store: EventStore, run_id: UUID, clock: Clock,
+                 task_id: UUID | None = None) -> None:
         self._store = store
         self._run_id = run_id
+        self._task_id = task_id  # whose lease fences the run's appends (on a node)
         self._clock = clock
         self._version = 0
         self._seq = 0
@@ -552,7 +554,8 @@ class RunRecorder:
                 timestamp=self._clock(), actor=f"agent-run:{self._run_id}",
                 correlation_id=str(self._run_id), causation_id=None, **fields,
             )
-            await self._store.append(self._run_id, [event], self._version)
+            await self._store.append(self._run_id, [event], self._version,
+                                     fence=self._task_id)
             self._version += 1
 
     async def output(self, lines: list[OutputLine]) -> None:

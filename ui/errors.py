@@ -31,9 +31,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ipa.domain import CommandRejected, DomainError, InvalidCommand, TaskNotFound
-from ipa.eventstore import StoreUnavailable, StreamNotFound, VersionConflict
+from ipa.eventstore import LeaseLost, StoreUnavailable, StreamNotFound, VersionConflict
 from ipa.pods import RepositoryRefused, WorkspaceError
-from ipa.supervisor import PodNotRunning, PodRunning, ShuttingDown, TaskFinished
+from ipa.supervisor import (
+    OwnedElsewhere,
+    PodNotRunning,
+    PodRunning,
+    ShuttingDown,
+    TaskFinished,
+)
 
 MAX_BODY = 1024 * 1024
 """The largest request body accepted, in bytes (413 above it)."""
@@ -99,6 +105,8 @@ ERRORS: list[tuple[type[Exception], int, str]] = [
     (InvalidCommand, 400, "invalid_input"),
     (StreamNotFound, 404, "task_not_found"),
     (PodNotRunning, 409, "pod_not_running"),
+    (OwnedElsewhere, 409, "owned_elsewhere"),
+    (LeaseLost, 409, "owned_elsewhere"),
     (PodRunning, 409, "pod_running"),
     (TaskFinished, 409, "task_finished"),
     (ShuttingDown, 503, "shutting_down"),
@@ -121,6 +129,9 @@ async def on_error(request: Request, exc: Exception) -> JSONResponse:
         return error_response(exc.status, exc.code, str(exc), **exc.extra)
     if isinstance(exc, VersionConflict):
         return error_response(409, "version_conflict", str(exc), current_version=exc.current)
+    if isinstance(exc, OwnedElsewhere):
+        return error_response(409, "owned_elsewhere", str(exc), node=exc.node_id,
+                              address=exc.address or None)
     if isinstance(exc, CommandRejected):
         return error_response(409, "command_not_allowed", str(exc), allowed=exc.allowed)
     for exc_type, status, code in ERRORS:

@@ -17,18 +17,22 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import ipaddress
 import os
+import re
 import signal
 import socket
 import sys
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 import uvicorn
 from anyio.abc import TaskStatus
 
+from ipa.eventstore import NodeIdTaken
 from ipa.pods import (
     AgentCatalog,
     AgentConfigError,
@@ -42,7 +46,7 @@ from ipa.pods import (
     runner_for,
 )
 from ipa.projections import TaskList
-from ipa.supervisor import Supervisor
+from ipa.supervisor import Membership, Supervisor
 
 from .app import create_app
 from .connections import Limits, raise_file_limit, server_config
@@ -91,6 +95,28 @@ def listen(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """This server as a node of its store (DESIGN §6.1): its id (``None``: the host name and
+    a hash of the data dir), the leases after which new tasks go elsewhere, and the TTL after
+    which a silent node is dead."""
+
+    node_id: str | None = None
+    max_pods: int | None = None
+    lease_ttl: float = 10.0
+
+    def id_for(self, data_dir: Path) -> str:
+        if self.node_id:
+            return self.node_id
+        where = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:8]
+        host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:40] or "node"
+        return f"{host}-{where}"
+
+    def membership(self) -> Membership:
+        return Membership(lease_ttl=self.lease_ttl,
+                          heartbeat=min(1.0, max(0.05, self.lease_ttl / 5)))
 
 
 class NotLoopback(ValueError):
@@ -192,7 +218,7 @@ class _Server(uvicorn.Server):
 async def serve(settings: Settings, host: str, port: int,
                 keys: Mapping[str, str] | None = None, *, guard: GuardPolicy | None = None,
                 limits: Limits | None = None, session_ttl: float = DEFAULT_TTL,
-                repo_roots: Sequence[str] = ()) -> int:
+                repo_roots: Sequence[str] = (), cluster: Cluster | None = None) -> int:
     """Run until a signal; then shut down as the module docstring says. ``repo_roots``: the
     directories a task's local repository must be in (else ``IPA_REPO_ROOTS``; else any)."""
     keys = dict(keys or {})
@@ -212,8 +238,16 @@ async def serve(settings: Settings, host: str, port: int,
     shutdown = anyio.Event()
     agents = agent_settings(os.environ)
     sync = SyncSettings.from_environment()
+    cluster = cluster or Cluster()
     async with open_store(settings, create=True, lock="ipa serve") as store, \
             anyio.create_task_group() as tg:
+        node = store.node(cluster.id_for(data_dir), max_pods=cluster.max_pods)
+        try:
+            await node.open()
+        except NodeIdTaken as e:
+            print(f"ipa: {e}", file=sys.stderr, flush=True)
+            tg.cancel_scope.cancel()
+            return 2
         repositories = RepositoryPolicy.configured(repo_roots)
         supervisor = Supervisor(PodEnvironment(
             store=store,
@@ -224,7 +258,7 @@ async def serve(settings: Settings, host: str, port: int,
             agents=agents,
             sync=sync,
             repositories=repositories,
-        ))
+        ), node=node, membership=cluster.membership())
         task_list = TaskList(store)
         await tg.start(task_list.run)
         await tg.start(supervisor.run)
@@ -262,9 +296,10 @@ async def serve(settings: Settings, host: str, port: int,
                   else f"no API keys: listening on {host} only")
         tune_gc()
         url = server_url(shown, sock.getsockname()[1])
+        node.address = url  # recorded with its next heartbeat
         write_server_file(data_dir, url)  # how `ipa task ...` finds this server
         # Printed once the socket listens: a client that reads it may connect at once.
-        print(f"ipa: open {url}/ ({access}; {where}; "
+        print(f"ipa: open {url}/ ({access}; {where}; node {node.id}; "
               f"{len(supervisor.pods())} pods recovered)", file=sys.stderr, flush=True)
         try:
             with sock:

@@ -1,0 +1,278 @@
+"""A cluster of real ``ipa serve`` nodes on one PostgreSQL (issue #15, DESIGN §6.1): tasks
+spread over the nodes; a SIGKILLed node's tasks resume on the survivors with no acknowledged
+event lost and no job attempt overlapping another; a node paused past the lease TTL writes
+nothing more to the tasks it lost; a rolling restart (drain, start again) loses nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from datetime import datetime
+from uuid import UUID
+
+import anyio
+import httpx
+import psycopg
+import pytest
+
+from ipa.eventstore import ConnectionParams
+
+from .test_cli import ipa, url_of
+from .test_serve import Served, served
+
+pytestmark = pytest.mark.anyio
+
+TTL = "2"
+
+
+def work(seconds: float) -> dict:
+    """A command job printing a line every 0.1 s for ``seconds``."""
+    steps = int(seconds * 10)
+    code = f"import time\nfor i in range({steps}):\n    print(i, flush=True)\n    time.sleep(0.1)"
+    return {"command": [sys.executable, "-c", code]}
+
+
+@contextlib.asynccontextmanager
+async def cluster(database: ConnectionParams, *names: str, **env: str
+                  ) -> AsyncIterator[dict[str, Served]]:
+    async with contextlib.AsyncExitStack() as stack:
+        nodes = {}
+        for name in names:
+            nodes[name] = await stack.enter_async_context(
+                served(database, "--node-id", name, "--lease-ttl", TTL, **env))
+        yield nodes
+
+
+def leases(database: ConnectionParams) -> dict[UUID, tuple[str | None, int]]:
+    with psycopg.connect(database.conninfo(), autocommit=True) as conn:
+        rows = conn.execute("SELECT task_id, node_id, epoch FROM ipa_leases").fetchall()
+    return {row[0]: (row[1], row[2]) for row in rows}
+
+
+def node_status(database: ConnectionParams) -> dict[str, str]:
+    with psycopg.connect(database.conninfo(), autocommit=True) as conn:
+        return dict(conn.execute("SELECT id, status FROM ipa_nodes").fetchall())
+
+
+class Client:
+    """Talks to one node; keeps every version the API acknowledged, by task."""
+
+    def __init__(self) -> None:
+        self.acknowledged: dict[str, list[tuple[int, str]]] = {}
+
+    async def create(self, node: Served, title: str) -> str:
+        async with httpx.AsyncClient(base_url=node.url) as http:
+            response = await http.post("/api/tasks", json={"title": title})
+        assert response.status_code == 201, response.text
+        task = response.json()
+        self.acknowledged.setdefault(task["id"], []).append((task["version"], "TaskCreated"))
+        return task["id"]
+
+    async def queue(self, node: Served, task_id: str, job_id: str, seconds: float,
+                    depends_on: list[str] | None = None) -> None:
+        async with httpx.AsyncClient(base_url=node.url) as http:
+            response = await http.post(f"/api/tasks/{task_id}/queue_job", json={
+                "job_id": job_id, "agent": "developer", "spec": work(seconds),
+                "depends_on": depends_on or []})
+        assert response.status_code == 200, response.text
+        self.acknowledged[task_id].append((response.json()["version"], "JobQueued"))
+
+
+async def task(node: Served, task_id: str) -> dict:
+    async with httpx.AsyncClient(base_url=node.url) as http:
+        return (await http.get(f"/api/tasks/{task_id}")).json()
+
+
+async def until(predicate, timeout: float = 40, step: float = 0.1):
+    with anyio.fail_after(timeout):
+        while not (result := await predicate()):
+            await anyio.sleep(step)
+    return result
+
+
+async def events(node: Served, stream: str) -> list[dict]:
+    async with httpx.AsyncClient(base_url=node.url) as http:
+        response = await http.get(f"/api/tasks/{stream}/events", params={"limit": 500})
+        if response.status_code == 404:
+            response = await http.get(f"/api/runs/{stream}/events", params={"limit": 500})
+        assert response.status_code == 200, response.text
+        return response.json()["items"]
+
+
+async def assert_nothing_lost(node: Served, client: Client) -> None:
+    """Every version the API acknowledged is in the store, as the event it acknowledged."""
+    for task_id, acknowledged in client.acknowledged.items():
+        recorded = {e["version"]: e["type"] for e in await events(node, task_id)}
+        for version, kind in acknowledged:
+            assert version in recorded and kind in (recorded[version], "*"), (
+                task_id, version, kind, recorded)
+
+
+async def assert_attempts_never_overlap(node: Served, task_id: str, job_id: str) -> int:
+    """The job's runs, one after another in time (a run's first to last event); how many."""
+    runs = [e["data"]["run_id"] for e in await events(node, task_id)
+            if e["type"] == "JobStarted" and e["data"]["job_id"] == job_id]
+    spans = []
+    for run_id in runs:
+        recorded = await events(node, run_id)
+        if recorded:
+            spans.append((datetime.fromisoformat(recorded[0]["timestamp"]),
+                          datetime.fromisoformat(recorded[-1]["timestamp"])))
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert end <= start, f"job {job_id} of {task_id}: runs overlap: {spans}"
+    return len(runs)
+
+
+async def test_a_sigkilled_nodes_tasks_resume_on_the_survivors_and_nothing_is_lost(
+    database: ConnectionParams,
+) -> None:
+    client = Client()
+    async with cluster(database, "n1", "n2", "n3") as nodes:
+        created = {name: [await client.create(node, f"{name} task {i}") for i in range(2)]
+                   for name, node in nodes.items()}
+        owners = leases(database)
+        for name, task_ids in created.items():  # each task is leased to the node it came to
+            assert [owners[UUID(t)][0] for t in task_ids] == [name, name]
+        for name, task_ids in created.items():
+            for task_id in task_ids:
+                await client.queue(nodes[name], task_id, "work", 3.0 if name == "n1" else 0.5)
+        victims = created["n1"]
+        await until(lambda: _all_running(nodes["n1"], victims, "work"))
+
+        nodes["n1"].process.send_signal(signal.SIGKILL)
+        survivor = nodes["n2"]
+        await until(lambda: _true(node_status(database).get("n1") == "dead"), timeout=10)
+        for task_id in [t for ids in created.values() for t in ids]:
+            await until(lambda t=task_id: _job_status(survivor, t, "work", "succeeded"))
+
+        after = leases(database)
+        taken = sorted(after[UUID(t)][0] for t in victims)
+        assert taken == ["n2", "n3"]  # spread over the survivors, one each
+        assert all(after[UUID(t)][1] == 2 for t in victims)  # each claimed once more
+        for task_id in victims:
+            state = await task(survivor, task_id)
+            assert state["node"] if "node" in state else True
+            assert await assert_attempts_never_overlap(survivor, task_id, "work") == 2
+            [job] = [j for j in state["jobs"] if j["job_id"] == "work"]
+            assert job["attempts"] == 2 and job["status"] == "succeeded"
+        await assert_nothing_lost(survivor, client)
+    audit = await ipa("audit", "verify", "--database-url", url_of(database))
+    assert audit.status == 0, audit.out + audit.err
+
+
+async def test_a_node_paused_past_the_ttl_writes_nothing_more_to_the_tasks_it_lost(
+    database: ConnectionParams,
+) -> None:
+    client = Client()
+    async with cluster(database, "n1", "n2") as nodes:
+        task_id = await client.create(nodes["n1"], "paused node")
+        await client.queue(nodes["n1"], task_id, "work", 8.0)
+        await until(lambda: _all_running(nodes["n1"], [task_id], "work"))
+        [first_run] = [e["data"]["run_id"] for e in await events(nodes["n2"], task_id)
+                       if e["type"] == "JobStarted"]
+        await until(lambda: _has_output(nodes["n2"], first_run))
+
+        nodes["n1"].process.send_signal(signal.SIGSTOP)
+        try:
+            await until(lambda: _true(leases(database)[UUID(task_id)][0] == "n2"), timeout=15)
+        finally:
+            resumed = datetime.now().astimezone()
+            nodes["n1"].process.send_signal(signal.SIGCONT)
+        await until(lambda: _job_status(nodes["n2"], task_id, "work", "succeeded"), timeout=40)
+        await anyio.sleep(2)  # n1 has had time to try
+
+        late = [e for e in await events(nodes["n2"], first_run)
+                if datetime.fromisoformat(e["timestamp"]) > resumed]
+        assert late == []  # the paused node's run recorded nothing after it woke
+        assert await assert_attempts_never_overlap(nodes["n2"], task_id, "work") == 2
+        seen = await task(nodes["n1"], task_id)  # read through the node that lost it
+        owner = await task(nodes["n2"], task_id)
+        assert (seen["status"], seen["version"]) == (owner["status"], owner["version"])
+        await assert_nothing_lost(nodes["n2"], client)
+        assert node_status(database)["n1"] == "up"  # it lives on, without the task
+        assert leases(database)[UUID(task_id)][0] == "n2"
+        said = await said_so_far(nodes["n1"])
+        assert "LeaseLost" in said and "no longer holds its lease" in said, said  # refused
+
+
+async def test_a_rolling_restart_of_every_node_loses_nothing(
+    database: ConnectionParams, tmp_path
+) -> None:
+    client = Client()
+    dirs = {name: tmp_path / name for name in ("n1", "n2")}
+    for path in dirs.values():
+        path.mkdir()
+    async with contextlib.AsyncExitStack() as stack:
+        async def start(name: str) -> Served:
+            return await stack.enter_async_context(served(
+                database, "--node-id", name, "--lease-ttl", TTL, data_dir=dirs[name]))
+
+        n1, n2 = await start("n1"), await start("n2")
+        task_ids = [await client.create(n1, f"task {i}") for i in range(3)]
+        for task_id in task_ids:
+            await client.queue(n1, task_id, "first", 1.5)
+            await client.queue(n1, task_id, "second", 3.0, depends_on=["first"])
+        await until(lambda: _all_running(n1, task_ids, "first"))
+
+        n1.process.send_signal(signal.SIGTERM)  # a drain: runs finish, leases go back
+        assert await n1.process.wait() == 0
+        assert node_status(database)["n1"] == "left"
+        await until(lambda: _true(all(leases(database)[UUID(t)][0] == "n2" for t in task_ids)),
+                    timeout=10)
+        await until(lambda: _all_running(n2, task_ids, "second"))
+
+        n1 = await start("n1")  # back; then the other one drains
+        n2.process.send_signal(signal.SIGTERM)
+        assert await n2.process.wait() == 0
+        await until(lambda: _true(all(leases(database)[UUID(t)][0] == "n1" for t in task_ids)),
+                    timeout=10)
+        for task_id in task_ids:
+            state = await task(n1, task_id)
+            assert state["status"] == "waiting", state["status"]  # both jobs done: the gate
+            for job_id in ("first", "second"):
+                assert await _job_status(n1, task_id, job_id, "succeeded")
+                assert await assert_attempts_never_overlap(n1, task_id, job_id) == 1
+            async with httpx.AsyncClient(base_url=n1.url) as http:  # the new owner goes on
+                approved = await http.post(f"/api/tasks/{task_id}/approve", json={})
+            assert approved.status_code == 200, approved.text
+            client.acknowledged[task_id].append((approved.json()["version"], "*"))
+        await assert_nothing_lost(n1, client)
+    audit = await ipa("audit", "verify", "--database-url", url_of(database))
+    assert audit.status == 0, audit.out + audit.err
+
+
+async def said_so_far(node: Served) -> str:
+    """What the node has written to stderr since its first line (read for a second)."""
+    assert node.process.stderr is not None
+    said = b""
+    with anyio.move_on_after(1):
+        while True:
+            said += await node.process.stderr.receive()
+    return said.decode(errors="replace")
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _job_status(node: Served, task_id: str, job_id: str, status: str) -> bool:
+    jobs = {j["job_id"]: j for j in (await task(node, task_id)).get("jobs", [])}
+    return job_id in jobs and jobs[job_id]["status"] == status
+
+
+async def _all_running(node: Served, task_ids: list[str], job_id: str) -> bool:
+    for task_id in task_ids:
+        if not await _job_status(node, task_id, job_id, "running"):
+            return False
+    return True
+
+
+async def _has_output(node: Served, run_id: str) -> bool:
+    return any(e["type"] == "RunOutput" for e in await events(node, run_id))
+
+
+if os.name != "posix":  # SIGSTOP/SIGKILL
+    pytestmark = pytest.mark.skip("POSIX signals")

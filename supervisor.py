@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass, replace
+from typing import Any
 from uuid import UUID
 
 import anyio
@@ -49,6 +50,7 @@ from ipa.domain import (
     fold,
 )
 from ipa.eventstore import EventStore, Node, NodeRow, StoreError, StoreUnavailable
+from ipa.eventstore.inbox import Handler
 from ipa.pods import Pod, PodEnvironment, PodStatus
 from ipa.projections import TaskList
 
@@ -286,6 +288,7 @@ class Supervisor:
                             "pod and its agents", node.id, task_id)
                 self._lost.add(task_id)
                 self._tg.start_soon(self._stop_lost, task_id)
+        await node.inbox.take()  # a request whose notification was missed
         if not self._accepting:
             return
         claimed = await node.claim_orphans()
@@ -319,6 +322,31 @@ class Supervisor:
             await self.node.open()
         except StoreError as e:
             log.warning("node %s: not reconnected yet: %s", self.node.id, e)
+
+    def answer_with(self, handler: Handler) -> None:
+        """On a node: run the other nodes' requests for this node's tasks with ``handler``
+        (the API's, which answers as it would answer a client)."""
+        if self.node is None or self._tg is None:
+            return
+        self._tg.start_soon(self.node.inbox.run, handler)
+
+    async def owned_elsewhere(self, task_id: UUID) -> str | None:
+        """The id of the live node that owns the task, when it is not this one (``None``:
+        this node runs it or may take it on)."""
+        if self.node is None or task_id in self._slots:
+            return None
+        owner = await self.node.owner(task_id)
+        if owner is None or owner[0] == self.node.id or owner[1] not in ("up", "draining"):
+            return None
+        return owner[0]
+
+    async def forward(self, node_id: str, task_id: UUID, request: dict[str, Any], *,
+                      key: str | None = None) -> dict[str, Any]:
+        """Have the node that owns the task answer ``request`` (see :mod:`ipa.eventstore.inbox`);
+        :class:`~ipa.eventstore.OwnerUnreachable` when it does not take it in time."""
+        assert self.node is not None
+        return await self.node.inbox.ask(node_id, task_id, request, key=key,
+                                         timeout=max(2.0, self.membership.lease_ttl / 2))
 
     async def nodes(self) -> list[NodeRow]:
         """Every node of the store, as recorded (empty when this process is not a node)."""

@@ -19,6 +19,7 @@ from .errors import (
     UnstorableEvent,
     VersionConflict,
 )
+from .inbox import OwnerUnreachable
 from .integrity import Audit, Finding, ManifestSummary, verify_stream
 from .leases import LeaseLost, Node, NodeIdTaken, NodeRow
 from .lock import LOCK_FILE, DataDirInUse, data_dir_lock, read_holder
@@ -43,6 +44,7 @@ __all__ = [
     "Node",
     "NodeIdTaken",
     "NodeRow",
+    "OwnerUnreachable",
     "PositionConflict",
     "RecordedEvent",
     "StoreError",

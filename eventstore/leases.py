@@ -38,6 +38,7 @@ from psycopg.sql import SQL, Identifier
 
 from .database import ConnectionParams
 from .errors import StoreError, StoreUnavailable, one_line
+from .inbox import Inbox
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,8 @@ class Node:
         self._leases = SQL("{}.{}").format(Identifier(schema), Identifier(LEASES_TABLE))
         self._conn: psycopg.AsyncConnection[dict[str, Any]] | None = None
         self._lock = anyio.Lock()
+        self.inbox = Inbox(self._conninfo, self._describe, schema, node_id)
+        """Requests to and from the other nodes (:mod:`.inbox`)."""
 
     # -- the node's session -----------------------------------------------------------------
 
@@ -182,6 +185,7 @@ class Node:
         ).format(self._nodes), (self.id, self.address, self.max_pods))
 
     async def close(self) -> None:
+        await self.inbox.close()
         if self._conn is not None:
             conn, self._conn = self._conn, None
             with anyio.CancelScope(shield=True):

@@ -31,6 +31,7 @@ from psycopg_pool import PoolTimeout
 
 from .database import ConnectionParams
 from .errors import StoreUnavailable, one_line
+from .inbox import create_statements as inbox_tables
 from .leases import LEASE_LOST, LEASES_TABLE
 from .leases import create_statements as lease_tables
 from .manifest import MANIFEST_TABLE
@@ -86,6 +87,7 @@ class EventRecorder(PostgresApplicationRecorder):
         manifest = SQL("{}.{}").format(schema, Identifier(MANIFEST_TABLE))
         leases = SQL("{}.{}").format(schema, Identifier(LEASES_TABLE))
         self.sql_create_statements.extend(lease_tables(datastore.schema))
+        self.sql_create_statements.extend(inbox_tables(datastore.schema))
         for old in ("ipa_insert_events(uuid[], bigint[], text[], bytea[])",
                     "ipa_insert_event(uuid, bigint, text, bytea)",
                     "ipa_insert_events(uuid[], bigint[], text[], bytea[], uuid[], bigint[], "

@@ -5,18 +5,13 @@ bump the epoch, and an append fenced by a lease this node lost writes nothing.""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
 
 import anyio
 import pytest
 
 from ipa.eventstore import (
-    ConnectionParams,
-    EventStore,
     LeaseLost,
-    Node,
     NodeIdTaken,
-    StoreSettings,
     VersionConflict,
 )
 
@@ -25,55 +20,8 @@ from .helpers import task_history
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-async def open_store(database: ConnectionParams, store_settings: StoreSettings
-                     ) -> AsyncIterator[Callable]:
-    """Open another store on the same database: what another node's process would have."""
-    async with anyio.create_task_group() as tg:
-        stores: list[EventStore] = []
-
-        async def opened() -> EventStore:
-            ready = anyio.Event()
-            stop = anyio.Event()
-
-            async def hold() -> None:
-                async with EventStore.open(database, store_settings) as store:
-                    stores.append(store)
-                    ready.set()
-                    await stop.wait()
-
-            tg.start_soon(hold)
-            await ready.wait()
-            closing.append(stop)
-            return stores[-1]
-
-        closing: list[anyio.Event] = []
-        yield opened
-        while OPENED:
-            await OPENED.pop().close()
-        for stop in closing:
-            stop.set()
-
-
-OPENED: list[Node] = []
-
-
-@pytest.fixture(autouse=True)
-async def close_nodes() -> AsyncIterator[None]:
-    yield
-    while OPENED:
-        await OPENED.pop().close()
-
-
-async def node_of(store: EventStore, node_id: str, **options) -> Node:
-    node = store.node(node_id, **options)
-    OPENED.append(node)
-    await node.open()
-    return node
-
-
 async def test_a_node_id_is_one_live_process_s_and_free_again_once_it_is_gone(
-    open_store
+    open_store, node_of
 ) -> None:
     a, b = await open_store(), await open_store()
     first = await node_of(a, "n1", address="http://a")
@@ -84,10 +32,15 @@ async def test_a_node_id_is_one_live_process_s_and_free_again_once_it_is_gone(
     assert [(n.id, n.status, n.address) for n in await again.nodes()] == [("n1", "up", "")]
 
 
-async def test_a_dead_node_is_seen_at_once_and_a_hung_one_after_the_ttl(open_store) -> None:
+async def test_a_dead_node_is_seen_at_once_and_a_hung_one_after_the_ttl(
+    open_store, node_of
+) -> None:
     a, b, c = await open_store(), await open_store(), await open_store()
-    watcher, dead, hung = (await node_of(a, "w"), await node_of(b, "dead"),
-                           await node_of(c, "hung"))
+    watcher, dead, hung = (
+        await node_of(a, "w"),
+        await node_of(b, "dead"),
+        await node_of(c, "hung"),
+    )
     assert await watcher.find_dead(ttl=60) == []
 
     await dead.close()
@@ -97,11 +50,14 @@ async def test_a_dead_node_is_seen_at_once_and_a_hung_one_after_the_ttl(open_sto
     await watcher.heartbeat(pods=0, agents=0)
     assert await watcher.find_dead(ttl=0.2) == ["hung"]  # its session lives, its heart not
     assert {n.id: n.status for n in await watcher.nodes()} == {
-        "dead": "dead", "hung": "dead", "w": "up"}
+        "dead": "dead",
+        "hung": "dead",
+        "w": "up",
+    }
     assert await hung.heartbeat(pods=0, agents=0) == "dead"  # it learns it was given up
 
 
-async def test_an_append_fenced_by_a_lost_lease_writes_nothing(open_store) -> None:
+async def test_an_append_fenced_by_a_lost_lease_writes_nothing(open_store, node_of) -> None:
     a, b = await open_store(), await open_store()
     old, new = await node_of(a, "old"), await node_of(b, "new")
     task_id, events = task_history(4)
@@ -120,7 +76,7 @@ async def test_an_append_fenced_by_a_lost_lease_writes_nothing(open_store) -> No
     assert await new.owner(task_id) == ("new", "up", "")
 
 
-async def test_in_a_batch_only_the_append_whose_lease_is_lost_fails(open_store) -> None:
+async def test_in_a_batch_only_the_append_whose_lease_is_lost_fails(open_store, node_of) -> None:
     a, b = await open_store(), await open_store()
     old, new = await node_of(a, "old"), await node_of(b, "new")
     tasks = [task_history(2) for _ in range(3)]
@@ -141,13 +97,12 @@ async def test_in_a_batch_only_the_append_whose_lease_is_lost_fails(open_store) 
     async with anyio.create_task_group() as tg:  # side by side: one batch
         for task_id, events in tasks:
             tg.start_soon(append, task_id, events)
-    assert [isinstance(results[task_id], LeaseLost) for task_id, _ in tasks] == [
-        False, True, False]
+    assert [isinstance(results[task_id], LeaseLost) for task_id, _ in tasks] == [False, True, False]
     assert [len(await a.read(task_id)) for task_id, _ in tasks] == [2, 0, 2]
 
 
 async def test_claims_take_only_free_leases_and_survivors_share_a_dead_nodes(
-    open_store
+    open_store, node_of
 ) -> None:
     a, b, c = await open_store(), await open_store(), await open_store()
     gone, one, two = await node_of(a, "gone"), await node_of(b, "one"), await node_of(c, "two")
@@ -165,7 +120,7 @@ async def test_claims_take_only_free_leases_and_survivors_share_a_dead_nodes(
 
 
 async def test_a_released_lease_is_claimed_by_another_node_and_the_old_epoch_is_fenced(
-    open_store
+    open_store, node_of
 ) -> None:
     a, b = await open_store(), await open_store()
     leaving, staying = await node_of(a, "leaving"), await node_of(b, "staying")

@@ -1,5 +1,5 @@
-"""The REST API (JSON): tasks and their commands, jobs, agent runs, artifacts, workspace files
-and time travel.
+"""The REST API (JSON): tasks and their commands, jobs, agent runs, artifacts, workspace files,
+time travel and the cluster's nodes.
 
 Every list answers ``{"items": [...], "next_cursor": ...}``; pass ``next_cursor`` back as
 ``?cursor=`` for the next page (cursors are opaque). Commands go to the task's pod (the single
@@ -12,6 +12,12 @@ else from the store. The task state view is ``task_state.view`` (``state.to_dict
 ``PERSON_COMMANDS`` (but ``create_task``, which is ``POST /api/tasks``); the other task commands
 are records ipa makes itself (usage, artifacts, verification, job results ...) and are refused
 with 403 ``system_command``, so no client can forge them.
+
+**Nodes** (several ``ipa serve`` on one store): ``GET /api/nodes`` lists them as the store
+records them. The live view of ``GET /api/tasks/{id}`` carries ``node``, the id of the node
+holding the task's lease now (one query on the lease's key), and each row of ``GET /api/tasks``
+too (one query per page, every lease); ``null`` when no node holds it (a finished task, a
+server that is no node). Past versions (``?version=``) and command answers have no ``node``.
 
 **Correlation ids**: ``X-Request-Id`` becomes the correlation id of the events a request causes
 when it is 1 to 128 characters of ``A-Z a-z 0-9 . _ : / + = @ -`` (what request-id middleware
@@ -43,9 +49,8 @@ from ipa.domain import (
     TaskState,
     decide,
     evolve,
-    fold,
 )
-from ipa.eventstore import StreamNotFound
+from ipa.eventstore import StoreUnavailable, StreamNotFound
 from ipa.pods.browse import BrowseError, CommitBrowser
 from ipa.projections import TaskList, task_state
 from ipa.supervisor import PodNotRunning, Supervisor
@@ -126,6 +131,7 @@ class Api:
             Route("/api/tasks/{task_id}/restart", self.restart_task, methods=["POST"]),
             Route("/api/tasks/{task_id}/{command}", self.task_command, methods=["POST"]),
             Route("/api/runs/{run_id}/events", self.run_events, methods=["GET"]),
+            Route("/api/nodes", self.list_nodes, methods=["GET"]),
         ]
 
     # Helpers ---------------------------------------------------------------------------------
@@ -168,6 +174,25 @@ class Api:
                                               self.swarm)
         return view
 
+    async def node_of(self, task_id: UUID) -> str | None:
+        """The id of the node that holds the task's lease now (one query on the lease's key);
+        ``None`` when no node does, when this process is not a node, or when this node's own
+        connection to the store is down for the moment (the view is still served)."""
+        try:
+            return await self.supervisor.owner_of(task_id)
+        except StoreUnavailable:
+            return None
+
+    async def owners(self) -> dict[str, str]:
+        """Every leased task's node, by task id as the task list writes it (one query)."""
+        node = self.supervisor.node
+        if node is None:
+            return {}
+        try:
+            return {str(task_id): owner for task_id, owner in (await node.owners()).items()}
+        except StoreUnavailable:
+            return {}
+
     # Tasks -----------------------------------------------------------------------------------
 
     async def healthz(self, request: Request) -> JSONResponse:
@@ -200,7 +225,9 @@ class Api:
         where = wanted if needs_person == "1" or parent is not None else None
         page = self.task_list.page(after=cursor, limit=limit + 1, where=where)  # from memory
         next_cursor = page[limit - 1]["id"] if len(page) > limit else None
-        items = [{**row, "attention": kind(row)} for row in page[:limit]]
+        owners = await self.owners() if page else {}
+        items = [{**row, "attention": kind(row), "node": owners.get(row["id"])}
+                 for row in page[:limit]]
         return JSONResponse({"items": items, "next_cursor": next_cursor})
 
     async def create_task(self, request: Request) -> JSONResponse:
@@ -210,9 +237,8 @@ class Api:
         task_id = uuid.uuid4()
         events = decide(None, command, context(request), task_id)
         await self.supervisor.env.repositories.check(command.repo)  # 422 when refused
-        await self.store.append(task_id, events, 0)
-        await self.supervisor.start(task_id)
-        return JSONResponse(task_state.view(fold(events)), 201)
+        state = await self.supervisor.create_task(task_id, events)
+        return JSONResponse(task_state.view(state), 201)
 
     async def get_task(self, request: Request) -> JSONResponse:
         task_id = task_id_param(request)
@@ -223,7 +249,9 @@ class Api:
                 return task_state.view(await self.store.load(task_id, at))
 
             return await self.cached(("state", task_id, at), None, past)
-        return JSONResponse(self.present(await self.state(task_id)))
+        view = self.present(await self.state(task_id))
+        view["node"] = await self.node_of(task_id)
+        return JSONResponse(view)
 
     async def restart_task(self, request: Request) -> JSONResponse:
         """Start a new pod for a task whose pod crashed (a failed task goes back to work);
@@ -313,6 +341,13 @@ class Api:
             expected_version=expected, interrupt=interrupt,
         )
         return JSONResponse(self.present(state))
+
+    # Nodes -----------------------------------------------------------------------------------
+
+    async def list_nodes(self, request: Request) -> JSONResponse:
+        """Every node of the store, ``self`` on the one answering (none when this process is
+        not a node). Never paged: ``next_cursor`` is always null."""
+        return JSONResponse({"items": await node_items(self.supervisor), "next_cursor": None})
 
     # Jobs and runs ---------------------------------------------------------------------------
 
@@ -519,6 +554,13 @@ class Api:
         name = f"ipa-{state.id.hex[:8]}.patch"
         return Response(patch, media_type="text/x-patch",
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+async def node_items(supervisor: Supervisor) -> list[dict[str, Any]]:
+    """The store's nodes as ``GET /api/nodes`` lists them: each row's fields and ``self``
+    (true on this process's node)."""
+    here = supervisor.node.id if supervisor.node is not None else None
+    return [{**row.to_dict(), "self": row.id == here} for row in await supervisor.nodes()]
 
 
 def events_page_params(request: Request) -> tuple[int, int]:

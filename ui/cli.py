@@ -4,7 +4,7 @@ Store commands (``events``, ``replay``, ``audit verify``, ``projections rebuild`
 ``snapshot``) open the store directly. The reading ones work whether or not a server is running;
 the writing ones (``projections rebuild``, ``snapshot``, and ``serve`` itself) take the data
 dir's lock (:mod:`ipa.eventstore.lock`) and are refused while another process holds it.
-``ipa task ...`` acts through a running server's HTTP API (:mod:`.client`).
+``ipa task ...`` and ``ipa nodes`` act through a running server's HTTP API (:mod:`.client`).
 Errors are one line on stderr, ``ipa: <what> ...``, with exit status 1 (2 for bad usage).
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import NoReturn, TextIO
@@ -25,7 +26,7 @@ from ipa.eventstore import Audit, Finding, StoreError, StreamNotFound
 from ipa.projections import TaskList, task_state
 from ipa.projections.transcript import transcript
 
-from .client import ApiCallError, add_task_commands
+from .client import ApiCallError, add_node_command, add_task_commands
 from .keys import KeysError, load_keys
 from .runtime import Settings, open_store
 
@@ -119,6 +120,14 @@ def seconds(text: str) -> float:
     return value
 
 
+def node_id(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", text):
+        raise argparse.ArgumentTypeError(
+            f"invalid node id {text!r}: 1-64 letters, digits, '.', '-' or '_', starting with a "
+            "letter or digit")
+    return text
+
+
 def count(text: str) -> int:
     try:
         value = int(text)
@@ -155,6 +164,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--repo-root", action="append", metavar="DIR",
                        help="a task's local repository must be inside DIR (repeatable; env "
                        "IPA_REPO_ROOTS=DIR:DIR; default: anywhere the server can read)")
+    cluster = serve.add_argument_group("cluster (several nodes on one store)")
+    cluster.add_argument("--node-id", type=node_id, metavar="ID",
+                         help="this node's id (env IPA_NODE_ID; default: host name and a hash "
+                         "of the data dir)")
+    cluster.add_argument("--max-pods", type=count, metavar="N",
+                         help="new tasks beyond N leased tasks go to the least loaded node")
+    cluster.add_argument("--lease-ttl", type=seconds, default=10.0, metavar="SECONDS",
+                         help="a node silent this long is dead and its tasks are taken over "
+                         "(default 10)")
     web = serve.add_argument_group("HTTP safety")
     web.add_argument("--allowed-hosts", action="append", metavar="HOSTS",
                      help="Host names to answer besides localhost, 127.0.0.1, [::1] and --host: "
@@ -180,6 +198,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=cmd_serve, live=True)
 
     add_task_commands(commands, _Parser)
+    add_node_command(commands, _Parser)
 
     events = commands.add_parser(
         "events", parents=[store_options], help="print a task's events in order"
@@ -242,7 +261,7 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from .connections import Limits  # uvicorn is only needed here
     from .guard import GuardPolicy, split_list
-    from .serve import NotLoopback, serve
+    from .serve import Cluster, NotLoopback, serve
 
     def listed(values: list[str] | None, env: str) -> tuple[str, ...]:
         return tuple(split_list(values or [os.environ.get(env, "")]))
@@ -257,9 +276,17 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as e:  # a malformed origin or proxy address
         print(f"ipa: {e}", file=sys.stderr)
         return 2
+    given = args.node_id or os.environ.get("IPA_NODE_ID")
+    try:
+        cluster = Cluster(node_id=node_id(given) if given else None, max_pods=args.max_pods,
+                          lease_ttl=args.lease_ttl)
+    except argparse.ArgumentTypeError as e:
+        print(f"ipa: IPA_NODE_ID: {e}", file=sys.stderr)
+        return 2
     try:
         return await serve(settings, args.host, args.port, keys, guard=guard, limits=limits,
-                           session_ttl=args.session_ttl, repo_roots=args.repo_root or ())
+                           session_ttl=args.session_ttl, repo_roots=args.repo_root or (),
+                           cluster=cluster)
     except (NotLoopback, AgentConfigError, SettingsError) as e:
         print(f"ipa: {e}", file=sys.stderr)
         return 2

@@ -3,7 +3,8 @@
 Everything a person can do on the pages has a command here: the decisions at a gate
 (``approve``, ``request-changes``, ``back-to-phase``), answers, the budget, pause / resume /
 cancel / retry, ``restart`` of a stopped pod, and ``ipa task job retry|cancel|interrupt|skip``;
-``ipa task tree`` prints a project's backlog and children.
+``ipa task tree`` prints a project's backlog and children. ``ipa nodes`` lists the nodes of the
+store (``GET /api/nodes``).
 
 The server is ``--url``, else ``IPA_URL``, else the live server named by the data dir's
 ``server.json`` (``--data-dir``, env ``IPA_DATA_DIR``), else ``http://127.0.0.1:8765``. An API
@@ -21,6 +22,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -82,8 +84,9 @@ def _describe(e: urllib.error.HTTPError) -> str:
         return f"HTTP {e.code} {e.reason}"
 
 
-def add_task_commands(commands: Any, parser_class: type[argparse.ArgumentParser]) -> None:
-    """The ``ipa task`` subcommands, added to the CLI's subparsers."""
+def connection_options(parser_class: type[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """``--url``, ``--data-dir``, ``--api-key`` and ``--json``: the parent parser of every
+    command that acts through a running server."""
     connection = parser_class(add_help=False)
     connection.add_argument("--url", help="the ipa server (env IPA_URL; default: the one "
                             f"running on the data dir, else {DEFAULT_URL})")
@@ -92,6 +95,22 @@ def add_task_commands(commands: Any, parser_class: type[argparse.ArgumentParser]
     connection.add_argument("--api-key", default=os.environ.get("IPA_API_KEY"),
                             help="an API key, when the server requires one (env IPA_API_KEY)")
     connection.add_argument("--json", action="store_true", help="print the answer as JSON")
+    return connection
+
+
+def add_node_command(commands: Any, parser_class: type[argparse.ArgumentParser]) -> None:
+    """``ipa nodes``, added to the CLI's subparsers."""
+    nodes = commands.add_parser(
+        "nodes", parents=[connection_options(parser_class)],
+        help="list the nodes of the store (each ipa serve on it), through the running server",
+        description="id, address, status, pods, agents, last heartbeat and start of each "
+        "node; * marks the one that answered")
+    nodes.set_defaults(run=cmd_nodes)
+
+
+def add_task_commands(commands: Any, parser_class: type[argparse.ArgumentParser]) -> None:
+    """The ``ipa task`` subcommands, added to the CLI's subparsers."""
+    connection = connection_options(parser_class)
     expected = parser_class(add_help=False)
     expected.add_argument("--expected-version", type=int, metavar="N",
                           help="refuse if the task has moved past version N")
@@ -278,6 +297,50 @@ def _task(client: ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_nodes(settings: Settings, args: argparse.Namespace) -> int:
+    client = ApiClient(server_url(args, settings), args.api_key)
+    answer = await anyio.to_thread.run_sync(client.call, "GET", "/api/nodes")
+    if args.json:
+        print(json.dumps(answer, indent=2, sort_keys=True))
+        return 0
+    rows = answer["items"]
+    if not rows:
+        print("no nodes: the server is not a node of a cluster")
+        return 0
+    now = datetime.now(UTC)
+    table = [["", "ID", "ADDRESS", "STATUS", "PODS", "AGENTS", "HEARTBEAT", "STARTED"]]
+    table += [["*" if row.get("self") else "", row["id"], row["address"] or "-",
+               row["status"], str(row["pods"]), str(row["agents"]),
+               ago(row["heartbeat_at"], now), _utc(row["started_at"])] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    right = {4, 5}  # the counts
+    for line in table:
+        print("  ".join(cell.rjust(width) if i in right else cell.ljust(width)
+                        for i, (cell, width) in enumerate(zip(line, widths, strict=True)))
+              .rstrip())
+    return 0
+
+
+def ago(iso: str, now: datetime) -> str:
+    """How long before ``now`` an ISO time was: ``3 s ago``, ``5 min ago``, ``2 h ago``,
+    ``4 d ago`` (``now`` is this machine's clock; the time is the database's)."""
+    try:
+        seconds = max(0, int((now - datetime.fromisoformat(iso)).total_seconds()))
+    except (TypeError, ValueError):
+        return "?"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
+def _utc(iso: str) -> str:
+    try:
+        return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (TypeError, ValueError):
+        return str(iso)
+
+
 def _list(client: ApiClient, args: argparse.Namespace) -> int:
     """Every page of the list (the API lists by id), filtered, then sorted newest first."""
     rows = []
@@ -358,6 +421,8 @@ def _details(task: dict[str, Any]) -> list[tuple[str, str]]:
         lines.append(("branch", f"{branch['name']} from {branch.get('base')} "
                                 f"{_short(branch.get('base_commit'))}"
                                 + (f", head {_short(head)}" if head else ", no commit yet")))
+    if task.get("node"):
+        lines.append(("node", str(task["node"])))
     if task.get("repository_error"):
         lines.append(("repository", str(task["repository_error"])))
     if task.get("parent_id"):

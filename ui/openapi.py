@@ -26,6 +26,8 @@ VERSION = "0.1.0"
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _TASK = {"$ref": "#/components/schemas/Task"}
 _EVENT = {"$ref": "#/components/schemas/Event"}
+_NODE_ID = {"type": ["string", "null"],
+            "description": "the node that holds the task's lease now (null: none does)"}
 
 
 def _page(item: dict[str, Any]) -> dict[str, Any]:
@@ -176,7 +178,8 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
     "/logout": {"post": _op("Drop the session cookie", {"200": _json({"type": "object"})})},
     "/api/tasks": {
         "get": _op("The task list (one summary row per task), by id",
-                   {"200": _json(_page({"type": "object"})), **_errors(400, 401)},
+                   {"200": _json(_page({"type": "object", "properties": {"node": _NODE_ID}})),
+                    **_errors(400, 401)},
                    parameters=[_limit(500, 50), _query("cursor", "from next_cursor", _UUID),
                                _query("attention", "1: only the tasks that need a person",
                                       {"type": "string", "enum": ["0", "1"]}),
@@ -275,6 +278,9 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
         "SSE of an agent run's events (live output): id = version",
         {"200": SSE, **_errors(400, 401)},
         parameters=[RUN_ID, *RESUME])},
+    "/api/nodes": {"get": _op(
+        "The nodes of the store (each ipa serve on it), self: the one answering; never paged",
+        {"200": _json(_page({"$ref": "#/components/schemas/Node"})), **_errors(401, 503)})},
     "/api/stream": {"get": _op(
         "SSE of every task's events (not the agent runs'): id = global position",
         {"200": SSE, **_errors(400, 401)}, parameters=RESUME)},
@@ -323,8 +329,25 @@ COMPONENTS = {
             "parent_id": {"type": ["string", "null"], "description": "a child task's project"},
             "item_id": {"type": ["string", "null"], "description": "a child task's item"},
             "kind": {"type": ["string", "null"],
-                     "description": "the agent type that does a child task's work"}},
+                     "description": "the agent type that does a child task's work"},
+            "node": {**_NODE_ID, "description": "the node that holds the task's lease now "
+                     "(null: none does); only in GET /api/tasks/{task_id} without ?version="}},
             "additionalProperties": True},
+        "Node": {"type": "object", "required": ["id", "address", "started_at", "heartbeat_at",
+                                                "status", "pods", "agents", "max_pods",
+                                                "leases", "self"], "properties": {
+            "id": {"type": "string"},
+            "address": {"type": "string", "description": "its URL ('' until it listens)"},
+            "started_at": {"type": "string", "format": "date-time"},
+            "heartbeat_at": {"type": "string", "format": "date-time",
+                             "description": "its last heartbeat (the database's clock)"},
+            "status": {"type": "string", "enum": ["up", "draining", "dead", "left"]},
+            "pods": {"type": "integer", "description": "pods running, at its last heartbeat"},
+            "agents": {"type": "integer",
+                       "description": "agents running, at its last heartbeat"},
+            "max_pods": {"type": ["integer", "null"]},
+            "leases": {"type": "integer", "description": "the tasks leased to it"},
+            "self": {"type": "boolean", "description": "the node that answered"}}},
         "Item": {"type": "object", "required": ["id", "title", "kind", "phase", "status"],
                  "properties": {
                      "id": {"type": "string"}, "title": {"type": "string"},

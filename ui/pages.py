@@ -23,13 +23,14 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from ipa.domain import TaskState
-from ipa.eventstore import StreamNotFound
+from ipa.eventstore import StoreError, StreamNotFound
 from ipa.projections import TaskList, task_state
 from ipa.supervisor import PodNotRunning, Supervisor
 
 from . import backlog_graph
 from . import children as swarm
 from . import page_model as model
+from .api import node_items
 from .errors import whole_number
 
 HERE = Path(__file__).resolve().parent
@@ -122,6 +123,16 @@ def routes(supervisor: Supervisor, task_list: TaskList) -> list[BaseRoute]:
             }
         return templates.TemplateResponse(request, template, context)
 
+    async def nodes() -> list[dict[str, Any]] | None:
+        """The store's nodes for the list's panel, as ``/api/nodes`` lists them (``None``: this
+        server is no node, no panel; empty while the store does not answer: the page polls)."""
+        if supervisor.node is None:
+            return None
+        try:
+            return await node_items(supervisor)
+        except StoreError:
+            return []
+
     def version_param(request: Request) -> int | None | str:
         """``?version=N``: N, None without one, or the text of a malformed one."""
         text = request.query_params.get("version")
@@ -150,6 +161,7 @@ def routes(supervisor: Supervisor, task_list: TaskList) -> list[BaseRoute]:
             "needs_me": request.query_params.get("attention") == "1",
             "event_types": model.task_event_types(),
             "after": position,
+            "nodes": await nodes(),
         })
 
     async def row(request: Request) -> Response:

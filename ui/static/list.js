@@ -1,6 +1,6 @@
 // The central task list: filters, the create form, and live rows. Every task event on
 // /api/stream makes the server re-render that task's row (/pods/{id}/row); a new task's row is
-// added at the top.
+// added at the top. The nodes panel (when this server is a node) is polled from /api/nodes.
 "use strict";
 
 (() => {
@@ -146,6 +146,64 @@
       button.disabled = false;
     }
   });
+
+  // The nodes panel: the store's nodes, from /api/nodes every few seconds (heartbeat ages tick
+  // in between, as every elapsed <time> does).
+  const nodeList = document.getElementById("node-list");
+  function plural(count, word) {
+    return `${count} ${word}${count === 1 ? "" : "s"}`;
+  }
+  function nodeItem(node) {
+    const item = document.createElement("li");
+    item.className = `node node-${node.status}`;
+    item.dataset.id = node.id;
+    item.dataset.status = node.status;
+    item.title = `started ${node.started_at}`;
+    const head = item.appendChild(document.createElement("div"));
+    head.className = "node-head";
+    const id = head.appendChild(document.createElement("code"));
+    id.className = "node-id";
+    id.textContent = node.id;
+    const badge = document.createElement("span");
+    badge.className = "badge node-status";
+    badge.textContent = node.status;
+    head.append(" ", badge);
+    if (node.self) {
+      const self = document.createElement("span");
+      self.className = "node-self muted";
+      self.textContent = "this server";
+      head.append(" ", self);
+    }
+    const facts = item.appendChild(document.createElement("div"));
+    facts.className = "node-facts";
+    const pods = document.createElement("span");
+    pods.className = "node-pods";
+    pods.textContent = plural(node.pods, "pod");
+    const agents = document.createElement("span");
+    agents.className = "node-agents";
+    agents.textContent = plural(node.agents, "agent");
+    const beat = document.createElement("time");
+    beat.dateTime = node.heartbeat_at;
+    beat.dataset.elapsed = "";
+    facts.append(pods, " · ", agents, " · heartbeat ", beat, " ago");
+    const address = item.appendChild(document.createElement("div"));
+    address.className = "node-address muted";
+    address.textContent = node.address || "no address yet";
+    return item;
+  }
+  async function pollNodes() {
+    if (document.hidden) return;
+    let answer;
+    try {
+      answer = await ipa.request("GET", "/api/nodes");
+    } catch (error) {
+      return; // the next poll tries again; the stream's state shows a server that is gone
+    }
+    nodeList.replaceChildren(...answer.items.map(nodeItem));
+    document.getElementById("no-nodes").hidden = answer.items.length > 0;
+    ipa.times(nodeList, true);
+  }
+  if (nodeList) setInterval(pollNodes, 3000);
 
   applyFilter();
 })();

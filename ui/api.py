@@ -72,6 +72,7 @@ from .errors import (
     uuid_or_none,
     whole_number,
 )
+from .forwarding import Answerer, elsewhere
 
 MAX_PAGE = 500
 COMMANDS = {command.name: command for command in PERSON_COMMANDS if command is not CreateTask}
@@ -100,6 +101,9 @@ class Api:
 
     def __init__(self, supervisor: Supervisor, task_list: TaskList) -> None:
         self.supervisor = supervisor
+        # Another node's request for a task this node owns runs through the same handlers.
+        supervisor.answer_with(Answerer({"command": self.task_command, "job": self.job_action,
+                                         "restart": self.restart_task}))
         self.store = supervisor.store
         self.task_list = task_list
         self.browser = CommitBrowser(supervisor.env.workspaces)
@@ -253,10 +257,12 @@ class Api:
         view["node"] = await self.node_of(task_id)
         return JSONResponse(view)
 
-    async def restart_task(self, request: Request) -> JSONResponse:
+    async def restart_task(self, request: Request) -> Response:
         """Start a new pod for a task whose pod crashed (a failed task goes back to work);
         409 ``pod_running`` when its pod runs."""
         task_id = task_id_param(request)
+        if (owner := await elsewhere(self.supervisor, request, task_id, "restart")) is not None:
+            return owner
         body = await json_body(request, required=False)
         if body:
             raise BadRequest(f"restart: unknown field(s) {', '.join(map(repr, body))}")
@@ -313,8 +319,10 @@ class Api:
 
         return await self.cached(("version", task_id, version), None, render)
 
-    async def task_command(self, request: Request) -> JSONResponse:
+    async def task_command(self, request: Request) -> Response:
         task_id = task_id_param(request)
+        if (owner := await elsewhere(self.supervisor, request, task_id, "command")) is not None:
+            return owner
         name = request.path_params["command"]
         command_type = COMMANDS.get(name)
         if name in SYSTEM_COMMANDS:
@@ -367,12 +375,14 @@ class Api:
             raise NotFound("job_not_found", f"task {view['id']} has no job {job_id!r}")
         return JSONResponse(job)
 
-    async def job_action(self, request: Request) -> JSONResponse:
+    async def job_action(self, request: Request) -> Response:
         """``retry`` (a dead-lettered or held job), ``cancel`` (``{"reason"}``; its running
         agent is stopped at once), ``skip`` (``{"reason"}``; a dead, held or queued job, which
         then counts as finished for its phase), ``interrupt`` (stops its running agent and
         holds the job for a person; not a failed attempt)."""
         task_id = task_id_param(request)
+        if (owner := await elsewhere(self.supervisor, request, task_id, "job")) is not None:
+            return owner
         job_id = request.path_params["job_id"]
         action = request.path_params["action"]
         if action not in ("retry", "cancel", "interrupt", "skip"):

@@ -31,7 +31,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ipa.domain import CommandRejected, DomainError, InvalidCommand, TaskNotFound
-from ipa.eventstore import LeaseLost, StoreUnavailable, StreamNotFound, VersionConflict
+from ipa.eventstore import (
+    LeaseLost,
+    OwnerUnreachable,
+    StoreUnavailable,
+    StreamNotFound,
+    VersionConflict,
+)
 from ipa.pods import RepositoryRefused, WorkspaceError
 from ipa.supervisor import (
     OwnedElsewhere,
@@ -110,6 +116,7 @@ ERRORS: list[tuple[type[Exception], int, str]] = [
     (PodRunning, 409, "pod_running"),
     (TaskFinished, 409, "task_finished"),
     (ShuttingDown, 503, "shutting_down"),
+    (OwnerUnreachable, 503, "owner_unreachable"),
     (TaskNotFound, 404, "task_not_found"),
     (VersionConflict, 409, "version_conflict"),
     (CommandRejected, 409, "command_not_allowed"),
@@ -129,6 +136,10 @@ async def on_error(request: Request, exc: Exception) -> JSONResponse:
         return error_response(exc.status, exc.code, str(exc), **exc.extra)
     if isinstance(exc, VersionConflict):
         return error_response(409, "version_conflict", str(exc), current_version=exc.current)
+    if isinstance(exc, OwnerUnreachable):
+        response = error_response(503, "owner_unreachable", str(exc), node=exc.node_id)
+        response.headers["retry-after"] = str(exc.retry_after)
+        return response
     if isinstance(exc, OwnedElsewhere):
         return error_response(409, "owned_elsewhere", str(exc), node=exc.node_id,
                               address=exc.address or None)

@@ -154,7 +154,7 @@ async def test_a_sigkilled_nodes_tasks_resume_on_the_survivors_and_nothing_is_lo
         assert all(after[UUID(t)][1] == 2 for t in victims)  # each claimed once more
         for task_id in victims:
             state = await task(survivor, task_id)
-            assert state["node"] if "node" in state else True
+            assert state["node"] == after[UUID(task_id)][0]  # the API names the new owner
             assert await assert_attempts_never_overlap(survivor, task_id, "work") == 2
             [job] = [j for j in state["jobs"] if j["job_id"] == "work"]
             assert job["attempts"] == 2 and job["status"] == "succeeded"
@@ -242,6 +242,55 @@ async def test_a_rolling_restart_of_every_node_loses_nothing(
         await assert_nothing_lost(n1, client)
     audit = await ipa("audit", "verify", "--database-url", url_of(database))
     assert audit.status == 0, audit.out + audit.err
+
+
+async def test_commands_and_streams_on_a_node_that_does_not_own_the_task_work_as_on_the_owner(
+    database: ConnectionParams,
+) -> None:
+    client = Client()
+    async with cluster(database, "n1", "n2") as nodes:
+        task_id = await client.create(nodes["n1"], "owned by n1")
+        seen: list[str] = []
+
+        async def follow(*, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+            async with httpx.AsyncClient(base_url=nodes["n2"].url, timeout=None) as http, \
+                    http.stream("GET", f"/api/tasks/{task_id}/stream") as stream:
+                task_status.started()
+                async for line in stream.aiter_lines():
+                    if line.startswith("event:"):
+                        seen.append(line.split(":", 1)[1].strip())
+
+        async with anyio.create_task_group() as tg, \
+                httpx.AsyncClient(base_url=nodes["n2"].url) as n2:
+            await tg.start(follow)
+            paused = await n2.post(f"/api/tasks/{task_id}/pause", json={"reason": "lunch"},
+                                   headers={"x-request-id": "pause-1"})
+            again = await n2.post(f"/api/tasks/{task_id}/pause", json={"reason": "lunch"},
+                                  headers={"x-request-id": "pause-1"})  # a retry
+            stale = await n2.post(f"/api/tasks/{task_id}/resume",
+                                  json={"expected_version": 1})
+            refused = await n2.post(f"/api/tasks/{task_id}/approve", json={})
+            queued = await n2.post(f"/api/tasks/{task_id}/queue_job", json={
+                "job_id": "j", "agent": "developer", "spec": work(0.2)})
+            resumed = await n2.post(f"/api/tasks/{task_id}/resume", json={})
+            held = await n2.post(f"/api/tasks/{task_id}/jobs/nope/retry", json={})
+            await until(lambda: _job_status(nodes["n2"], task_id, "j", "succeeded"))
+            await until(lambda: _true("JobSucceeded" in seen), timeout=10)
+            tg.cancel_scope.cancel()
+
+        assert paused.status_code == 200 and paused.json()["status"] == "paused"
+        assert paused.headers["x-ipa-node"] == "n1"  # the owner answered
+        assert again.json() == paused.json()  # the same answer; paused once, not twice
+        assert stale.status_code == 409 and stale.json()["error"]["code"] == "version_conflict"
+        assert stale.json()["error"]["current_version"] == paused.json()["version"]
+        assert refused.status_code == 409
+        assert refused.json()["error"]["code"] == "command_not_allowed"
+        assert queued.status_code == 200 and resumed.json()["status"] == "running"
+        assert held.status_code == 404 and held.json()["error"]["code"] == "job_not_found"
+        events_ = [e["type"] for e in await events(nodes["n1"], task_id)]
+        assert events_.count("TaskPaused") == 1
+        assert {"TaskPaused", "TaskResumed", "JobQueued", "JobSucceeded"} <= set(seen)
+        assert leases(database)[UUID(task_id)][0] == "n1"  # nothing moved
 
 
 async def said_so_far(node: Served) -> str:

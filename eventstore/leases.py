@@ -158,6 +158,7 @@ class Node:
         self._leases = SQL("{}.{}").format(Identifier(schema), Identifier(LEASES_TABLE))
         self._conn: psycopg.AsyncConnection[dict[str, Any]] | None = None
         self._lock = anyio.Lock()
+        self._opened = False
         self.inbox = Inbox(self._conninfo, self._describe, schema, node_id)
         """Requests to and from the other nodes (:mod:`.inbox`)."""
 
@@ -177,12 +178,16 @@ class Node:
         if not row or not row["ok"]:
             await self.close()
             raise NodeIdTaken(self.id)
+        # A reconnection (the database restarted) keeps the node's start time and counts.
+        again = self._opened
         await self._run(SQL(
             "INSERT INTO {} (id, address, started_at, heartbeat_at, status, max_pods) "
             "VALUES (%s, %s, now(), now(), 'up', %s) ON CONFLICT (id) DO UPDATE SET "
-            "address = EXCLUDED.address, started_at = now(), heartbeat_at = now(), "
-            "status = 'up', pods = 0, agents = 0, max_pods = EXCLUDED.max_pods"
+            "address = EXCLUDED.address, heartbeat_at = now(), status = 'up', "
+            "max_pods = EXCLUDED.max_pods"
+            + ("" if again else ", started_at = now(), pods = 0, agents = 0")
         ).format(self._nodes), (self.id, self.address, self.max_pods))
+        self._opened = True
 
     async def close(self) -> None:
         await self.inbox.close()

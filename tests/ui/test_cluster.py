@@ -293,6 +293,26 @@ async def test_commands_and_streams_on_a_node_that_does_not_own_the_task_work_as
         assert leases(database)[UUID(task_id)][0] == "n1"  # nothing moved
 
 
+async def test_a_node_at_its_max_pods_sends_new_tasks_to_the_least_loaded_node(
+    database: ConnectionParams,
+) -> None:
+    client = Client()
+    async with contextlib.AsyncExitStack() as stack:
+        full = await stack.enter_async_context(served(
+            database, "--node-id", "full", "--lease-ttl", TTL, "--max-pods", "1"))
+        free = await stack.enter_async_context(served(
+            database, "--node-id", "free", "--lease-ttl", TTL))
+        first = await client.create(full, "stays")
+        second = await client.create(full, "goes to the other node")
+        await client.queue(full, second, "work", 0.2)  # forwarded to its owner
+
+        await until(lambda: _job_status(free, second, "work", "succeeded"))
+        owners = leases(database)
+        assert (owners[UUID(first)][0], owners[UUID(second)][0]) == ("full", "free")
+        assert (await task(full, second))["node"] == "free"
+        await assert_nothing_lost(free, client)
+
+
 async def said_so_far(node: Served) -> str:
     """What the node has written to stderr since its first line (read for a second)."""
     assert node.process.stderr is not None

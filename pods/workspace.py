@@ -29,6 +29,14 @@ job. A run's branch is deleted when its worktree goes; its commits stay reachabl
 kept, so the pages can still show them. Only these names are ever deleted or moved: never a
 branch of the user's.
 
+**Across nodes.** A cache is one node's (each node has its own data directory), so for a URL
+or a bare repository the task branch is also pushed to the remote as ``refs/ipa/<task8>``
+(:func:`_shared_ref`) when it is made and after each landing; a node whose cache lacks the
+task's commits (the task moved to it: failover, drain) fetches that ref (into
+``refs/ipa/origin/<task8>``) and makes or fast-forwards its task branch from it. A remote that
+refuses the push is logged, never a failed landing: the task carries on, on this node only. A
+local non-bare repository holds the branch itself; nothing is pushed from it.
+
 File access goes through :meth:`Workspace.resolve`: no absolute path, no ``..``, no NUL, no
 ``.git``, and nothing whose real path (symlinks followed) leaves the workspace root. The rule
 guards the paths given to this API; it is not a sandbox for an agent that has a shell there.
@@ -174,6 +182,16 @@ def _run_branch(task_id: UUID, workspace_id: str) -> str:
 
 def _kept_ref(task_id: UUID, workspace_id: str) -> str:
     return f"refs/ipa/runs/{task_id.hex[:8]}/{workspace_id}"
+
+
+def _shared_ref(task_id: UUID) -> str:
+    """Where a remote holds the task branch for every node: ``refs/ipa/<task8>``."""
+    return f"refs/ipa/{task_id.hex[:8]}"
+
+
+def _fetched_ref(task_id: UUID) -> str:
+    # Not refs/ipa/<task8> in the cache: `ipa/<task8>` would then name it before the branch.
+    return f"refs/ipa/origin/{task_id.hex[:8]}"
 
 
 @dataclass(frozen=True)
@@ -547,7 +565,9 @@ class WorkspaceManager:
     async def make_branch(self, *, task_id: UUID, repo: str, base: str | None) -> TaskBranch:
         """Make the task's branch ``ipa/<task8>`` at the newest commit of the branch ``base``
         (default: :meth:`default_branch`); a branch of that name left by an earlier attempt
-        is moved there. For a local repository a local branch wins over ``origin``'s.
+        is moved there. For a local repository a local branch wins over ``origin``'s. For a URL
+        or a bare repository the branch is pushed to it as ``refs/ipa/<task8>`` (a refusal is
+        logged).
 
         Raises :class:`RepositoryUnavailable`, :class:`UnknownRevision` (no such branch), or
         :class:`WorkspaceError`.
@@ -574,6 +594,10 @@ class WorkspaceManager:
             )  # fmt: skip
             if made.returncode != 0:
                 raise WorkspaceError(f"{subject}: cannot make branch {name}: {_reason(made)}")
+        if source.url is not None:
+            # Forced: the task has no branch recorded yet, so whatever the remote holds under
+            # this task's name is a leftover of an earlier, unrecorded attempt of this task.
+            await self._publish(source, repo, task_id, f"+{base_commit}")
         return TaskBranch(name, base, base_commit)
 
     async def land(
@@ -592,10 +616,13 @@ class WorkspaceManager:
         # creation need (git breaks when two worktrees are added at once): this writes objects
         # (each written whole, under its own name) and moves one branch with ``update-ref``'s
         # compare-and-swap, and a branch's landings come one at a time (the caller's lock).
+        # The fetches below, needed only when the task ran on another node, take the lock.
         source = await self._source(repo)
         subject = f"repository {_display(repo)}"
         name = task_branch(task_id)
         git_dir = source.git_dir
+        if source.url is not None:
+            await self._fetch_missing(source, repo, task_id, commit=commit, head=head)
         parent = await self._first_commit(git_dir, [f"{commit}^"], subject)
         if parent == head:
             new = commit
@@ -610,27 +637,43 @@ class WorkspaceManager:
             if made.returncode != 0:
                 raise WorkspaceError(f"{subject}: git commit-tree failed: {_reason(made)}")
             new = made.stdout.decode().strip()
-        was = await self._unrecorded_tip(git_dir, name, head, subject)
+        was = await self._unrecorded_tip(source, name, head, subject)
         moved = await self._git_in(
             git_dir, "update-ref", "-m", f"ipa: land {commit[:12]}", f"refs/heads/{name}",
             new, was, subject=subject,
         )  # fmt: skip
         if moved.returncode != 0:
             raise WorkspaceError(
-                f"{subject}: branch {name} is not at {was[:12]}: {_reason(moved)}")
+                f"{subject}: branch {name} is not at {was[:12] or 'nothing'}: {_reason(moved)}")
+        if source.url is not None:
+            if not was or await self._is_ancestor(git_dir, was, new, subject):
+                # Forward only: a remote left behind by a failed push catches up, and one
+                # holding work this node never saw (a stale owner's push) refuses.
+                await self._publish(source, repo, task_id, new)
+            else:
+                # Back over an unrecorded landing (see _unrecorded_tip), which the remote may
+                # hold: replaced only while it still does, never over another node's push.
+                await self._publish(source, repo, task_id, new, lease=was)
         return new
 
-    async def _unrecorded_tip(self, git_dir: Path, name: str, head: str, subject: str) -> str:
+    async def _unrecorded_tip(self, source: _Source, name: str, head: str, subject: str) -> str:
         """Where the task branch is, expected at ``head`` (the newest commit the task
         recorded). A branch ahead of ``head`` holds a landing whose record a crash lost: that
         job's run was recorded interrupted and runs again, so the branch goes back over it. A
-        branch anywhere else was moved by someone else and is left alone."""
+        branch anywhere else was moved by someone else and is left alone.
+
+        In a cache (a URL's or a bare repository's clone), which only ipa writes, a branch
+        missing (``""``: update-ref makes it) or behind ``head`` is this node's stale copy:
+        the task ran on another node, whose branch the remote did not get."""
+        git_dir = source.git_dir
         tip = await self._first_commit(git_dir, [f"refs/heads/{name}"], subject)
-        if tip is None or tip == head:
+        if tip is None:
+            return "" if source.url is not None else head
+        if tip == head:
             return head
-        ahead = await self._git_in(git_dir, "merge-base", "--is-ancestor", head, tip,
-                                   subject=subject)
-        if ahead.returncode != 0:
+        if source.url is not None and await self._is_ancestor(git_dir, tip, head, subject):
+            return tip
+        if not await self._is_ancestor(git_dir, head, tip, subject):
             raise WorkspaceError(
                 f"{subject}: branch {name} was moved to {tip[:12]} outside ipa (the task "
                 f"recorded {head[:12]}); move it back or start a new task")
@@ -638,6 +681,100 @@ class WorkspaceManager:
                     "record, from a crash): it goes back over it", subject, name, tip[:12],
                     head[:12])
         return tip
+
+    async def _fetch_missing(
+        self, source: _Source, repo: str, task_id: UUID, *, commit: str, head: str
+    ) -> None:
+        """Before a landing in a cache: catch the task branch up with the remote's when it is
+        not at ``head`` (the task ran on another node), and fetch ``commit`` when the cache
+        lacks it (a child task's work, made on another node). The fetches hold the lock."""
+        git_dir = source.git_dir
+        subject = f"repository {_display(repo)}"
+        tip = await self._first_commit(git_dir, [f"refs/heads/{task_branch(task_id)}"], subject)
+        if tip != head:
+            async with self._locks.hold(str(git_dir)):
+                await self._catch_up(source, repo, task_id)
+        if await self._first_commit(git_dir, [commit], subject) is None:
+            async with self._locks.hold(str(git_dir)):
+                await self._fetch(source, repo, commit)  # else the landing fails, naming it
+
+    async def _catch_up(self, source: _Source, repo: str, task_id: UUID) -> None:
+        """Fetch the remote's ``refs/ipa/<task8>`` (what the task's last node pushed) and make
+        the cache's task branch from it, or fast-forward it; the caller holds the lock.
+
+        A cache branch that is not behind the remote's stays: it holds this node's landings
+        that did not reach the remote. No such ref on the remote (a read-only remote, or a
+        task that never ran elsewhere) changes nothing."""
+        assert source.url is not None
+        git_dir = source.git_dir
+        subject = f"repository {_display(repo)}"
+        name, fetched_ref = task_branch(task_id), _fetched_ref(task_id)
+        if not await self._fetch(source, repo, f"+{_shared_ref(task_id)}:{fetched_ref}"):
+            return
+        shared = await self._first_commit(git_dir, [fetched_ref], subject)
+        local = await self._first_commit(git_dir, [f"refs/heads/{name}"], subject)
+        if shared is None or local == shared:
+            return
+        if local is not None and not await self._is_ancestor(git_dir, local, shared, subject):
+            return
+        # Compare-and-swap ("": must not exist): a landing of this node is never overwritten.
+        moved = await self._git_in(
+            git_dir, "update-ref", "-m", "ipa: task branch from the remote",
+            f"refs/heads/{name}", shared, local or "", subject=subject,
+        )  # fmt: skip
+        if moved.returncode != 0:
+            raise WorkspaceError(f"{subject}: cannot move branch {name}: {_reason(moved)}")
+
+    async def _fetch(self, source: _Source, repo: str, refspec: str) -> bool:
+        """Fetch ``refspec`` (a commit, or ``+src:dst``) from the remote; the caller holds the
+        lock. False, logged, when it cannot: what needed it then fails naming the commit."""
+        subject = f"repository {_display(repo)}"
+        try:
+            fetched = await self._git_in(
+                source.git_dir, "fetch", "--quiet", "--no-write-fetch-head", "origin", refspec,
+                subject=subject, slow=True,
+            )  # fmt: skip
+        except WorkspaceError as e:  # timed out
+            reason = str(e)
+        else:
+            if fetched.returncode == 0:
+                return True
+            reason = _reason(fetched)
+        log.info("%s: %s not fetched (%s)", subject, refspec, reason)
+        return False
+
+    async def _publish(
+        self, source: _Source, repo: str, task_id: UUID, src: str, *, lease: str | None = None
+    ) -> None:
+        """Push ``src`` (a commit, ``+`` in front to force) to the remote as
+        ``refs/ipa/<task8>``, with ``--force-with-lease`` on ``lease`` when given. A refusal
+        is logged, not raised: the task goes on here; only another node could not continue
+        it from the remote."""
+        ref = _shared_ref(task_id)
+        subject = f"repository {_display(repo)}"
+        options = [f"--force-with-lease={ref}:{lease}"] if lease else []
+        try:
+            pushed = await self._git_in(
+                source.git_dir, "push", "--quiet", *options, "origin", f"{src}:{ref}",
+                subject=subject, slow=True,
+            )  # fmt: skip
+        except WorkspaceError as e:  # timed out
+            reason = str(e)
+        else:
+            if pushed.returncode == 0:
+                return
+            lines = pushed.stderr.decode("utf-8", "replace").splitlines()
+            rejected = [line.strip() for line in lines if "rejected]" in line]
+            reason = rejected[0] if rejected else _reason(pushed)
+        log.warning("%s: task branch %s not pushed as %s (%s): only this node can continue "
+                    "the task", subject, task_branch(task_id), ref, reason)
+
+    async def _is_ancestor(self, git_dir: Path, older: str, newer: str, subject: str) -> bool:
+        result = await self._git_in(git_dir, "merge-base", "--is-ancestor", older, newer,
+                                    subject=subject)
+        if result.returncode not in (0, 1):
+            raise WorkspaceError(f"{subject}: git merge-base failed: {_reason(result)}")
+        return result.returncode == 0
 
     async def _replayed_tree(
         self, git_dir: Path, commit: str, start: str, head: str, subject: str
@@ -820,11 +957,24 @@ class WorkspaceManager:
         if await anyio.Path(path).exists() or await anyio.Path(self._record(path)).exists():
             raise WorkspaceError(f"workspace {name} already exists at {path}")
         source = await self._source(repo)
+        # The task branch, or one of its commits, may be newer on the remote than here (the
+        # task ran on another node): by name it is caught up first, by commit when unknown.
+        caught_up = source.url is None
         if source.url is not None:
             async with self._locks.hold(str(source.git_dir)):
                 await self._refresh(source, repo)
+                if base == task_branch(task_id):
+                    await self._catch_up(source, repo, task_id)
+                    caught_up = True
         # Reads, outside the repository's lock: only the worktree change below needs it.
-        base_commit = await self._resolve(source, repo, base)
+        try:
+            base_commit = await self._resolve(source, repo, base)
+        except UnknownRevision:
+            if caught_up or base is None:
+                raise
+            async with self._locks.hold(str(source.git_dir)):
+                await self._catch_up(source, repo, task_id)
+            base_commit = await self._resolve(source, repo, base)
         branch = _run_branch(task_id, workspace_id)
         exists = await self._git_in(
             source.git_dir, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}",

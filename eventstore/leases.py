@@ -207,8 +207,9 @@ class Node:
 
     async def set_status(self, status: str) -> None:
         assert status in NODE_STATUSES
-        await self._run(SQL("UPDATE {} SET status = %s, heartbeat_at = now() WHERE id = %s"
-                            ).format(self._nodes), (status, self.id))
+        counts = ", pods = 0, agents = 0" if status == "left" else ""
+        await self._run(SQL("UPDATE {} SET status = %s, heartbeat_at = now()" + counts +
+                            " WHERE id = %s").format(self._nodes), (status, self.id))
 
     async def find_dead(self, ttl: float) -> list[str]:
         """Mark ``dead`` every other node that is gone: its session lock is free (it died)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -51,7 +52,7 @@ from ipa.domain import (
 )
 from ipa.eventstore import EventStore, Node, NodeRow, StoreError, StoreUnavailable
 from ipa.eventstore.inbox import Handler
-from ipa.pods import Pod, PodEnvironment, PodStatus
+from ipa.pods import Pod, PodEnvironment, PodStatus, watchdog
 from ipa.projections import TaskList
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,13 @@ class Supervisor:
         # A project's pod has its children's pods started, and commands given to them (a
         # cancelled item's child), through the supervisor.
         self.env = replace(env, start_task=self._start_child, execute_task=self._execute_child)
+        self._alive: Path | None = None
+        if node is not None:
+            # Its agents stop a little before a silent node's leases can be claimed.
+            self._alive = env.scratch / f"node-alive-{node.id}"
+            ttl = max(2 * membership.heartbeat, membership.lease_ttl - membership.heartbeat)
+            self.env = replace(self.env, agents=replace(
+                self.env.agents, watchdog=watchdog.command(self._alive, ttl)))
         self.node = node
         """This process as a node of the store (``None``: alone, nothing leased)."""
         self.membership = membership
@@ -146,6 +154,8 @@ class Supervisor:
             self._tg = tg
             try:
                 await self._sweep_workspaces()
+                if self._alive is not None:
+                    watchdog.beat(self._alive)
                 await self.recover()
                 if self.node is not None:
                     tg.start_soon(self._keep_membership)
@@ -271,6 +281,8 @@ class Supervisor:
         assert node is not None and self._tg is not None
         agents = sum(slot.pod.scheduler.running for slot in self._slots.values())
         status = await node.heartbeat(pods=len(self._slots), agents=agents)
+        if status != "dead" and self._alive is not None:
+            watchdog.beat(self._alive)  # its agents may go on (pods/watchdog.py)
         if status == "dead":
             log.warning("node %s: the other nodes gave it up (no heartbeat within %g s): "
                         "its tasks are theirs now", node.id, self.membership.lease_ttl)

@@ -93,9 +93,11 @@ class _Transport(SubprocessCLITransport):
     from ``os.environ`` in the same synchronous step in which the SDK reads it.
     """
 
-    def __init__(self, *, on_started: OnStarted | None, **kwargs: Any) -> None:
+    def __init__(self, *, on_started: OnStarted | None, watchdog: tuple[str, ...] = (),
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._on_started = on_started
+        self._watchdog = watchdog
         # Until the CLI gives its result, closing means the run was cut short (cancelled): the
         # CLI is stopped at once. The SDK closes the transport itself as a cancellation passes
         # through its generator, before ``ClaudeRunner.run`` could say so; a flag set only there
@@ -114,7 +116,7 @@ class _Transport(SubprocessCLITransport):
         drop = sorted(name for name in os.environ if name not in given and name != "PWD"
                       and not is_inherited(name, claude=True))
         unset = [arg for name in drop for arg in ("-u", name)]
-        return [_ENV_PROGRAM, *unset, "--", program, *command[1:]]
+        return [*self._watchdog, _ENV_PROGRAM, *unset, "--", program, *command[1:]]
 
     async def connect(self) -> None:
         await super().connect()
@@ -155,7 +157,8 @@ class ClaudeRunner:
     ) -> RunResult:
         options = _options(request.spec, str(request.workspace), self._cli(), request.env)
         prompt: str = request.spec["prompt"]
-        transport = _Transport(prompt=prompt, options=options, on_started=on_started)
+        transport = _Transport(prompt=prompt, options=options, on_started=on_started,
+                               watchdog=request.watchdog)
         lines = _Lines()
         result: ResultMessage | None = None
         rate_limit: dict[str, Any] | None = None

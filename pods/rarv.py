@@ -87,6 +87,9 @@ class AgentSettings:
     """Seconds between the end of a round of an open-ended last phase (a project's
     ``perpetual``: the maintainer) and the next round (``ipa serve``: ``IPA_PERPETUAL_INTERVAL``).
     Only with ``auto_queue``; without it a person queues each round."""
+    watchdog: tuple[str, ...] = ()
+    """On a node: the prefix that stops an agent once its node stops holding its leases
+    (:mod:`.watchdog`; the supervisor sets it)."""
 
 
 def is_replan(spec: dict[str, Any]) -> bool:
@@ -141,7 +144,8 @@ class AgentAttempt:
         # Act
         request = RunRequest(run_id=run_id, job_id=job.job_id, agent=agent.name,
                              spec=_spec(agent, job.spec, prepared.prompt), workspace=workspace,
-                             env={n: os.environ[n] for n in agent.env if n in os.environ})
+                             env={n: os.environ[n] for n in agent.env if n in os.environ},
+                             watchdog=self.settings.watchdog)
         try:
             runner = self.settings.runner()
             runner.check(request.spec)

@@ -98,6 +98,9 @@ class RunRequest:
     spec: Mapping[str, Any]
     workspace: Path
     env: Mapping[str, str] = field(default_factory=dict)
+    watchdog: tuple[str, ...] = ()
+    """A command prefix that stops the agent when its node stops holding its leases
+    (:mod:`.watchdog`; empty: not a node)."""
 
 
 @dataclass(frozen=True)
@@ -197,7 +200,7 @@ class CommandRunner:
         begin = anyio.current_time()
         try:
             process = await anyio.open_process(
-                command.argv,
+                [*request.watchdog, *command.argv],
                 stdin=subprocess.DEVNULL if command.stdin is None else subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

@@ -363,7 +363,8 @@ class Scheduler:
         recorder = RunRecorder(self._store, UUID(run_id), self._clock, self.task_id)
         try:
             request = RunRequest(run_id=run_id, job_id=job.job_id, agent=job.agent,
-                                 spec=dict(job.spec), workspace=workspace_path)
+                                 spec=dict(job.spec), workspace=workspace_path,
+                                 watchdog=self._agents.watchdog)
             agent_job = is_agent_job(dict(job.spec))
             try:
                 runner_name = "claude" if agent_job else self._runner_for(dict(job.spec)).name

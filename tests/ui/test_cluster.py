@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from datetime import datetime
+from pathlib import Path
 from uuid import UUID
 
 import anyio
@@ -25,7 +26,7 @@ from .test_serve import Served, served
 
 pytestmark = pytest.mark.anyio
 
-TTL = "2"
+TTL = "3"
 
 
 def work(seconds: float) -> dict:
@@ -174,10 +175,15 @@ async def test_a_node_paused_past_the_ttl_writes_nothing_more_to_the_tasks_it_lo
         [first_run] = [e["data"]["run_id"] for e in await events(nodes["n2"], task_id)
                        if e["type"] == "JobStarted"]
         await until(lambda: _has_output(nodes["n2"], first_run))
+        [started] = [e for e in await events(nodes["n2"], first_run) if e["type"] == "RunStarted"]
+        agents = children_of(started["data"]["pid"])  # the job's process, under its watchdog
+        assert agents
 
         nodes["n1"].process.send_signal(signal.SIGSTOP)
         try:
             await until(lambda: _true(leases(database)[UUID(task_id)][0] == "n2"), timeout=15)
+            # The frozen node's agent stopped by itself before its task was claimed.
+            assert not [pid for pid in agents if running(pid)]
         finally:
             resumed = datetime.now().astimezone()
             nodes["n1"].process.send_signal(signal.SIGCONT)
@@ -311,6 +317,24 @@ async def test_a_node_at_its_max_pods_sends_new_tasks_to_the_least_loaded_node(
         assert (owners[UUID(first)][0], owners[UUID(second)][0]) == ("full", "free")
         assert (await task(full, second))["node"] == "free"
         await assert_nothing_lost(free, client)
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 async def said_so_far(node: Served) -> str:

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 NODES_TABLE = "ipa_nodes"
 LEASES_TABLE = "ipa_leases"
+SESSIONS_TABLE = "ipa_sessions"
+"""Log-in sessions every node honours (``ui/sessions.py`` keeps and checks them)."""
 LEASE_LOST = "IPA01"
 """The SQLSTATE the insert functions raise when an append's lease is not the node's any more."""
 
@@ -70,10 +72,13 @@ class LeaseLost(StoreError):
 
 
 def create_statements(schema: str) -> list[SQL]:
-    """The two tables (created with the store's other tables)."""
+    """The tables (created with the store's other tables)."""
     nodes = SQL("{}.{}").format(Identifier(schema), Identifier(NODES_TABLE))
     leases = SQL("{}.{}").format(Identifier(schema), Identifier(LEASES_TABLE))
+    sessions = SQL("{}.{}").format(Identifier(schema), Identifier(SESSIONS_TABLE))
     return [
+        SQL("CREATE TABLE IF NOT EXISTS {} (digest bytea PRIMARY KEY, name text NOT NULL, "
+            "expires_at double precision NOT NULL, mac text NOT NULL)").format(sessions),
         SQL("CREATE TABLE IF NOT EXISTS {} ("
             "id text PRIMARY KEY, address text NOT NULL DEFAULT '', "
             "started_at timestamptz NOT NULL DEFAULT now(), "
@@ -156,6 +161,7 @@ class Node:
         self._describe = params.describe()
         self._nodes = SQL("{}.{}").format(Identifier(schema), Identifier(NODES_TABLE))
         self._leases = SQL("{}.{}").format(Identifier(schema), Identifier(LEASES_TABLE))
+        self._sessions = SQL("{}.{}").format(Identifier(schema), Identifier(SESSIONS_TABLE))
         self._conn: psycopg.AsyncConnection[dict[str, Any]] | None = None
         self._lock = anyio.Lock()
         self._opened = False
@@ -353,6 +359,25 @@ class Node:
         await self._run(SQL("DELETE FROM {} WHERE task_id = %s AND node_id = %s"
                             ).format(self._leases), (task_id, self.id))
         self.fences.drop(task_id)
+
+    # -- log-in sessions shared by the nodes (ui/sessions.py) ---------------------------------
+
+    async def put_session(self, digest: bytes, name: str, expires_at: float, mac: str) -> None:
+        await self._run(SQL(
+            "INSERT INTO {} (digest, name, expires_at, mac) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (digest) DO NOTHING").format(self._sessions),
+            (digest, name, expires_at, mac))
+        await self._run(SQL("DELETE FROM {} WHERE expires_at < extract(epoch FROM now())"
+                            ).format(self._sessions))
+
+    async def get_session(self, digest: bytes) -> tuple[str, float, str] | None:
+        row = await self._one(SQL("SELECT name, expires_at, mac FROM {} WHERE digest = %s"
+                                  ).format(self._sessions), (digest,))
+        return None if row is None else (row["name"], float(row["expires_at"]), row["mac"])
+
+    async def delete_session(self, digest: bytes) -> None:
+        await self._run(SQL("DELETE FROM {} WHERE digest = %s").format(self._sessions),
+                        (digest,))
 
     # -- plumbing -----------------------------------------------------------------------------
 

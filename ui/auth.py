@@ -120,7 +120,7 @@ class RequireKey:
                     self.throttle.succeeded(client)
         else:
             token = session_token(scope)
-            name = self.sessions.name_for(token) if token else None
+            name = await self.sessions.name_of(token) if token else None
         if name is None and response is None:
             if _wants_page(scope, path):
                 response = RedirectResponse(f"/login?next={_quote_next(path)}", 303)
@@ -220,14 +220,14 @@ def login_routes(keys: ApiKeys, sessions: Sessions, throttle: Throttle) -> list[
             response = JSONResponse({"name": name, "actor": f"api-key:{name}"})
         else:
             response = RedirectResponse(_safe_next(fields.get("next")), 303)
-        response.set_cookie(COOKIE, sessions.open(name), max_age=int(sessions.ttl),
+        response.set_cookie(COOKIE, await sessions.login(name), max_age=int(sessions.ttl),
                             httponly=True, samesite="lax",
                             secure=request.scope.get("scheme") == "https", path="/")
         return response
 
     async def logout(request: Request) -> Response:
         token = session_token(request.scope)
-        revoked = token is not None and sessions.revoke(token)
+        revoked = token is not None and await sessions.logout(token)
         response = JSONResponse({"logged_out": True, "session_revoked": revoked})
         response.delete_cookie(COOKIE, path="/", httponly=True, samesite="lax",
                                secure=request.scope.get("scheme") == "https")

@@ -227,7 +227,6 @@ async def serve(settings: Settings, host: str, port: int,
     guard = GuardPolicy(allowed_hosts(host, keys, guard.allowed_hosts), guard.allowed_origins,
                         guard.trusted_proxies).checked()
     limits = limits or Limits()
-    sessions = Sessions(session_ttl)
     files = raise_file_limit(limits.connections + 512)
     if files < limits.connections + 256:
         print(f"ipa: the open-file limit is {files}: allowing {max(1, files - 256)} connections "
@@ -248,6 +247,12 @@ async def serve(settings: Settings, host: str, port: int,
             print(f"ipa: {e}", file=sys.stderr, flush=True)
             tg.cancel_scope.cancel()
             return 2
+        # Log-ins every node honours, signed with a secret from the audit key (which the
+        # database never holds); a store without one keeps them in this process.
+        key = store.settings.audit_key
+        sessions = (Sessions(session_ttl, shared=node,
+                             secret=key.mac(b"ipa login sessions").encode())
+                    if key is not None else Sessions(session_ttl))
         repositories = RepositoryPolicy.configured(repo_roots)
         supervisor = Supervisor(PodEnvironment(
             store=store,

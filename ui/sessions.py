@@ -4,9 +4,16 @@ A session is a random token (``secrets.token_urlsafe(32)``, 256 bits) that ``POS
 sets as the ``ipa_session`` cookie. The server keeps, in memory, a digest of each token with
 the key name it stands for and when it expires (12 hours after the login by default,
 ``--session-ttl``); ``POST /logout`` forgets it, so the old cookie is refused at once.
-Sessions live in the process: a restart logs everyone out (they log in again with their key),
-which is the price of revocation without a database table. At most ``limit`` sessions are kept;
-past that the oldest is dropped.
+At most ``limit`` sessions are kept in memory; past that the oldest is dropped.
+
+**Shared by the nodes of a cluster** (``shared``: the node's store rows, ``ipa_sessions``): a
+login is also recorded in the store (digest, key name, expiry, and a MAC of them keyed by a
+secret the nodes derive from the audit key, which never goes into the database: whoever holds
+the database alone cannot make a session). Another node that meets the cookie finds the row,
+checks its MAC and expiry, and keeps it in memory; every node looks at the row again after
+``recheck`` seconds (1 s), so a logout on one node ends the session on all of them within a
+second (at once on the node that logged out). Without ``shared`` (one process, or no audit key)
+sessions live in the process: a restart logs everyone out.
 
 :class:`Throttle` counts wrong keys per client address (an IPv6 client by its /64 network, the
 block one machine usually has): after ``limit`` failures within ``window`` seconds the client's
@@ -17,6 +24,7 @@ next key is not checked at all until the oldest failure leaves the window; the c
 from __future__ import annotations
 
 import hashlib
+import hmac
 import ipaddress
 import math
 import secrets
@@ -24,6 +32,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 DEFAULT_TTL = 12 * 3600.0
 """Seconds a session lasts after its login."""
@@ -33,19 +42,84 @@ DEFAULT_TTL = 12 * 3600.0
 class Session:
     name: str
     expires: float
+    checked: float = math.inf  # when the store's row was last looked at (inf: local only)
+
+
+class SharedSessions(Protocol):
+    """Where the nodes of a cluster keep sessions (the node's store rows)."""
+
+    async def put_session(self, digest: bytes, name: str, expires_at: float,
+                          mac: str) -> None: ...
+
+    async def get_session(self, digest: bytes) -> tuple[str, float, str] | None: ...
+
+    async def delete_session(self, digest: bytes) -> None: ...
 
 
 class Sessions:
     """Open sessions by token digest; expired ones are dropped when met or when one opens."""
 
     def __init__(self, ttl: float = DEFAULT_TTL, *, limit: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 shared: SharedSessions | None = None, secret: bytes = b"",
+                 recheck: float = 1.0) -> None:
         if not ttl > 0:
             raise ValueError(f"a session's lifetime must be > 0 seconds, not {ttl!r}")
+        if shared is not None and not secret:
+            raise ValueError("shared sessions need a secret to sign their rows")
         self.ttl = ttl
         self.limit = limit
         self.clock = clock
+        self.shared = shared
+        self._secret = secret
+        self._recheck = recheck
         self._open: dict[bytes, Session] = {}
+
+    async def login(self, name: str) -> str:
+        """A new session (recorded in the store too when shared); returns its token."""
+        token = self.open(name)
+        if self.shared is not None:
+            digest = _digest(token)
+            expires_at = time.time() + self.ttl
+            await self.shared.put_session(digest, name, expires_at,
+                                          self._mac(digest, name, expires_at))
+            self._open[digest] = Session(name, self._open[digest].expires, self.clock())
+        return token
+
+    async def name_of(self, token: str) -> str | None:
+        """The key name of a live session, looking in the store when shared (see the module
+        doc), or None."""
+        digest = _digest(token)
+        session = self._open.get(digest)
+        now = self.clock()
+        if self.shared is None or (session is not None and now - session.checked < self._recheck):
+            return self.name_for(token)
+        row = await self.shared.get_session(digest)
+        if row is None:
+            self._open.pop(digest, None)
+            return None
+        name, expires_at, mac = row
+        left = expires_at - time.time()
+        if left <= 0 or not hmac.compare_digest(mac, self._mac(digest, name, expires_at)):
+            self._open.pop(digest, None)
+            return None
+        while len(self._open) >= self.limit:
+            del self._open[next(iter(self._open))]
+        self._open[digest] = Session(name, now + left, now)
+        return name
+
+    async def logout(self, token: str) -> bool:
+        """End a session everywhere; True if it was open here or in the store."""
+        digest = _digest(token)
+        known = self.revoke(token)
+        if self.shared is not None:
+            known = known or await self.shared.get_session(digest) is not None
+            await self.shared.delete_session(digest)
+        return known
+
+    def _mac(self, digest: bytes, name: str, expires_at: float) -> str:
+        message = digest + b"\0" + name.encode() + b"\0" + repr(expires_at).encode()
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
 
     def __len__(self) -> int:
         return len(self._open)

@@ -319,6 +319,33 @@ async def test_a_node_at_its_max_pods_sends_new_tasks_to_the_least_loaded_node(
         await assert_nothing_lost(free, client)
 
 
+async def test_a_log_in_on_one_node_holds_on_every_node_and_a_log_out_ends_it_everywhere(
+    database: ConnectionParams,
+) -> None:
+    keys = {"IPA_API_KEYS": "ann:ann-key-0123456789"}
+    async with cluster(database, "n1", "n2", **keys) as nodes, \
+            httpx.AsyncClient(base_url=nodes["n1"].url) as n1, \
+            httpx.AsyncClient(base_url=nodes["n2"].url) as n2:
+        login = await n1.post("/login", json={"key": "ann-key-0123456789"})
+        assert login.status_code == 200
+        token = login.cookies["ipa_session"]
+        n1.cookies.clear()
+        cookie = {"cookie": f"ipa_session={token}"}
+
+        assert (await n1.get("/api/tasks", headers=cookie)).status_code == 200
+        assert (await n2.get("/api/tasks", headers=cookie)).status_code == 200
+        forged = {"cookie": f"ipa_session={token[:-2]}xx"}
+        assert (await n2.get("/api/tasks", headers=forged)).status_code == 401
+        out = await n2.post("/logout", headers=cookie)
+        assert out.json()["session_revoked"] is True
+        assert (await n2.get("/api/tasks", headers=cookie)).status_code == 401
+        await until(lambda: _refused(n1, cookie), timeout=5)  # within a second or so
+
+
+async def _refused(client: httpx.AsyncClient, cookie: dict) -> bool:
+    return (await client.get("/api/tasks", headers=cookie)).status_code == 401
+
+
 def children_of(pid: int) -> list[int]:
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):

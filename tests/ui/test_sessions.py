@@ -171,3 +171,38 @@ def test_sessions_are_bounded_and_keep_only_a_digest() -> None:
     assert sessions.name_for(first) is None
     assert (sessions.name_for(second), sessions.name_for(third)) == ("b", "c")
     assert second not in repr(sessions._open) and len(second) >= 43
+
+
+class Rows:
+    """The store's ``ipa_sessions`` rows, as a dict (what the nodes share)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[bytes, tuple[str, float, str]] = {}
+
+    async def put_session(self, digest: bytes, name: str, expires_at: float, mac: str) -> None:
+        self.rows[digest] = (name, expires_at, mac)
+
+    async def get_session(self, digest: bytes) -> tuple[str, float, str] | None:
+        return self.rows.get(digest)
+
+    async def delete_session(self, digest: bytes) -> None:
+        self.rows.pop(digest, None)
+
+
+async def test_a_shared_session_is_honoured_by_another_node_unless_its_row_was_forged() -> None:
+    rows = Rows()
+    here = Sessions(ttl=600, shared=rows, secret=b"from the audit key")
+    there = Sessions(ttl=600, shared=rows, secret=b"from the audit key", recheck=0.0)
+    token = await here.login("ann")
+    assert await there.name_of(token) == "ann"
+
+    [digest] = rows.rows
+    name, expires_at, mac = rows.rows[digest]
+    rows.rows[digest] = ("root", expires_at, mac)  # someone with the database only
+    assert await there.name_of(token) is None
+    rows.rows[digest] = (name, expires_at, mac)
+    assert await there.name_of(token) == "ann"
+    assert await here.logout(token) is True
+    assert await there.name_of(token) is None  # ended everywhere
+    with pytest.raises(ValueError, match="secret"):
+        Sessions(shared=rows)

@@ -314,9 +314,19 @@ class Supervisor:
 
     async def _start_claimed(self, task_id: UUID) -> None:
         try:
-            await self.start(task_id)
+            pod = await self.start(task_id)
         except (StoreError, SupervisorError) as e:
             log.error("node: claimed task %s not started: %s", task_id, e)
+            return
+        try:
+            repo = pod.get_state().repo
+        except RuntimeError:
+            return
+        if repo and "://" not in repo and not Path(repo).expanduser().exists():
+            # A local repository works only for nodes that see the same path.
+            log.warning("node %s took over task %s, whose repository %s does not exist here: "
+                        "nodes must share the disk for it (or use a URL)",
+                        self.node.id if self.node else "?", task_id, repo)
 
     async def _stop_lost(self, task_id: UUID) -> None:
         if task_id in self._slots:

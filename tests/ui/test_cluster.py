@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -344,6 +345,26 @@ async def test_a_log_in_on_one_node_holds_on_every_node_and_a_log_out_ends_it_ev
 
 async def _refused(client: httpx.AsyncClient, cookie: dict) -> bool:
     return (await client.get("/api/tasks", headers=cookie)).status_code == 401
+
+
+async def test_a_node_taking_over_a_task_whose_local_repository_it_cannot_see_says_so(
+    database: ConnectionParams, tmp_path
+) -> None:
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t",
+                    "commit", "-q", "--allow-empty", "-m", "init"], check=True)
+    async with cluster(database, "n1", "n2") as nodes:
+        async with httpx.AsyncClient(base_url=nodes["n1"].url) as http:
+            created = await http.post("/api/tasks", json={"title": "t", "repo": str(repo)})
+        assert created.status_code == 201, created.text
+        task_id = created.json()["id"]
+        repo.rename(tmp_path / "elsewhere")  # what n2's machine would not see
+        nodes["n1"].process.send_signal(signal.SIGKILL)
+        await until(lambda: _true(leases(database)[UUID(task_id)][0] == "n2"), timeout=15)
+        await anyio.sleep(0.5)
+        said = await said_so_far(nodes["n2"])
+        assert f"task {task_id}, whose repository {repo} does not exist here" in said, said
 
 
 def children_of(pid: int) -> list[int]:

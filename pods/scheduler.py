@@ -555,9 +555,13 @@ class RunRecorder:
                 timestamp=self._clock(), actor=f"agent-run:{self._run_id}",
                 correlation_id=str(self._run_id), causation_id=None, **fields,
             )
-            await self._store.append(self._run_id, [event], self._version,
-                                     fence=self._task_id)
-            self._version += 1
+            # Shielded: a run cut short while its event is being appended must still know
+            # the event was recorded (the group commit records it anyway), or its last
+            # event (RunFinished) would be appended at a version that is taken.
+            with anyio.CancelScope(shield=True):
+                await self._store.append(self._run_id, [event], self._version,
+                                         fence=self._task_id)
+                self._version += 1
 
     async def output(self, lines: list[OutputLine]) -> None:
         """Record ``lines``, numbered in the order they reach the run (across runners)."""

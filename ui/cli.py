@@ -256,6 +256,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    given = args.node_id or os.environ.get("IPA_NODE_ID")
+    try:
+        node = node_id(given) if given else None
+    except argparse.ArgumentTypeError as e:  # before the server's imports: a quick answer
+        print(f"ipa: IPA_NODE_ID: {e}", file=sys.stderr)
+        return 2
+
     from ipa.pods import AgentConfigError
     from ipa.pods.sync import SettingsError
 
@@ -276,13 +283,7 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as e:  # a malformed origin or proxy address
         print(f"ipa: {e}", file=sys.stderr)
         return 2
-    given = args.node_id or os.environ.get("IPA_NODE_ID")
-    try:
-        cluster = Cluster(node_id=node_id(given) if given else None, max_pods=args.max_pods,
-                          lease_ttl=args.lease_ttl)
-    except argparse.ArgumentTypeError as e:
-        print(f"ipa: IPA_NODE_ID: {e}", file=sys.stderr)
-        return 2
+    cluster = Cluster(node_id=node, max_pods=args.max_pods, lease_ttl=args.lease_ttl)
     try:
         return await serve(settings, args.host, args.port, keys, guard=guard, limits=limits,
                            session_ttl=args.session_ttl, repo_roots=args.repo_root or (),

@@ -54,6 +54,7 @@ from ipa.eventstore import EventStore, Node, NodeRow, StoreError, StoreUnavailab
 from ipa.eventstore.inbox import Handler
 from ipa.pods import Pod, PodEnvironment, PodStatus, watchdog
 from ipa.projections import TaskList
+from ipa.projections.task_list import MODEL as TASK_LIST
 
 log = logging.getLogger(__name__)
 
@@ -138,11 +139,15 @@ class Supervisor:
                 self.env.agents, watchdog=watchdog.command(self._alive, ttl)))
         self.node = node
         """This process as a node of the store (``None``: alone, nothing leased)."""
+        self.task_list_model = TASK_LIST if node is None else f"{TASK_LIST}@{node.id}"
+        """The task list read model this process keeps: each node its own, so that nodes
+        never race (or deadlock) saving the same rows."""
         self.membership = membership
         self._slots: dict[UUID, _Slot] = {}
         self._tg: TaskGroup | None = None
         self._accepting = True
         self._lost: set[UUID] = set()  # pods being stopped because their lease was lost
+        self._creating: set[UUID] = set()  # tasks being created here (leased, no event yet)
 
     @property
     def store(self) -> EventStore:
@@ -179,7 +184,7 @@ class Supervisor:
     async def recover(self, concurrency: int = 8) -> int:
         """Start a pod for every unfinished task without one, ``concurrency`` at a time (their
         loads overlap their waits on the database); return how many started."""
-        task_list = TaskList(self.store)
+        task_list = TaskList(self.store, model=self.task_list_model)
         await task_list.catch_up()
         unfinished = [
             UUID(row["id"]) for row in await task_list.rows()
@@ -212,6 +217,13 @@ class Supervisor:
         """Record a new task (its first events) and start its pod. On a node, the task is
         leased first: to this node, or, when it holds ``max_pods`` already, to the least loaded
         live node, whose next heartbeat starts it."""
+        self._creating.add(task_id)  # leased before its first event: not a pod to start yet
+        try:
+            return await self._create(task_id, events)
+        finally:
+            self._creating.discard(task_id)
+
+    async def _create(self, task_id: UUID, events: list[TaskEvent]) -> TaskState:
         here = True
         if self.node is not None:
             target = self.node.id
@@ -305,7 +317,8 @@ class Supervisor:
             return
         claimed = await node.claim_orphans()
         for task_id, epoch in mine.items():  # leased to it by another node's create_task
-            if task_id not in self._slots and task_id not in self._lost:
+            if (task_id not in self._slots and task_id not in self._lost
+                    and task_id not in self._creating):
                 node.fences.hold(task_id, epoch)
                 claimed.setdefault(task_id, epoch)
         for task_id in claimed:
@@ -515,6 +528,11 @@ class Supervisor:
             if state.status in FINISHED:
                 raise
             pod = await self.start(task_id)
+        if pod.status is PodStatus.starting:  # its state is still loading (a claim, a start)
+            with anyio.move_on_after(10):
+                await pod.wait_ready()
+            if pod.status is PodStatus.starting:
+                raise PodNotRunning(task_id, "is still starting; try again in a moment")
         return await pod.execute(command, **options)  # type: ignore[arg-type]
 
     def interrupt(self, task_id: UUID, job_id: str | None = None, *, actor: str = "system") -> int:

@@ -156,8 +156,17 @@ class EventStore:
 
     def _prepare_tables(self, create: bool) -> None:
         if create:
-            for recorder in (self._manifest, self._events, self._snapshots, self.read_models):
-                recorder.create_table()
+            # One process at a time: two nodes opening a store together would otherwise race
+            # on its DDL ("tuple concurrently updated" on CREATE OR REPLACE FUNCTION).
+            with self._datastore.get_connection() as conn:
+                conn.execute("SELECT pg_advisory_lock(hashtextextended('ipa-schema', 0))")
+                try:
+                    for recorder in (self._manifest, self._events, self._snapshots,
+                                     self.read_models):
+                        recorder.create_table()
+                finally:
+                    conn.execute(
+                        "SELECT pg_advisory_unlock(hashtextextended('ipa-schema', 0))")
             self._prepare_audit(create)
             return
         with self._datastore.get_connection() as conn, conn.cursor() as curs:

@@ -105,6 +105,7 @@ class Pod:
         self.crashes: deque[float] = deque()
         self.last_error: str | None = None
         self.lease_lost = False  # stopped because another node owns the task now
+        self._ready = anyio.Event()  # set once its state is loaded and its children run
         self._group: anyio.CancelScope | None = None
 
     def _new_scheduler(self) -> Scheduler:
@@ -120,6 +121,10 @@ class Pod:
                      start_task=self._env.start_task, execute_task=self._env.execute_task,
                      ensure_branch=self.scheduler.ensure_branch,
                      landing=self.scheduler.landing, clock=self._env.clock)
+
+    async def wait_ready(self) -> None:
+        """Return once the pod has loaded its state and started (at once if it has)."""
+        await self._ready.wait()
 
     def get_state(self) -> TaskState:
         """The task's state, from memory."""
@@ -173,6 +178,7 @@ class Pod:
                         await tg.start(self._swarm().run)
                     await tg.start(self._keep_workspaces)
                     self.status = PodStatus.ready
+                    self._ready.set()
                     if not announced:
                         announced = True
                         task_status.started()

@@ -264,7 +264,7 @@ async def serve(settings: Settings, host: str, port: int,
             sync=sync,
             repositories=repositories,
         ), node=node, membership=cluster.membership())
-        task_list = TaskList(store)
+        task_list = TaskList(store, model=supervisor.task_list_model)
         await tg.start(task_list.run)
         await tg.start(supervisor.run)
         server = _Server(server_config(

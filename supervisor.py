@@ -303,11 +303,14 @@ class Supervisor:
         if dead:
             log.warning("node %s: node(s) %s dead: claiming their tasks", node.id,
                         ", ".join(dead))
+        # Only leases held before the look: one taken meanwhile (a task created or claimed
+        # here while the query ran) is not in the answer, and is not lost.
+        held = node.fences.held()
         mine = await node.mine()
         for task_id in list(self._slots):
-            if task_id in self._lost:
+            if task_id in self._lost or task_id not in held:
                 continue
-            if mine.get(task_id) != node.fences.epoch(task_id):
+            if mine.get(task_id) != held[task_id]:
                 log.warning("node %s: lease of task %s lost to another node: stopping its "
                             "pod and its agents", node.id, task_id)
                 self._lost.add(task_id)

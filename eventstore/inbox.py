@@ -20,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -85,6 +87,7 @@ class Inbox:
         self._conn: psycopg.AsyncConnection[dict[str, Any]] | None = None  # for queries
         self._lock = anyio.Lock()
         self._tg: Any = None
+        self._swept = -math.inf
 
     # -- asking -----------------------------------------------------------------------------
 
@@ -96,14 +99,17 @@ class Inbox:
         rid = request_id(key)
         done = self._waiting.setdefault(rid, anyio.Event())
         try:
-            await self._query(SQL(
+            sent = await self._query(SQL(
                 "WITH sent AS (INSERT INTO {} (id, node_id, task_id, request) "
                 "VALUES (%s, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING id) "
                 "SELECT pg_notify(%s, %s) FROM sent").format(self._table),
                 (rid, node_id, task_id, json.dumps(request), REQUESTS, node_id))
-            answer = await self._answer(rid)
-            if answer is not None:
-                return answer
+            if not sent:  # sent before (a retry): its answer, if there is one yet
+                answer = await self._answer(rid)
+                if answer is not None:
+                    return answer
+            else:  # the answer cannot be there yet: wait for its notification first
+                done = await self._woken(rid, done)
             with anyio.move_on_after(timeout):
                 while (answer := await self._answer(rid)) is None:
                     done = await self._woken(rid, done)
@@ -183,14 +189,17 @@ class Inbox:
             rows = await self._query(SQL(
                 "UPDATE {} SET taken_at = now() WHERE node_id = %s AND taken_at IS NULL "
                 "RETURNING id, task_id, request").format(self._table), (self.node_id,))
-            await self._query(SQL(
-                "DELETE FROM {} WHERE created_at < now() - make_interval(secs => %s)"
-            ).format(self._table), (KEEP_SECONDS,))
         except StoreError as e:
             log.warning("node %s: inbox not read: %s", self.node_id, e)
             return
         for row in rows:
             self._tg.start_soon(self._answer_one, row["id"], row["request"])
+        if time.monotonic() - self._swept > 60:  # old rows go, once a minute at most
+            self._swept = time.monotonic()
+            with contextlib.suppress(StoreError):
+                await self._query(SQL(
+                    "DELETE FROM {} WHERE created_at < now() - make_interval(secs => %s)"
+                ).format(self._table), (KEEP_SECONDS,))
 
     async def _answer_one(self, rid: UUID, request: dict[str, Any]) -> None:
         assert self._handler is not None

@@ -142,9 +142,10 @@ async def test_an_event_that_cannot_be_decoded_never_stops_the_server_or_its_res
     with psycopg.connect(database.conninfo(), autocommit=True) as conn:
         conn.execute("UPDATE events SET state = substring(state from 1 for 128) || 'garbage' "
                      "WHERE originator_id = %s AND originator_version = 2", (ids[1],))
-        # The list folds the whole log again at the next start (as after a rebuild).
-        conn.execute("DELETE FROM read_models WHERE model = 'task_list'")
-        conn.execute("DELETE FROM projection_tracking WHERE application_name = 'task_list'")
+        # The list folds the whole log again at the next start (as after a rebuild): the
+        # shared model and each node's own (task_list@<node>).
+        conn.execute("DELETE FROM read_models WHERE model LIKE 'task_list%%'")
+        conn.execute("DELETE FROM projection_tracking WHERE application_name LIKE 'task_list%%'")
 
     async with served(database, "--data-dir", str(tmp_path / "data")) as server, \
             httpx.AsyncClient(base_url=server.url, timeout=20) as client:

@@ -56,6 +56,6 @@ async def test_a_request_nobody_takes_is_withdrawn_and_never_runs(open_store, no
 
     async with anyio.create_task_group() as tg:
         await tg.start(owner.inbox.run, handler)  # it comes up: the withdrawn one is gone
-        await anyio.sleep(0.3)
+        await owner.inbox.take()  # what it does on every heartbeat, too
         tg.cancel_scope.cancel()
     assert runs == []

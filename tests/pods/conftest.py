@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -15,6 +16,8 @@ from ipa.domain import Context, CreateTask, decide
 from ipa.eventstore import EventStore
 from ipa.pods import CommandRunner, PodEnvironment, RestartPolicy, WorkspaceManager
 from ipa.supervisor import Supervisor
+
+from .helpers import git
 
 
 @pytest.fixture
@@ -59,3 +62,14 @@ def manager(tmp_path: Path) -> WorkspaceManager:
 @pytest.fixture
 def task_id() -> UUID:
     return uuid.uuid4()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A repository with one commit on ``main`` (a module may define its own)."""
+    path = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
+    (path / "README").write_text("shop\n")
+    git(path, "add", "README")
+    git(path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
+    return path

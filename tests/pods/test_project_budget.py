@@ -5,7 +5,6 @@ person raises the budget."""
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,20 +22,10 @@ from ipa.pods import AgentSettings, ClaudeRunner, PodEnvironment
 from ipa.supervisor import Supervisor
 
 from ..fakes.claude import FakeClaude, backlog_answer
-from .helpers import git, wait_for
+from .helpers import wait_for
 from .test_swarm import ITEMS, SCRIPT, through_gates
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    path = tmp_path / "repo"
-    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
-    (path / "README").write_text("shop\n")
-    git(path, "add", "README")
-    git(path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
-    return path
 
 
 def swarm(pod_env: PodEnvironment, tmp_path: Path, api_cost: float,

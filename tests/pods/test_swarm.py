@@ -5,7 +5,6 @@ a person."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -54,16 +53,6 @@ SCRIPT = {
     "reviewer": [{"text": "Looks right.\nVERDICT: approve"}],
     "*": [{"text": "done"}],
 }
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    path = tmp_path / "repo"
-    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
-    (path / "README").write_text("shop\n")
-    git(path, "add", "README")
-    git(path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
-    return path
 
 
 @pytest.fixture

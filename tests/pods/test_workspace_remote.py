@@ -5,7 +5,6 @@ fetches it from there. Two managers with their own roots stand for two nodes' da
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import uuid
 from pathlib import Path
@@ -15,21 +14,9 @@ import pytest
 
 from ipa.pods.workspace import WorkspaceManager, task_branch
 
+from .test_workspace import git
+
 pytestmark = pytest.mark.anyio
-
-IDENTITY = {
-    "GIT_AUTHOR_NAME": "Test",
-    "GIT_AUTHOR_EMAIL": "test@example.com",
-    "GIT_COMMITTER_NAME": "Test",
-    "GIT_COMMITTER_EMAIL": "test@example.com",
-}
-
-
-def git(cwd: Path, *args: str) -> str:
-    result = subprocess.run(["git", "-C", str(cwd), *args], env={**os.environ, **IDENTITY},
-                            capture_output=True, text=True, check=True)
-    return result.stdout.strip()
-
 
 def shared(remote: Path, task_id: UUID) -> str | None:
     """Where the remote's ``refs/ipa/<task8>`` is, or None."""

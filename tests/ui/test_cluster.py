@@ -189,7 +189,9 @@ async def test_a_node_paused_past_the_ttl_writes_nothing_more_to_the_tasks_it_lo
             resumed = datetime.now().astimezone()
             nodes["n1"].process.send_signal(signal.SIGCONT)
         await until(lambda: _job_status(nodes["n2"], task_id, "work", "succeeded"), timeout=40)
-        await anyio.sleep(2)  # n1 has had time to try
+        # n1 woke, tried to record its run, was refused, and knows why.
+        said = await said_until(nodes["n1"], "LeaseLost", "no longer holds its lease")
+        assert "LeaseLost" in said and "no longer holds its lease" in said, said
 
         late = [e for e in await events(nodes["n2"], first_run)
                 if datetime.fromisoformat(e["timestamp"]) > resumed]
@@ -201,8 +203,6 @@ async def test_a_node_paused_past_the_ttl_writes_nothing_more_to_the_tasks_it_lo
         await assert_nothing_lost(nodes["n2"], client)
         assert node_status(database)["n1"] == "up"  # it lives on, without the task
         assert leases(database)[UUID(task_id)][0] == "n2"
-        said = await said_so_far(nodes["n1"])
-        assert "LeaseLost" in said and "no longer holds its lease" in said, said  # refused
 
 
 async def test_a_rolling_restart_of_every_node_loses_nothing(
@@ -362,9 +362,9 @@ async def test_a_node_taking_over_a_task_whose_local_repository_it_cannot_see_sa
         repo.rename(tmp_path / "elsewhere")  # what n2's machine would not see
         nodes["n1"].process.send_signal(signal.SIGKILL)
         await until(lambda: _true(leases(database)[UUID(task_id)][0] == "n2"), timeout=15)
-        await anyio.sleep(0.5)
-        said = await said_so_far(nodes["n2"])
-        assert f"task {task_id}, whose repository {repo} does not exist here" in said, said
+        warning = f"task {task_id}, whose repository {repo} does not exist here"
+        said = await said_until(nodes["n2"], warning)
+        assert warning in said, said
 
 
 def children_of(pid: int) -> list[int]:
@@ -385,12 +385,13 @@ def running(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-async def said_so_far(node: Served) -> str:
-    """What the node has written to stderr since its first line (read for a second)."""
+async def said_until(node: Served, *texts: str, timeout: float = 15) -> str:
+    """What the node writes to stderr after its first line, read until it has said every
+    one of ``texts`` (or ``timeout`` seconds passed: the caller's assertion then fails)."""
     assert node.process.stderr is not None
     said = b""
-    with anyio.move_on_after(1):
-        while True:
+    with anyio.move_on_after(timeout):
+        while not all(text.encode() in said for text in texts):
             said += await node.process.stderr.receive()
     return said.decode(errors="replace")
 

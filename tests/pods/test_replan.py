@@ -22,11 +22,10 @@ from ipa.supervisor import Supervisor
 
 from ..fakes.claude import FakeClaude, backlog_answer
 from .helpers import git, wait_for
-from .test_swarm import pod_of, repo, through_gates, work
+from .test_swarm import pod_of, through_gates, work
 
 pytestmark = pytest.mark.anyio
 
-__all__ = ["repo"]  # a fixture, shared with test_swarm
 
 API = {"id": "api", "kind": "backend_developer", "phase": "development", "priority": 9}
 SLOW = {"id": "slow", "kind": "frontend_developer", "phase": "development", "priority": 8}

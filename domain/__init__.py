@@ -538,3 +538,33 @@ __all__ += [
     "approval_policy",
     "running_children",
 ]
+
+# Agent memory (memory.py): what runs learned, recorded beside the events that taught it; what
+# people and the scope cap do to memories, in the memory ledger.
+from .memory import (  # noqa: E402
+    LEDGER as MEMORY_LEDGER,
+)
+from .memory import (  # noqa: E402
+    SCOPE_KINDS,
+    MemoriesEvicted,
+    MemoryEvent,
+    MemoryForgotten,
+    MemoryKind,
+    MemoryPinned,
+    MemoryRecorded,
+    parse_scope,
+    scopes_of,
+)
+
+__all__ += [
+    "MEMORY_LEDGER",
+    "SCOPE_KINDS",
+    "MemoriesEvicted",
+    "MemoryEvent",
+    "MemoryForgotten",
+    "MemoryKind",
+    "MemoryPinned",
+    "MemoryRecorded",
+    "parse_scope",
+    "scopes_of",
+]

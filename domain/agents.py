@@ -128,8 +128,13 @@ def _context(state: TaskState, command: RecordContext, draft: Draft) -> None:
     job = _running(state, command, command.job_id, command.run_id)
     if job is None:
         return
+    memories = _texts(command.memories, "memories")
+    problem = command.memory_problem
+    if problem is not None:
+        problem = text(problem, "memory_problem")
     draft.add(ContextPrepared, job_id=job.job_id, run_id=command.run_id, attempt=job.attempts,
-              sections=sections, dropped=dropped, tokens=tokens, budget_tokens=budget)
+              sections=sections, dropped=dropped, tokens=tokens, budget_tokens=budget,
+              memories=memories, memory_problem=problem)
 
 
 def _usage(state: TaskState, command: RecordUsage, draft: Draft) -> None:

@@ -365,6 +365,8 @@ class RecordContext(Command):
     dropped: Sequence[str] = ()
     tokens: int = 0
     budget_tokens: int = 0
+    memories: Sequence[str] = ()
+    memory_problem: str | None = None
 
 
 @dataclass(frozen=True)

@@ -290,7 +290,11 @@ class BranchConflicted(TaskEvent):
 
 
 class ContextPrepared(TaskEvent):
-    """*Reason*: the run's context was built from ``sections``; ``dropped`` did not fit."""
+    """*Reason*: the run's context was built from ``sections``; ``dropped`` did not fit.
+    ``memories`` are the ids of the memories it holds (``domain/memory.py``), in prompt order;
+    ``memory_problem`` says why the run got none when memory could not be read."""
+
+    class_version = 2
 
     job_id: str
     run_id: str
@@ -299,6 +303,13 @@ class ContextPrepared(TaskEvent):
     dropped: list[str]
     tokens: int
     budget_tokens: int
+    memories: list[str]
+    memory_problem: str | None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict) -> None:
+        state["memories"] = []
+        state["memory_problem"] = None
 
 
 class UsageRecorded(TaskEvent):

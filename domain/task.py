@@ -19,7 +19,7 @@ from functools import singledispatch
 from typing import Any
 from uuid import UUID
 
-from . import agents, backlog, children, queue, sync, workspaces
+from . import agents, backlog, children, memory, queue, sync, workspaces
 from .children_commands import CreateChildTask
 from .commands import (
     Approve,
@@ -113,6 +113,7 @@ def decide(
         raise TypeError(f"not a task command: {command!r}") from None
     draft = Draft(task_id, state.version, ctx)
     handler(state, command, draft)
+    memory.remember(state, draft)
     return draft.events
 
 
@@ -401,5 +402,6 @@ def _completed(event: TaskCompleted, state: TaskState) -> dict[str, Any]:
 for _event_type, _fold in (
     *queue.FOLDS.items(), *workspaces.FOLDS.items(), *agents.FOLDS.items(),
     *sync.FOLDS.items(), *backlog.FOLDS.items(), *children.FOLDS.items(),
+    *memory.FOLDS.items(),
 ):
     _changes.register(_event_type, _fold)

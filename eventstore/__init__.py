@@ -23,6 +23,7 @@ from .inbox import OwnerUnreachable
 from .integrity import Audit, Finding, ManifestSummary, verify_stream
 from .leases import LeaseLost, Node, NodeIdTaken, NodeRow
 from .lock import LOCK_FILE, DataDirInUse, data_dir_lock, read_holder
+from .memories import MemoryTable
 from .store import EventStore, StoreSettings
 from .tail import Subscription
 from .writer import Appended
@@ -41,6 +42,7 @@ __all__ = [
     "Finding",
     "LeaseLost",
     "ManifestSummary",
+    "MemoryTable",
     "Node",
     "NodeIdTaken",
     "NodeRow",

@@ -30,6 +30,7 @@ from .database import ConnectionParams
 from .errors import AuditKeyError, PositionConflict, StoreError, StoreUnavailable, StreamNotFound
 from .leases import Fences, Node
 from .manifest import KeyedFrom, ManifestEntry, ManifestRecorder, check_key
+from .memories import MemoryTable
 from .read_models import ReadModelRecorder
 from .recorder import EVENTS_TABLE, EventRecorder, SnapshotRecorder, open_datastore
 from .snapshots import TaskSnapshot, project_task
@@ -112,6 +113,11 @@ class EventStore:
                     max_pods=max_pods)
         self.fences = node.fences
         return node
+
+    def memory_table(self) -> MemoryTable:
+        """The memory read model's storage in this store's database (:mod:`.memories`; open it
+        before use)."""
+        return MemoryTable(self.params, self._datastore.schema or "public")
 
     # Lifecycle ------------------------------------------------------------------------------
 

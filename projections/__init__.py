@@ -1,7 +1,10 @@
-"""Read models folded from events: the pod state view of one task, and the central task list.
+"""Read models folded from events: the pod state view of one task, the central task list and
+agent memory.
 """
 
 from . import task_state
+from .memory import Memory, MemoryNotFound, MemorySettings, MemoryUnavailable, Recalled
 from .task_list import TaskList, summary
 
-__all__ = ["TaskList", "summary", "task_state"]
+__all__ = ["Memory", "MemoryNotFound", "MemorySettings", "MemoryUnavailable", "Recalled",
+           "TaskList", "summary", "task_state"]

@@ -31,7 +31,9 @@ OWNED = {
     "markupsafe": {"ui"},
     "transitions": {"domain"},
     "claude_agent_sdk": {"pods"},
-    "httpx": {"pods"},  # outside systems (GitHub, JIRA): the sync engine
+    "httpx": {"pods"},
+    "pgvector": {"eventstore"},
+    "wordllama": {"projections"},  # the default embedder (projections/embedders.py)  # outside systems (GitHub, JIRA): the sync engine
 }
 
 

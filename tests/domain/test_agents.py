@@ -58,10 +58,11 @@ def test_each_rarv_step_is_an_event_of_the_running_job() -> None:
     state = started()
     assert events_of(state, RecordContext("a", "run-1", ["task", "spec"], ["old"], 900, 1000)) \
         == ["ContextPrepared"]
+    # What a run reflects and the checks that pass are memories too (tests/domain/test_memory).
     assert events_of(state, RecordReflection("a", "run-1", "wrote it", ["x"])) \
-        == ["ReflectionRecorded"]
+        == ["ReflectionRecorded", "MemoryRecorded", "MemoryRecorded"]
     assert events_of(state, RecordVerification("a", "run-1", [check("pytest", True)])) \
-        == ["VerificationPassed"]
+        == ["VerificationPassed", "MemoryRecorded"]
 
 
 def test_a_failed_verification_is_a_learning_the_next_attempt_sees() -> None:

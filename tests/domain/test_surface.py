@@ -94,6 +94,8 @@ def test_public_names_are_pinned() -> None:
             "allowed_commands", "destination",
             "DomainError", "CommandRejected", "InvalidCommand", "TaskNotFound", "UnknownWorkflow",
             "JobRejected", "JobNotFound", "CredentialsInUrl", "clean_text",
+            "MEMORY_LEDGER", "SCOPE_KINDS", "MemoriesEvicted", "MemoryEvent", "MemoryForgotten",
+            "MemoryKind", "MemoryPinned", "MemoryRecorded", "parse_scope", "scopes_of",
             *SYNC_NAMES, *BRANCH_NAMES, *WAY_FORWARD_NAMES, *BACKLOG_NAMES, *CHILD_NAMES,
         ]
     )  # fmt: skip

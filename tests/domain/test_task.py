@@ -12,6 +12,7 @@ from uuid import UUID
 import pytest
 
 from ipa.domain import (
+    MemoryRecorded,
     ApprovalRequested,
     Approve,
     Cancel,
@@ -492,7 +493,7 @@ def test_the_history_covers_every_event_type() -> None:
     expected = {
         TaskCreated, TaskStarted, SpecUpdated, TaskPaused, TaskResumed, ApprovalRequested,
         ChangesRequested, PhaseApproved, PhaseEntered, TaskFailed, TaskRetried, PhaseCompleted,
-        TaskCompleted,
+        TaskCompleted, MemoryRecorded,  # a change request is remembered (domain/memory.py)
     }  # fmt: skip
     assert {type(e) for e in history()} == expected
 

@@ -1,0 +1,396 @@
+"""The memory read model's storage: memory rows with their embedding in a pgvector column.
+
+One table holds the memories (``ipa_memories``; ``embedding vector(N)`` with an HNSW index on
+cosine distance and a b-tree on ``scope``), one row per model holds what it has applied
+(``ipa_memory_state``: the log position, and the embedder that made the vectors, whose size
+is the column's). A page of the log is folded in one transaction that first locks that row and
+checks the position it started from, so two processes folding the same page (two nodes) cannot
+both apply it: the second finds the position moved and folds nothing.
+
+PostgreSQL's ``text`` holds no NUL and no lone surrogate; a memory's text is stored with
+those replaced by U+FFFD (its event keeps the text exactly as recorded).
+
+A rebuild (or a new embedder's vectors) is written into a table beside this one and swapped in
+with its state row in one transaction; readers see the old memories or the new ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector_async
+from psycopg.rows import dict_row
+from psycopg.sql import SQL, Identifier, Literal
+from psycopg_pool import AsyncConnectionPool
+
+from ipa.domain import clean_text
+
+from .database import ConnectionParams
+from .errors import StoreUnavailable, one_line
+
+TABLE = "ipa_memories"
+STATE_TABLE = "ipa_memory_state"
+MODEL = "memories"
+
+COLUMNS = ("id, scope, kind, text, importance, pinned, created_at, last_seen_at, last_used_at, "
+           "uses, seen, task_id, job_id, run_id, merged_ids, position")
+
+
+class PositionMoved(Exception):
+    """Another process applied the page first (the saved position is not the one read)."""
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A ``MemoryRecorded`` to apply: its row's fields and its vector."""
+
+    id: str
+    scope: str
+    kind: str
+    text: str
+    importance: float
+    at: datetime
+    task_id: str
+    job_id: str
+    run_id: str
+    position: int
+    vector: np.ndarray
+
+
+def storable(text: str) -> str:
+    """``text`` as PostgreSQL's ``text`` can hold it (see the module doc)."""
+    return clean_text(text.replace("\x00", "\ufffd") if "\x00" in text else text)
+
+
+class MemoryTable:
+    """Rows of memories and the state of the model that keeps them (see the module doc)."""
+
+    def __init__(self, params: ConnectionParams, schema: str = "public",
+                 *, pool_size: int = 4) -> None:
+        self._conninfo = params.conninfo()
+        self._describe = params.describe()
+        self._schema = schema
+        self._pool = AsyncConnectionPool(self._conninfo, min_size=1, max_size=pool_size,
+                                          open=False, configure=self._configure,
+                                          kwargs={"row_factory": dict_row})
+
+    def _t(self, name: str) -> SQL:
+        return SQL("{}.{}").format(Identifier(self._schema), Identifier(name))
+
+    @staticmethod
+    async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+        await register_vector_async(conn)
+        await conn.set_autocommit(True)
+
+    async def open(self) -> None:
+        """Create the extension and the state table if needed, and open the pool."""
+        try:
+            async with await psycopg.AsyncConnection.connect(self._conninfo,
+                                                             autocommit=True) as conn:
+                await conn.execute("SELECT pg_advisory_lock(hashtextextended('ipa-schema', 0))")
+                try:
+                    await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+                    await conn.execute(SQL(
+                        "CREATE TABLE IF NOT EXISTS {} (model text PRIMARY KEY, "
+                        "position bigint NOT NULL DEFAULT 0, embedder text NOT NULL, "
+                        "dimensions int NOT NULL)").format(self._t(STATE_TABLE)))
+                finally:
+                    await conn.execute(
+                        "SELECT pg_advisory_unlock(hashtextextended('ipa-schema', 0))")
+            await self._pool.open(wait=True, timeout=10)
+        except (psycopg.Error, TimeoutError) as e:
+            raise StoreUnavailable(f"memory: cannot reach the database at {self._describe}: "
+                                   f"{one_line(e)}") from e
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except psycopg.OperationalError as e:
+            raise StoreUnavailable(f"memory: database at {self._describe}: "
+                                   f"{one_line(e)}") from e
+
+    # -- the model's table ------------------------------------------------------------------
+
+    def table_of(self, model: str) -> str:
+        return TABLE if model == MODEL else f"{TABLE}_{model.replace('~', '_')}"
+
+    async def state(self, model: str = MODEL) -> tuple[int, str, int] | None:
+        """``(position, embedder, dimensions)`` of ``model``, or ``None`` before its first."""
+        async with self._conn() as conn:
+            row = await (await conn.execute(SQL(
+                "SELECT position, embedder, dimensions FROM {} WHERE model = %s"
+            ).format(self._t(STATE_TABLE)), (model,))).fetchone()
+        return None if row is None else (row["position"], row["embedder"], row["dimensions"])
+
+    async def create(self, model: str, embedder: str, dimensions: int, *,
+                     index: bool = True) -> None:
+        """Make ``model``'s table (empty) and state row (position 0) for ``embedder``'s
+        vectors, replacing any it had; ``index``: with the HNSW index now (a bulk load adds
+        it after: :meth:`add_index`)."""
+        table = self.table_of(model)
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(SQL("DROP TABLE IF EXISTS {}").format(self._t(table)))
+            await conn.execute(SQL(
+                "CREATE TABLE {} (id uuid PRIMARY KEY, scope text NOT NULL, kind text NOT NULL, "
+                "text text NOT NULL, importance real NOT NULL, pinned boolean NOT NULL "
+                "DEFAULT false, created_at timestamptz NOT NULL, last_seen_at timestamptz "
+                "NOT NULL, last_used_at timestamptz, uses integer NOT NULL DEFAULT 0, seen "
+                "integer NOT NULL DEFAULT 1, task_id uuid, job_id text NOT NULL, run_id text "
+                "NOT NULL, merged_ids uuid[] NOT NULL DEFAULT '{{}}', position bigint NOT NULL, "
+                "embedding vector({}) NOT NULL)"
+            ).format(self._t(table), Literal(int(dimensions))))
+            await conn.execute(SQL("CREATE INDEX {} ON {} (scope)").format(
+                Identifier(f"{table}_scope"), self._t(table)))
+            await conn.execute(SQL("CREATE INDEX {} ON {} USING gin (merged_ids)").format(
+                Identifier(f"{table}_merged"), self._t(table)))
+            if index:
+                await self._add_index(conn, table)
+            await conn.execute(SQL(
+                "INSERT INTO {} (model, position, embedder, dimensions) VALUES (%s, 0, %s, %s) "
+                "ON CONFLICT (model) DO UPDATE SET position = 0, embedder = EXCLUDED.embedder, "
+                "dimensions = EXCLUDED.dimensions").format(self._t(STATE_TABLE)),
+                (model, embedder, dimensions))
+
+    async def _add_index(self, conn: psycopg.AsyncConnection[Any], table: str) -> None:
+        await conn.execute(SQL(
+            "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_cosine_ops)"
+        ).format(Identifier(f"{table}_embedding"), self._t(table)))
+
+    async def add_index(self, model: str) -> None:
+        """Build ``model``'s HNSW index (after a bulk load)."""
+        async with self._conn() as conn:
+            await conn.execute("SET maintenance_work_mem = '256MB'")
+            await self._add_index(conn, self.table_of(model))
+
+    async def swap(self, model: str, staging: str) -> None:
+        """Make ``staging``'s table and state ``model``'s, in one transaction."""
+        table, staged = self.table_of(model), self.table_of(staging)
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(SQL("DROP TABLE IF EXISTS {}").format(self._t(table)))
+            await conn.execute(SQL("ALTER TABLE {} RENAME TO {}").format(
+                self._t(staged), Identifier(table)))
+            for suffix in ("pkey", "scope", "merged", "embedding"):
+                await conn.execute(SQL("ALTER INDEX IF EXISTS {}.{} RENAME TO {}").format(
+                    Identifier(self._schema), Identifier(f"{staged}_{suffix}"),
+                    Identifier(f"{table}_{suffix}")))
+            await conn.execute(SQL("DELETE FROM {} WHERE model = %s").format(
+                self._t(STATE_TABLE)), (model,))
+            await conn.execute(SQL("UPDATE {} SET model = %s WHERE model = %s").format(
+                self._t(STATE_TABLE)), (model, staging))
+
+    async def drop(self, model: str) -> None:
+        """Forget ``model``'s table and state (a failed rebuild's staging)."""
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(SQL("DROP TABLE IF EXISTS {}").format(
+                self._t(self.table_of(model))))
+            await conn.execute(SQL("DELETE FROM {} WHERE model = %s").format(
+                self._t(STATE_TABLE)), (model,))
+
+    # -- folding a page ---------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def page(self, model: str, start: int) -> AsyncIterator[Page]:
+        """A transaction that applies one page of the log after position ``start``;
+        :class:`PositionMoved` when the model is no longer at ``start``."""
+        async with self._conn() as conn, conn.transaction():
+            row = await (await conn.execute(SQL(
+                "SELECT position FROM {} WHERE model = %s FOR UPDATE"
+            ).format(self._t(STATE_TABLE)), (model,))).fetchone()
+            if row is None or row["position"] != start:
+                raise PositionMoved(model)
+            page = Page(conn, self._t(self.table_of(model)))
+            yield page
+            await conn.execute(SQL("UPDATE {} SET position = %s WHERE model = %s").format(
+                self._t(STATE_TABLE)), (page.position or start, model))
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def nearest(self, model: str, vector: np.ndarray, scopes: Sequence[str],
+                      limit: int, *, exact: bool = False) -> list[dict[str, Any]]:
+        """Up to ``limit`` rows of ``scopes`` nearest ``vector`` (``similarity`` = cosine),
+        through the HNSW index (``exact``: by a full scan, for checking the index)."""
+        table = self._t(self.table_of(model))
+        query = SQL(
+            "SELECT " + COLUMNS + ", 1 - (embedding <=> %s) AS similarity FROM {} "
+            "WHERE scope = ANY(%s) ORDER BY embedding <=> %s LIMIT %s").format(table)
+        async with self._conn() as conn, conn.transaction():
+            if exact:
+                await conn.execute("SET LOCAL enable_indexscan = off")
+            else:
+                await conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
+                await conn.execute(SQL("SET LOCAL hnsw.ef_search = {}").format(
+                    Literal(max(40, limit * 2))))
+            cursor = await conn.execute(query, (vector, list(scopes), vector, limit))
+            return [_row(r) for r in await cursor.fetchall()]
+
+    async def get(self, model: str, memory_id: str) -> dict[str, Any] | None:
+        """The row of ``memory_id`` (or of a memory merged into it), or ``None``."""
+        async with self._conn() as conn:
+            row = await (await conn.execute(SQL(
+                "SELECT " + COLUMNS + " FROM {} WHERE id = %s OR merged_ids @> ARRAY[%s::uuid] "
+                "LIMIT 1").format(self._t(self.table_of(model))),
+                (memory_id, memory_id))).fetchone()
+        return None if row is None else _row(row)
+
+    async def rows(self, model: str, *, scopes: Sequence[str] | None = None,
+                   ids: Sequence[str] | None = None, kind: str | None = None,
+                   after: str = "", limit: int = 100) -> list[dict[str, Any]]:
+        """Rows by id (after ``after``), of ``scopes`` / ``ids`` / ``kind`` when given."""
+        where, params = ["id::text > %s"], [after]
+        if scopes is not None:
+            where.append("scope = ANY(%s)")
+            params.append(list(scopes))
+        if ids is not None:
+            where.append("id = ANY(%s::uuid[])")
+            params.append(list(ids))
+        if kind is not None:
+            where.append("kind = %s")
+            params.append(kind)
+        async with self._conn() as conn:
+            cursor = await conn.execute(SQL(
+                "SELECT " + COLUMNS + " FROM {} WHERE " + " AND ".join(where) +
+                " ORDER BY id::text LIMIT %s").format(self._t(self.table_of(model))),
+                (*params, limit))
+            return [_row(r) for r in await cursor.fetchall()]
+
+    async def counts(self, model: str, scopes: Sequence[str]) -> dict[str, int]:
+        async with self._conn() as conn:
+            cursor = await conn.execute(SQL(
+                "SELECT scope, count(*) AS n FROM {} WHERE scope = ANY(%s) GROUP BY scope"
+            ).format(self._t(self.table_of(model))), (list(scopes),))
+            return {r["scope"]: r["n"] for r in await cursor.fetchall()}
+
+    async def count(self, model: str) -> int:
+        async with self._conn() as conn:
+            row = await (await conn.execute(SQL("SELECT count(*) AS n FROM {}").format(
+                self._t(self.table_of(model))))).fetchone()
+        return int(row["n"]) if row else 0
+
+    async def least_useful(self, model: str, scope: str, count: int, half_life_days: float,
+                           now: datetime) -> list[str]:
+        """The ids of ``scope``'s ``count`` least useful memories: not pinned, lowest
+        importance once decayed (halved every ``half_life_days`` without use), least used,
+        oldest."""
+        async with self._conn() as conn:
+            cursor = await conn.execute(SQL(
+                "SELECT id FROM {} WHERE scope = %s AND NOT pinned ORDER BY importance * "
+                "power(0.5, extract(epoch FROM (%s - greatest(last_seen_at, "
+                "coalesce(last_used_at, last_seen_at)))) / 86400.0 / %s) ASC, uses ASC, "
+                "last_seen_at ASC LIMIT %s").format(self._t(self.table_of(model))),
+                (scope, now, half_life_days, count))
+            return [str(r["id"]) for r in await cursor.fetchall()]
+
+    async def all_texts(self, model: str, *, after: str = "",
+                        limit: int = 1000) -> list[tuple[str, str]]:
+        """``(id, text)`` of every row after ``after`` by id (for re-embedding)."""
+        async with self._conn() as conn:
+            cursor = await conn.execute(SQL(
+                "SELECT id::text AS id, text FROM {} WHERE id::text > %s ORDER BY id::text "
+                "LIMIT %s").format(self._t(self.table_of(model))), (after, limit))
+            return [(r["id"], r["text"]) for r in await cursor.fetchall()]
+
+    async def copy_rows(self, source: str, target: str, vectors: dict[str, np.ndarray]) -> None:
+        """Copy rows ``vectors`` names from ``source``'s table to ``target``'s, each with its
+        new vector (re-embedding)."""
+        columns = ", ".join(f"s.{c.strip()}" for c in COLUMNS.split(","))
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(SQL(
+                "INSERT INTO {} (" + COLUMNS + ", embedding) SELECT " + columns +
+                ", v.embedding FROM {} s JOIN unnest(%s::uuid[], %s::vector[]) AS "
+                "v(id, embedding) ON s.id = v.id").format(
+                    self._t(self.table_of(target)), self._t(self.table_of(source))),
+                (list(vectors), list(vectors.values())))
+
+    async def set_position(self, model: str, position: int) -> None:
+        async with self._conn() as conn:
+            await conn.execute(SQL("UPDATE {} SET position = %s WHERE model = %s").format(
+                self._t(STATE_TABLE)), (position, model))
+
+
+class Page:
+    """The writes of one page of the log, in its transaction (:meth:`MemoryTable.page`)."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any], table: SQL) -> None:
+        self._conn = conn
+        self._table = table
+        self.position = 0
+        self.scopes: set[str] = set()
+        """The scopes that gained a memory in this page (for the scope cap)."""
+
+    async def duplicates(self, memories: Sequence[Recorded]) -> list[tuple[str, float] | None]:
+        """For each memory, the nearest row of its scope already stored, with its cosine
+        similarity (``None``: its scope has none)."""
+        if not memories:
+            return []
+        await self._conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
+        cursor = await self._conn.execute(SQL(
+            "SELECT n.i, m.id::text AS id, 1 - (m.embedding <=> n.v) AS similarity FROM "
+            "unnest(%s::int[], %s::vector[], %s::text[]) AS n(i, v, scope) CROSS JOIN LATERAL "
+            "(SELECT id, embedding FROM {} WHERE scope = n.scope ORDER BY embedding <=> n.v "
+            "LIMIT 1) m").format(self._table),
+            (list(range(len(memories))), [m.vector for m in memories],
+             [m.scope for m in memories]))
+        found: list[tuple[str, float] | None] = [None] * len(memories)
+        for row in await cursor.fetchall():
+            found[row["i"]] = (row["id"], float(row["similarity"]))
+        return found
+
+    async def insert(self, memories: Sequence[Recorded]) -> None:
+        if not memories:
+            return
+        async with self._conn.cursor() as cursor:
+            await cursor.executemany(SQL(
+                "INSERT INTO {} (id, scope, kind, text, importance, created_at, last_seen_at, "
+                "task_id, job_id, run_id, position, embedding) VALUES (%s, %s, %s, %s, %s, %s, "
+                "%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING").format(self._table),
+                [(m.id, m.scope, m.kind, storable(m.text), m.importance, m.at, m.at, m.task_id,
+                  storable(m.job_id), storable(m.run_id), m.position, m.vector)
+                 for m in memories])
+        self.scopes.update(m.scope for m in memories)
+
+    async def merge(self, into: str, memory: Recorded, bump: float) -> None:
+        """``memory`` repeats row ``into``: the row is seen once more, at least as important
+        as the repeat (plus ``bump``), and answers to the repeat's id too."""
+        await self._conn.execute(SQL(
+            "UPDATE {} SET seen = seen + 1, last_seen_at = greatest(last_seen_at, %s), "
+            "importance = least(1.0, greatest(importance, %s) + %s), "
+            "merged_ids = array_append(merged_ids, %s::uuid) WHERE id = %s").format(self._table),
+            (memory.at, memory.importance, bump, memory.id, into))
+
+    async def used(self, ids: Sequence[str], at: datetime) -> None:
+        await self._conn.execute(SQL(
+            "UPDATE {} SET uses = uses + 1, last_used_at = greatest(last_used_at, %s) "
+            "WHERE id = ANY(%s::uuid[])").format(self._table), (at, list(ids)))
+
+    async def pin(self, memory_id: str, pinned: bool) -> None:
+        await self._conn.execute(SQL(
+            "UPDATE {} SET pinned = %s WHERE id = %s OR merged_ids @> ARRAY[%s::uuid]"
+        ).format(self._table), (pinned, memory_id, memory_id))
+
+    async def delete(self, ids: Sequence[str]) -> None:
+        await self._conn.execute(SQL(
+            "DELETE FROM {} WHERE id = ANY(%s::uuid[]) OR merged_ids && %s::uuid[]"
+        ).format(self._table), (list(ids), list(ids)))
+
+
+def _row(row: dict[str, Any]) -> dict[str, Any]:
+    out = {**row, "id": str(row["id"]),
+           "task_id": None if row["task_id"] is None else str(row["task_id"]),
+           "merged_ids": [str(i) for i in row["merged_ids"]]}
+    if "similarity" in out:
+        similarity = float(out["similarity"])
+        out["similarity"] = 0.0 if math.isnan(similarity) else similarity
+    return out
+

@@ -1,0 +1,232 @@
+"""Agent memory as a read model on pgvector: folded, merged, used, forgotten, capped, rebuilt."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import numpy as np
+import pytest
+
+from ipa.domain import (
+    CreateTask,
+    QueueJob,
+    RecordContext,
+    RecordReflection,
+    StartJob,
+    StartTask,
+    TaskState,
+    decide,
+    fold,
+)
+from ipa.eventstore import EventStore, MemoryTable
+from ipa.projections import Memory, MemoryNotFound, MemorySettings, MemoryUnavailable
+from ipa.projections.embedders import EmbedderError, vectors
+
+from ..eventstore.helpers import ctx
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def table(store: EventStore) -> AsyncIterator[MemoryTable]:
+    table = store.memory_table()
+    await table.open()
+    yield table
+    await table.close()
+
+
+async def memory_of(store: EventStore, table: MemoryTable, **settings) -> Memory:
+    memory = Memory(store, table, MemorySettings(**settings))
+    await memory.open()
+    assert memory.problem is None
+    return memory
+
+
+class Task:
+    """A task on a repository whose job ``a`` runs, appended to the store as it goes."""
+
+    def __init__(self, store: EventStore, repo: str = "/src/app", title: str = "Add a limiter"):
+        self.store, self.id, self.step = store, uuid.uuid4(), 0
+        self.commands = [CreateTask(title, "to the login endpoint", repo=repo), StartTask(),
+                         QueueJob("a", "developer", max_attempts=3), StartJob("a", "run-1")]
+        self.state: TaskState | None = None
+
+    async def do(self, *commands) -> None:
+        for command in commands:
+            self.step += 1
+            version = self.state.version if self.state else 0
+            events = decide(self.state, command, ctx(self.step), self.id)
+            await self.store.append(self.id, events, version)
+            self.state = fold(events, self.state)
+
+    async def start(self) -> Task:
+        await self.do(*self.commands)
+        return self
+
+    async def learn(self, *texts: str, summary: str = "did it") -> None:
+        await self.do(RecordReflection("a", "run-1", summary, list(texts)))
+
+
+async def test_a_learning_is_found_by_meaning_in_its_repository(store, table) -> None:
+    task = await Task(store).start()
+    await task.learn("the tests need the --no-cov flag", "the API client lives in src/net/")
+    memory = await memory_of(store, table)
+    await memory.catch_up()
+
+    [best, *_] = await memory.search("how do I run the tests", ["repo:/src/app"])
+    assert best["text"] == "the tests need the --no-cov flag"
+    assert best["kind"] == "semantic" and best["scope"] == "repo:/src/app"
+    assert best["task_id"] == str(task.id) and best["run_id"] == "run-1"
+    assert await memory.search("how do I run the tests", ["repo:/elsewhere"]) == []
+
+
+async def test_a_repeat_in_the_same_scope_is_merged_not_piled_up(store, table) -> None:
+    first = await Task(store).start()
+    await first.learn("the tests need the --no-cov flag")
+    memory = await memory_of(store, table)
+    await memory.catch_up()
+    second = await Task(store).start()
+    await second.learn("the tests need the --no-cov flag", "The tests need the --no-cov flag.")
+    other = await Task(store, repo="/src/other").start()
+    await other.learn("the tests need the --no-cov flag")
+    await memory.catch_up()
+
+    rows = await memory.rows(scopes=["repo:/src/app"], kind="semantic")
+    [row] = rows
+    assert row["seen"] == 3 and len(row["merged_ids"]) == 2
+    assert row["task_id"] == str(first.id)
+    assert (await memory.get(row["merged_ids"][0]))["id"] == row["id"]  # a repeat's id finds it
+    assert len(await memory.rows(scopes=["repo:/src/other"], kind="semantic")) == 1
+
+
+async def test_a_run_given_memories_marks_them_used(store, table) -> None:
+    task = await Task(store).start()
+    await task.learn("run ruff before committing")
+    memory = await memory_of(store, table)
+    await memory.catch_up()
+    [row] = await memory.rows(kind="semantic")
+    assert row["uses"] == 0 and row["last_used_at"] is None
+
+    await task.do(RecordContext("a", "run-1", ["task"], memories=[row["id"]]))
+    await memory.catch_up()
+
+    [used] = await memory.rows(kind="semantic")
+    assert used["uses"] == 1 and used["last_used_at"] is not None
+
+
+async def test_forget_and_pin_are_events_of_the_ledger(store, table) -> None:
+    task = await Task(store).start()
+    await task.learn("use uv, not pip", "migrations live in db/migrations")
+    memory = await memory_of(store, table)
+    await memory.catch_up()
+    keep, drop = sorted(await memory.rows(kind="semantic"), key=lambda r: r["text"])
+
+    await memory.pin(keep["id"], actor="user:alice")
+    await memory.forget(drop["id"], actor="user:alice", reason="wrong")
+    await memory.catch_up()
+
+    assert [r["id"] for r in await memory.rows(kind="semantic")] == [keep["id"]]
+    assert (await memory.get(keep["id"]))["pinned"] is True
+    with pytest.raises(MemoryNotFound):
+        await memory.get(drop["id"])
+    with pytest.raises(MemoryNotFound):
+        await memory.forget(drop["id"], actor="user:alice")
+    with pytest.raises(MemoryNotFound):
+        await memory.get("not-an-id")
+
+
+async def test_a_scope_past_its_cap_drops_its_least_useful_as_an_event(store, table) -> None:
+    task = await Task(store).start()
+    memory = await memory_of(store, table, cap=3)
+    await task.learn("alpha: the parser is in src/parse", "beta: docs build with mkdocs",
+                     "gamma: the CI runs on Python 3.12", "delta: never edit generated.py",
+                     "epsilon: the cache lives in redis")
+    await memory.catch_up()
+    rows = await memory.rows(scopes=["repo:/src/app"])
+    assert len(rows) == 3
+    log = await store.read_log(0, 1000)
+    evicted = [r.event for r in log if type(r.event).__name__ == "MemoriesEvicted"]
+    # Five learnings in the repository's scope (the run's episode is the task's): two leave.
+    assert len(evicted) == 1 and evicted[0].cap == 3 and len(evicted[0].memory_ids) == 2
+    assert {r["id"] for r in rows}.isdisjoint(evicted[0].memory_ids)
+
+
+async def test_rebuild_gives_the_same_memories(store, table) -> None:
+    task = await Task(store).start()
+    await task.learn("the tests need the --no-cov flag", "the API client lives in src/net/")
+    second = await Task(store).start()
+    await second.learn("the tests need the --no-cov flag")
+    memory = await memory_of(store, table)
+    await memory.catch_up()
+    [row] = [r for r in await memory.rows(kind="semantic") if "API" in r["text"]]
+    await memory.forget(row["id"], actor="user:alice")
+    await memory.catch_up()
+    before = await memory.rows(limit=1000)
+
+    position = await memory.rebuild()
+
+    assert position == await store.head_position()
+    after = await memory.rows(limit=1000)
+    drop = ("score",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in after] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in before]
+
+
+async def test_text_postgres_cannot_hold_is_kept_readable(store, table) -> None:
+    task = await Task(store).start()
+    await task.learn("a NUL \x00 here", "a lone \udc80 surrogate")
+    memory = await memory_of(store, table)
+    await memory.catch_up()
+    texts = sorted(r["text"] for r in await memory.rows(kind="semantic"))
+    assert texts == ["a NUL \ufffd here", "a lone \ufffd surrogate"]
+
+
+class Wrong:
+    name, dimensions = "wrong", 8
+
+    def embed(self, texts):
+        return np.zeros((len(texts), 5))
+
+
+async def test_an_embedder_of_the_wrong_size_turns_memory_off_with_a_reason(store, table):
+    with pytest.raises(EmbedderError, match="declares 8 dimensions"):
+        vectors(Wrong(), ["x"])
+    task = await Task(store).start()
+    await task.learn("something")
+    memory = Memory(store, table, embedder=Wrong())
+    await memory.open()
+    await memory.catch_up()
+    assert "declares 8 dimensions" in (memory.problem or "")
+    with pytest.raises(MemoryUnavailable):
+        await memory.search("x", ["repo:/src/app"])
+    recalled = await memory.recall(task.state, task.state.jobs["a"])
+    assert recalled.memories == [] and "declares 8 dimensions" in recalled.problem
+
+
+async def test_another_embedder_needs_a_reembed_and_then_finds_the_same(store, table) -> None:
+    task = await Task(store).start()
+    await task.learn("the tests need the --no-cov flag")
+    memory = await memory_of(store, table)
+    await memory.catch_up()
+
+    other = Memory(store, table, MemorySettings(embedder="wordllama:64"))
+    await other.open()
+    assert "ipa memory reembed" in (other.problem or "")
+    assert await other.reembed() == 2  # the learning and the run's episode
+    assert other.problem is None
+    [best, *_] = await other.search("running tests", ["repo:/src/app"])
+    assert best["text"] == "the tests need the --no-cov flag"
+
+
+async def test_decay_halves_importance_per_half_life_and_pinning_stops_it(store, table):
+    memory = Memory(store, table, MemorySettings(half_life_days=10))
+    task = await Task(store).start()
+    await task.learn("x")
+    await memory.open()
+    await memory.catch_up()
+    [row] = await memory.rows(kind="semantic")
+    later = row["last_seen_at"] + timedelta(days=20)
+    assert memory.importance(row, later) == pytest.approx(row["importance"] / 4, rel=1e-4)
+    assert memory.importance({**row, "pinned": True}, later) == 1.0

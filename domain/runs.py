@@ -30,11 +30,19 @@ class RunStarted(RunEvent):
 
 
 class RunPrompted(RunEvent):
-    """The agent was given ``prompt`` (its *Reason* step's context), as ``agent`` on ``model``."""
+    """The agent was given ``prompt`` (its *Reason* step's context), as ``agent`` on ``model``;
+    ``memories``: the ids of the memories in it (``domain/memory.py``)."""
+
+    class_version = 2
 
     agent: str
     model: str
     prompt: str
+    memories: list[str]
+
+    @staticmethod
+    def upcast_v1_v2(state: dict) -> None:
+        state["memories"] = []
 
 
 class RunOutput(RunEvent):

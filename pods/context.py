@@ -1,6 +1,8 @@
 """*Reason*: the context an agent run starts from, built from the task's state within a budget.
 
-Sections, in prompt order: the task (title and description), its spec and plan (the newest
+Sections, in prompt order: the task (title and description), the memories recalled for the
+job (``Memory``: what earlier runs on the same repository, project or task learned, best first,
+within 15% of the budget; see ``projections/memory.py``), its spec and plan (the newest
 ``spec``/``plan`` artifacts), the change requests for the job's phase, the answers people gave
 to this job's questions, the results of the jobs that succeeded before it, and the continuity
 log (what earlier attempts learned, this job's first). A re-plan job (``spec["replan"]``) gets
@@ -8,10 +10,10 @@ the project's backlog as it is now too, every item with its status, after the ta
 
 The context must fit the agent type's ``context_tokens`` (estimated at four characters a
 token). The task, feedback and answers are never dropped; when the rest does not fit, the
-results of earlier jobs go first, oldest first, then the continuity log's oldest entries from
-other jobs, then this job's oldest. A section that does not fit on its own is shortened to
-its beginning and end. Whatever was dropped or shortened is named, and recorded by the pod in
-``ContextPrepared``.
+results of earlier jobs go first, oldest first, then the memories, then the continuity log's
+oldest entries from other jobs, then this job's oldest. A section that does not fit on its own
+is shortened to its beginning and end. Whatever was dropped or shortened is named, and
+recorded by the pod in ``ContextPrepared``.
 
 The prompt is the agent type's template (``string.Template``: ``$name`` or ``${name}``) filled
 with ``task_title``, ``task_id``, ``workflow``, ``phase``, ``agent``, ``job_id``, ``attempt``,
@@ -26,7 +28,7 @@ field fails with a :class:`PromptError` naming it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
@@ -61,23 +63,64 @@ class Section:
 
 @dataclass(frozen=True)
 class PreparedContext:
-    """The filled prompt, and what went into it."""
+    """The filled prompt, and what went into it (``memories``: the ids of the memories it
+    holds, in prompt order)."""
 
     prompt: str
     sections: list[str]
     dropped: list[str]
     tokens: int
     budget_tokens: int
+    memories: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Remembered:
+    """A memory offered to a run (``projections/memory.py``)."""
+
+    id: str
+    kind: str
+    scope: str
+    text: str
+
+
+MEMORY_SHARE = 0.15
+"""The share of the context budget memories may take; the best come first."""
+
+
+def memory_section(memories: list[Remembered], budget_tokens: int) -> tuple[Section | None,
+                                                                         list[str]]:
+    """The memories that fit their share of the budget, best first, as one section, and
+    their ids."""
+    room = int(budget_tokens * MEMORY_SHARE * CHARS_PER_TOKEN)
+    lines: list[str] = []
+    ids: list[str] = []
+    used = 0
+    for memory in memories:
+        where = memory.scope.partition(":")[0]
+        line = f"- ({memory.kind}, {where}) {' '.join(memory.text.split())}"
+        if used + len(line) + 1 > room:
+            continue
+        lines.append(line)
+        ids.append(memory.id)
+        used += len(line) + 1
+    if not lines:
+        return None, []
+    text = ("What earlier runs on this work learned, most useful first (they may be out of "
+            "date: trust what you see in the code):\n\n" + "\n".join(lines))
+    return Section("memories", "Memory", text), ids
 
 
 def estimate_tokens(text: str) -> int:
     return (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
 
 
-def gather(state: TaskState, job: Job) -> list[Section]:
+def gather(state: TaskState, job: Job, memory: Section | None = None) -> list[Section]:
     """Every section the job's context could hold, in prompt order (see the module doc)."""
     sections = [Section("task", "Task", f"# {state.title}\n\n{state.description or '(none)'}",
                         keep=True)]
+    if memory is not None:
+        sections.append(memory)
     if job.spec.get("replan") is not None and state.backlog is not None:
         sections.append(Section("backlog", f"The backlog now (version {state.backlog.version})",
                                 backlog_text(state.backlog), keep=True))
@@ -145,12 +188,13 @@ def backlog_text(backlog: Backlog) -> str:
 def _drop_order(sections: list[Section], job: Job) -> list[Section]:
     """The droppable sections, the first to drop first."""
     results = [s for s in sections if s.name.startswith("result:")]
+    results += [s for s in sections if s.name == "memories"]
     learnings = [s for s in sections if s.name.startswith("learning:")]
     others = [s for s in learnings if not s.name.startswith(f"learning:{job.job_id}:")]
     own = [s for s in learnings if s.name.startswith(f"learning:{job.job_id}:")]
     # By name, not `in`: comparing sections field by field made this quadratic in their size.
-    rest = [s for s in sections
-            if not s.keep and not s.name.startswith(("result:", "learning:"))]
+    rest = [s for s in sections if not s.keep and s.name != "memories"
+            and not s.name.startswith(("result:", "learning:"))]
     return [*results, *others, *own, *rest]
 
 
@@ -186,9 +230,13 @@ def fit(sections: list[Section], job: Job, budget_tokens: int) -> tuple[list[Sec
 def prepare(
     state: TaskState, job: Job, *, template: Path, agent: str, budget_tokens: int,
     base_commit: str = "", role: str = "", kinds: str = "", phases: str = "",
+    memories: list[Remembered] | None = None,
 ) -> PreparedContext:
     """The prompt of the job's next run (see the module doc)."""
-    kept, dropped = fit(gather(state, job), job, budget_tokens)
+    memory, memory_ids = memory_section(memories or [], budget_tokens)
+    kept, dropped = fit(gather(state, job, memory), job, budget_tokens)
+    if not any(section.name == "memories" for section in kept):
+        memory_ids = []
     context = "\n".join(section.render() for section in kept)
     try:
         source = template.read_text()
@@ -219,7 +267,7 @@ def prepare(
     except ValueError as e:
         raise PromptError(f"prompt template {template.name}: {e}") from None
     return PreparedContext(prompt, [s.name for s in kept], dropped,
-                           estimate_tokens(prompt), budget_tokens)
+                           estimate_tokens(prompt), budget_tokens, memory_ids)
 
 
 def question_in(answer: str) -> str | None:

@@ -1,6 +1,7 @@
 """The RARV cycle of one attempt of an agent job: Reason, Act, Reflect, Verify.
 
-- **Reason**: build the run's context from the task's state within the agent type's budget
+- **Reason**: build the run's context from the task's state and the memories recalled for the
+  job (:mod:`ipa.projections.memory`) within the agent type's budget
   (:mod:`ipa.pods.context`); record ``ContextPrepared`` (task stream) and the prompt
   (``RunPrompted``, the run's stream).
 - **Act**: run the agent (Claude Code by default) in the workspace, its messages streamed to the
@@ -48,6 +49,7 @@ from ipa.domain import (
 )
 from ipa.domain.backlog_contract import NO_ITEMS
 from ipa.domain.runs import RunPrompted
+from ipa.projections import Memory
 
 from .agent_types import (
     BACKLOG,
@@ -59,7 +61,7 @@ from .agent_types import (
     repository_checks,
 )
 from .claude import ClaudeRunner
-from .context import PromptError, prepare, question_in
+from .context import PromptError, Remembered, prepare, question_in
 from .runners import AgentRunner, OnOutput, OnStarted, RunnerError, RunRequest, RunResult
 from .state import PodState
 from .verification import run_checks
@@ -87,6 +89,9 @@ class AgentSettings:
     """Seconds between the end of a round of an open-ended last phase (a project's
     ``perpetual``: the maintainer) and the next round (``ipa serve``: ``IPA_PERPETUAL_INTERVAL``).
     Only with ``auto_queue``; without it a person queues each round."""
+    memory: Memory | None = None
+    """Where *Reason* recalls memories from (``projections/memory.py``); ``None``: runs get
+    none (tests, one-shot commands)."""
     watchdog: tuple[str, ...] = ()
     """On a node: the prefix that stops an agent once its node stops holding its leases
     (:mod:`.watchdog`; the supervisor sets it)."""
@@ -126,21 +131,28 @@ class AgentAttempt:
         # Reason
         state = self.state.current
         current = state.jobs[job.job_id]
+        memories, memory_problem = [], None
+        if self.settings.memory is not None:
+            recalled = await self.settings.memory.recall(state, current)
+            memories = [Remembered(m["id"], m["kind"], m["scope"], m["text"])
+                        for m in recalled.memories]
+            memory_problem = recalled.problem
         try:
             template = REPLAN_PROMPT if is_replan(current.spec) else agent.prompt_path()
             prepared = prepare(state, current, template=template, agent=agent.name,
                                budget_tokens=agent.context_tokens, base_commit=base_commit,
                                role=agent.role, kinds=self.settings.catalog.kinds_markdown(),
-                               phases=", ".join(backlog_phases(state)))
+                               phases=", ".join(backlog_phases(state)), memories=memories)
         except PromptError as e:
             return _failed(str(e))
         await self.state.execute(RecordContext(
             job_id=job.job_id, run_id=run_id, sections=prepared.sections,
             dropped=prepared.dropped, tokens=prepared.tokens,
-            budget_tokens=prepared.budget_tokens,
+            budget_tokens=prepared.budget_tokens, memories=prepared.memories,
+            memory_problem=memory_problem,
         ))
         await self.record_run(RunPrompted, agent=agent.name, model=agent.model or "",
-                              prompt=prepared.prompt)
+                              prompt=prepared.prompt, memories=prepared.memories)
         # Act
         request = RunRequest(run_id=run_id, job_id=job.job_id, agent=agent.name,
                              spec=_spec(agent, job.spec, prepared.prompt), workspace=workspace,

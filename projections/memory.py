@@ -83,8 +83,10 @@ class MemorySettings:
     """Days without use that halve a memory's importance (``IPA_MEMORY_HALF_LIFE_DAYS``)."""
     duplicate_similarity: float = 0.92
     """A new memory this similar to one of its scope is that memory seen again."""
-    min_similarity: float = 0.2
-    """Candidates less similar than this to a job's text are not recalled."""
+    min_similarity: float = 0.0
+    """Candidates less similar than this to a job's text are not recalled (by default every
+    candidate may be: the scope already says it is about the same work, and the ranking puts
+    the most similar first)."""
     recall_limit: int = 10
     quotas: Mapping[str, int] = field(
         default_factory=lambda: {"semantic": 6, "procedural": 3, "episodic": 3})
@@ -149,6 +151,10 @@ class Memory:
     @property
     def position(self) -> int:
         return self._position
+
+    @property
+    def table(self) -> MemoryTable:
+        return self._table
 
     @property
     def embedder(self) -> Embedder | None:

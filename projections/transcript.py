@@ -22,6 +22,8 @@ def transcript(events: Iterable[RecordedEvent], *, prompt: bool = True) -> Itera
         if event.type == "RunPrompted":
             model = data.get("model") or "the CLI's default model"
             yield f"[{when}] prompt to {data['agent']} ({model}), {len(data['prompt'])} chars"
+            if data.get("memories"):
+                yield f"[{when}] memories in the prompt: {', '.join(data['memories'])}"
             if prompt:
                 yield from (f"  > {line}" for line in data["prompt"].splitlines())
         elif event.type == "RunStarted":

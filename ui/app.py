@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
-from ipa.projections import TaskList
+from ipa.projections import Memory, TaskList
 from ipa.supervisor import Supervisor
 
 from . import pages
@@ -57,6 +57,7 @@ def create_app(
     guard: GuardPolicy | None = None,
     sessions: Sessions | None = None,
     throttle: Throttle | None = None,
+    memory: Memory | None = None,
 ) -> Starlette:
     """The app: commands go to the tasks' pods through ``supervisor``; the list comes from
     ``task_list`` (both kept running by the caller).
@@ -67,7 +68,8 @@ def create_app(
     seconds between keep-alive comments. ``guard``: the allowed hosts and origins and the
     trusted proxies (default: loopback hosts, same-origin writes, no proxy). ``sessions``:
     login sessions (default: 12 h); ``throttle``: wrong keys per client (default: 10 a
-    minute).
+    minute). ``memory``: agent memory (``projections/memory.py``, kept running by the
+    caller); without it the memory endpoints answer 503.
     """
     keys = ApiKeys(api_keys)
     sessions = Sessions() if sessions is None else sessions
@@ -86,4 +88,5 @@ def create_app(
     app.state.api = api
     app.state.api_keys = keys
     app.state.sessions = sessions
+    app.state.memory = memory
     return app

@@ -25,12 +25,12 @@ import signal
 import socket
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import anyio
 import uvicorn
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from ipa.eventstore import NodeIdTaken
 from ipa.pods import (
@@ -45,7 +45,7 @@ from ipa.pods import (
     agent_niceness,
     runner_for,
 )
-from ipa.projections import TaskList
+from ipa.projections import Memory, MemorySettings, TaskList
 from ipa.supervisor import Membership, Supervisor
 
 from .app import create_app
@@ -207,6 +207,22 @@ def server_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+async def memory_table_open(memory: Memory, tg: TaskGroup) -> None:
+    """Open ``memory``'s table and embedder and keep it folding the log in ``tg``; its table
+    closes when ``tg`` is cancelled."""
+    await memory.table.open()
+
+    async def run(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await memory.open()
+            await memory.run(task_status=task_status)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await memory.table.close()
+
+    await tg.start(run)
+
+
 class _Server(uvicorn.Server):
     """uvicorn without its signal handlers (``serve`` handles the signals)."""
 
@@ -237,6 +253,10 @@ async def serve(settings: Settings, host: str, port: int,
     shutdown = anyio.Event()
     agents = agent_settings(os.environ)
     sync = SyncSettings.from_environment()
+    try:
+        memory_settings = MemorySettings.from_environment()
+    except ValueError as e:
+        raise AgentConfigError(str(e)) from None
     cluster = cluster or Cluster()
     async with open_store(settings, create=True, lock="ipa serve") as store, \
             anyio.create_task_group() as tg:
@@ -253,6 +273,11 @@ async def serve(settings: Settings, host: str, port: int,
         sessions = (Sessions(session_ttl, shared=node,
                              secret=key.mac(b"ipa login sessions").encode())
                     if key is not None else Sessions(session_ttl))
+        # Agent memory: a problem (an embedder that does not load, another embedder's
+        # vectors) turns it off with a warning; the agents run without it.
+        memory = Memory(store, store.memory_table(), memory_settings)
+        await memory_table_open(memory, tg)
+        agents = replace(agents, memory=memory)
         repositories = RepositoryPolicy.configured(repo_roots)
         supervisor = Supervisor(PodEnvironment(
             store=store,
@@ -269,7 +294,7 @@ async def serve(settings: Settings, host: str, port: int,
         await tg.start(supervisor.run)
         server = _Server(server_config(
             create_app(supervisor, task_list, api_keys=keys, shutdown=shutdown, guard=guard,
-                       sessions=sessions),
+                       sessions=sessions, memory=memory),
             limits, host=host, port=port, timeout_graceful_shutdown=5))
 
         async def on_signals(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,

@@ -121,6 +121,8 @@ async def test_a_task_runs_end_to_end_through_the_rarv_cycle(
     events = await types_of(store, task_id)
     developer_steps = events[events.index("PhaseEntered", events.index("PhaseApproved",
                                           events.index("PhaseApproved") + 1)):]
+    assert developer_steps[8] == "MemoryRecorded"  # the run's episode (tests/pods/test_memory)
+    developer_steps = [t for t in developer_steps if t != "MemoryRecorded"]
     assert developer_steps[:12] == [
         "PhaseEntered", "JobQueued", "JobStarted", "WorkspaceCreated", "ContextPrepared",
         "UsageRecorded", "WorkspaceCommitted", "ReflectionRecorded", "ArtifactRecorded",

@@ -8,7 +8,8 @@ import psycopg
 import pytest
 from eventsourcing.utils import get_topic
 
-from ipa.domain import TaskEvent
+from ipa.domain import ContextPrepared, TaskEvent
+from ipa.domain.runs import RunPrompted
 from ipa.eventstore import EventStore, UnknownEventType
 from ipa.eventstore.codec import GENESIS, chain_digest, make_transcoder
 
@@ -30,12 +31,13 @@ class NoteAdded(TaskEvent):
         state["format"] = "plain"
 
 
-def write_v1_row(database, stream: uuid.UUID) -> None:
-    """The row the old code wrote: NoteAdded's topic, the v1 payload, no class_version."""
-    topic = get_topic(NoteAdded)
+def write_v1_row(database, stream: uuid.UUID, event_type: type = NoteAdded,
+                 fields: dict | None = None) -> None:
+    """The row the old code wrote: the event type's topic, the v1 payload, no class_version."""
+    topic = get_topic(event_type)
     body = make_transcoder().encode({"timestamp": T0, "actor": "system",
                                      "correlation_id": "c", "causation_id": None,
-                                     "text": "hello"})
+                                     **(fields if fields is not None else {"text": "hello"})})
     prev = GENESIS.encode()
     digest = chain_digest(stream, 1, topic, prev, body)
     with psycopg.connect(database.conninfo(), autocommit=True) as conn:
@@ -52,6 +54,23 @@ async def test_old_payload_is_upcast_to_the_new_shape_on_read(database, store: E
     assert isinstance(recorded.event, NoteAdded)
     assert (recorded.event.body, recorded.event.format) == ("hello", "plain")
     assert recorded.data == {"body": "hello", "format": "plain"}
+
+
+@pytest.mark.parametrize(("event_type", "fields", "added"), [
+    (ContextPrepared, {"job_id": "a", "run_id": "r", "attempt": 1, "sections": ["task"],
+                       "dropped": [], "tokens": 9, "budget_tokens": 99},
+     {"memories": [], "memory_problem": None}),
+    (RunPrompted, {"agent": "developer", "model": "", "prompt": "p"}, {"memories": []}),
+])
+async def test_runs_recorded_before_memory_read_as_runs_given_none(
+    database, store: EventStore, event_type, fields, added,
+) -> None:
+    stream = uuid.uuid4()
+    write_v1_row(database, stream, event_type, fields)
+
+    [recorded] = await store.read(stream)
+
+    assert isinstance(recorded.event, event_type) and recorded.data == {**fields, **added}
 
 
 async def test_new_payload_is_stored_with_its_class_version(store: EventStore) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ipa.domain import (
+    CreateChildTask,
     CreateTask,
     QueueJob,
     RecordContext,
@@ -47,9 +48,13 @@ async def memory_of(store: EventStore, table: MemoryTable, **settings) -> Memory
 class Task:
     """A task on a repository whose job ``a`` runs, appended to the store as it goes."""
 
-    def __init__(self, store: EventStore, repo: str = "/src/app", title: str = "Add a limiter"):
+    def __init__(self, store: EventStore, repo: str | None = "/src/app",
+                 title: str = "Add a limiter", parent: uuid.UUID | None = None):
         self.store, self.id, self.step = store, uuid.uuid4(), 0
-        self.commands = [CreateTask(title, "to the login endpoint", repo=repo), StartTask(),
+        create = (CreateTask(title, "to the login endpoint", repo=repo) if parent is None else
+                  CreateChildTask(title, "to the login endpoint", str(parent), title[:8],
+                                  "developer", repo=repo))
+        self.commands = [create, StartTask(),
                          QueueJob("a", "developer", max_attempts=3), StartJob("a", "run-1")]
         self.state: TaskState | None = None
 
@@ -230,3 +235,20 @@ async def test_decay_halves_importance_per_half_life_and_pinning_stops_it(store,
     later = row["last_seen_at"] + timedelta(days=20)
     assert memory.importance(row, later) == pytest.approx(row["importance"] / 4, rel=1e-4)
     assert memory.importance({**row, "pinned": True}, later) == 1.0
+
+
+async def test_a_projects_children_share_what_each_of_them_did(store, table) -> None:
+    project = uuid.uuid4()
+    first = await Task(store, repo=None, title="Build the parser", parent=project).start()
+    await first.learn(summary="Wrote the parser in src/parse.py with a recursive descent.")
+    sibling = await Task(store, repo=None, title="Build the printer", parent=project).start()
+    memory = await memory_of(store, table)
+    await memory.catch_up()
+
+    recalled = await memory.recall(sibling.state, sibling.state.jobs["a"])
+
+    assert recalled.problem is None
+    [episode] = [m for m in recalled.memories if m["kind"] == "episodic"]
+    assert episode["scope"] == f"project:{project}" and "recursive descent" in episode["text"]
+    stranger = await Task(store, repo=None, title="Build the printer").start()
+    assert (await memory.recall(stranger.state, stranger.state.jobs["a"])).memories == []

@@ -28,12 +28,12 @@ import psycopg
 from pgvector.psycopg import register_vector_async
 from psycopg.rows import dict_row
 from psycopg.sql import SQL, Identifier, Literal
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ipa.domain import clean_text
 
 from .database import ConnectionParams
-from .errors import StoreUnavailable, one_line
+from .errors import StoreError, StoreUnavailable, one_line
 
 TABLE = "ipa_memories"
 STATE_TABLE = "ipa_memory_state"
@@ -80,6 +80,7 @@ class MemoryTable:
         self._pool = AsyncConnectionPool(self._conninfo, min_size=1, max_size=pool_size,
                                           open=False, configure=self._configure,
                                           kwargs={"row_factory": dict_row})
+        self._opened = False
 
     def _t(self, name: str) -> SQL:
         return SQL("{}.{}").format(Identifier(self._schema), Identifier(name))
@@ -90,7 +91,9 @@ class MemoryTable:
         await conn.set_autocommit(True)
 
     async def open(self) -> None:
-        """Create the extension and the state table if needed, and open the pool."""
+        """Create the extension and the state table if needed, and open the pool (once)."""
+        if self._opened:
+            return
         try:
             async with await psycopg.AsyncConnection.connect(self._conninfo,
                                                              autocommit=True) as conn:
@@ -105,21 +108,28 @@ class MemoryTable:
                     await conn.execute(
                         "SELECT pg_advisory_unlock(hashtextextended('ipa-schema', 0))")
             await self._pool.open(wait=True, timeout=10)
+            self._opened = True
+        except psycopg.errors.FeatureNotSupported as e:  # no pgvector in that PostgreSQL
+            raise StoreUnavailable(f"memory: the database at {self._describe} has no pgvector "
+                                   f"extension: {one_line(e)}") from e
         except (psycopg.Error, TimeoutError) as e:
             raise StoreUnavailable(f"memory: cannot reach the database at {self._describe}: "
                                    f"{one_line(e)}") from e
 
     async def close(self) -> None:
         await self._pool.close()
+        self._opened = False
 
     @contextlib.asynccontextmanager
     async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
         try:
             async with self._pool.connection() as conn:
                 yield conn
-        except psycopg.OperationalError as e:
+        except (psycopg.OperationalError, PoolTimeout) as e:
             raise StoreUnavailable(f"memory: database at {self._describe}: "
                                    f"{one_line(e)}") from e
+        except psycopg.Error as e:  # a statement PostgreSQL refused: said, never raised raw
+            raise StoreError(f"memory: {one_line(e)}") from e
 
     # -- the model's table ------------------------------------------------------------------
 

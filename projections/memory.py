@@ -50,7 +50,13 @@ from ipa.domain import (
     TaskState,
     scopes_of,
 )
-from ipa.eventstore import EventStore, RecordedEvent, StoreError, VersionConflict
+from ipa.eventstore import (
+    EventStore,
+    RecordedEvent,
+    StoreError,
+    StoreUnavailable,
+    VersionConflict,
+)
 from ipa.eventstore.memories import MODEL, MemoryTable, Page, PositionMoved, Recorded
 
 from .embedders import Embedder, EmbedderError, load, vectors
@@ -161,17 +167,27 @@ class Memory:
         return self._embedder
 
     async def open(self) -> None:
-        """Load the embedder and check the table's vectors are its own; a problem turns
-        memory off (:attr:`problem`) instead of raising."""
+        """Open the table, load the embedder and check the table's vectors are its own; a
+        problem turns memory off (:attr:`problem`) instead of raising."""
+        try:
+            await self._table.open()
+        except StoreError as e:
+            self._off(str(e))
+            return
         if self._embedder is None:
             try:
                 self._embedder = await anyio.to_thread.run_sync(load, self.settings.embedder)
             except EmbedderError as e:
                 self._off(f"the embedder did not load: {e}")
                 return
-        state = await self._table.state(self.model)
-        if state is None:
-            await self._table.create(self.model, self._embedder.name, self._embedder.dimensions)
+        try:
+            state = await self._table.state(self.model)
+            if state is None:
+                await self._table.create(self.model, self._embedder.name,
+                                         self._embedder.dimensions)
+                return
+        except StoreError as e:
+            self._off(str(e))
             return
         position, name, dimensions = state
         if (name, dimensions) != (self._embedder.name, self._embedder.dimensions):
@@ -180,6 +196,9 @@ class Memory:
                       "`ipa memory reembed` to use the new embedder")
             return
         self._position = position
+
+    async def close(self) -> None:
+        await self._table.close()
 
     def _off(self, problem: str) -> None:
         self.problem = problem
@@ -207,6 +226,14 @@ class Memory:
                 if strict:
                     raise
                 self._off(str(e))
+                return self._position
+            except StoreUnavailable:
+                raise  # the database went away: again from the same page later
+            except StoreError as e:
+                if strict:
+                    raise
+                # A page PostgreSQL refuses would be refused again: memory stops there, said.
+                self._off(f"memory stopped after log position {self._position}: {e}")
                 return self._position
             self._position = page[-1].position
             self._advanced.set()

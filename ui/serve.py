@@ -207,10 +207,9 @@ def server_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-async def memory_table_open(memory: Memory, tg: TaskGroup) -> None:
-    """Open ``memory``'s table and embedder and keep it folding the log in ``tg``; its table
-    closes when ``tg`` is cancelled."""
-    await memory.table.open()
+async def start_memory(memory: Memory, tg: TaskGroup) -> None:
+    """Open ``memory`` and keep it folding the log in ``tg``; it closes when ``tg`` is
+    cancelled. A problem turns memory off with a warning (``Memory.open``)."""
 
     async def run(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         try:
@@ -218,7 +217,7 @@ async def memory_table_open(memory: Memory, tg: TaskGroup) -> None:
             await memory.run(task_status=task_status)
         finally:
             with anyio.CancelScope(shield=True):
-                await memory.table.close()
+                await memory.close()
 
     await tg.start(run)
 
@@ -276,7 +275,7 @@ async def serve(settings: Settings, host: str, port: int,
         # Agent memory: a problem (an embedder that does not load, another embedder's
         # vectors) turns it off with a warning; the agents run without it.
         memory = Memory(store, store.memory_table(), memory_settings)
-        await memory_table_open(memory, tg)
+        await start_memory(memory, tg)
         agents = replace(agents, memory=memory)
         repositories = RepositoryPolicy.configured(repo_roots)
         supervisor = Supervisor(PodEnvironment(

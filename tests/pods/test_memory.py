@@ -14,7 +14,7 @@ import pytest
 from ipa.domain import ContextPrepared, QueueJob
 from ipa.eventstore import EventStore
 from ipa.pods import AgentSettings, ClaudeRunner, PodEnvironment
-from ipa.projections import Memory
+from ipa.projections import Memory, MemorySettings
 from ipa.projections.transcript import transcript
 from ipa.supervisor import Supervisor
 
@@ -29,15 +29,13 @@ CHECK = "grep -q fixed feature.py"
 
 @pytest.fixture
 async def memory(store: EventStore) -> AsyncIterator[Memory]:
-    table = store.memory_table()
-    await table.open()
-    memory = Memory(store, table)
+    memory = Memory(store, store.memory_table())
     await memory.open()
     async with anyio.create_task_group() as tg:
         await tg.start(memory.run)
         yield memory
         tg.cancel_scope.cancel()
-    await table.close()
+    await memory.close()
 
 
 @pytest.fixture
@@ -111,3 +109,28 @@ async def test_a_fix_learned_in_one_task_reaches_the_next_task_on_the_repository
     await developer_job(supervisor, create_task, repo, "Add the feature again", memory)
     last = fake.runs()[-1]["prompt"]
     assert "## Memory" in last and "What fixed it" not in last
+
+
+async def test_without_memory_the_agents_run_and_each_run_says_why(
+    pod_env: PodEnvironment, store: EventStore, create_task, tmp_path: Path,
+) -> None:
+    memory = Memory(store, store.memory_table(),
+                    MemorySettings(embedder="python:no_such_module:embedder"))
+    await memory.open()
+    assert "no_such_module" in (memory.problem or "")
+    fake = FakeClaude(tmp_path / "fake")
+    fake.script({"developer": [{"write": {"feature.py": "fixed\n"}, "text": "Done."}]})
+    settings = AgentSettings(runner=lambda: ClaudeRunner(cli_path=str(fake.cli)),
+                             verify_timeout=5.0, memory=memory)
+    supervisor = Supervisor(replace(pod_env, agents=settings))
+    repo = git_repo(tmp_path / "repo", {"README": "x\n"})
+    async with anyio.create_task_group() as tg:
+        await tg.start(supervisor.run)
+        task_id, state = await developer_job(supervisor, create_task, repo, "Add it", memory)
+        tg.cancel_scope.cancel()
+    await memory.close()
+
+    assert state.jobs["dev"].status.value == "succeeded"
+    [context] = [r.event for r in await store.read(task_id) if isinstance(r.event,
+                                                                           ContextPrepared)]
+    assert context.memories == [] and "no_such_module" in (context.memory_problem or "")

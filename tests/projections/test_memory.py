@@ -6,6 +6,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import anyio
 import numpy as np
 import pytest
 
@@ -252,3 +253,26 @@ async def test_a_projects_children_share_what_each_of_them_did(store, table) -> 
     assert episode["scope"] == f"project:{project}" and "recursive descent" in episode["text"]
     stranger = await Task(store, repo=None, title="Build the printer").start()
     assert (await memory.recall(stranger.state, stranger.state.jobs["a"])).memories == []
+
+
+async def test_two_processes_folding_together_apply_each_page_once(store, table) -> None:
+    tasks = [await Task(store, title=f"Task {i}").start() for i in range(6)]
+    for i, task in enumerate(tasks):
+        await task.learn(f"lesson {i}: module m{i} needs the flag --f{i}",
+                         f"fact {i}: service s{i} listens on port 80{i}")
+    other_table = store.memory_table()  # the other process's own connections
+    await other_table.open()
+    try:
+        one = await memory_of(store, table, cap=8)
+        two = await memory_of(store, other_table, cap=8)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one.catch_up)
+            tg.start_soon(two.catch_up)
+    finally:
+        await other_table.close()
+
+    rows = await one.rows(scopes=["repo:/src/app"], limit=100)
+    assert len(rows) == 8 and all(r["seen"] == 1 for r in rows)
+    evicted = [r.event for r in await store.read_log(0, 1000)
+               if type(r.event).__name__ == "MemoriesEvicted"]
+    assert sum(len(e.memory_ids) for e in evicted) == 4  # 12 lessons, a cap of 8

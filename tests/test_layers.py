@@ -31,9 +31,9 @@ OWNED = {
     "markupsafe": {"ui"},
     "transitions": {"domain"},
     "claude_agent_sdk": {"pods"},
-    "httpx": {"pods"},
+    "httpx": {"pods"},  # outside systems (GitHub, JIRA): the sync engine
     "pgvector": {"eventstore"},
-    "wordllama": {"projections"},  # the default embedder (projections/embedders.py)  # outside systems (GitHub, JIRA): the sync engine
+    "wordllama": {"projections"},  # the default embedder (projections/embedders.py)
 }
 
 

@@ -12,7 +12,6 @@ from uuid import UUID
 import pytest
 
 from ipa.domain import (
-    MemoryRecorded,
     ApprovalRequested,
     Approve,
     Cancel,
@@ -24,6 +23,7 @@ from ipa.domain import (
     CreateTask,
     Fail,
     InvalidCommand,
+    MemoryRecorded,
     Pause,
     PhaseApproved,
     PhaseCompleted,

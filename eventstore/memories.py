@@ -227,14 +227,16 @@ class MemoryTable:
 
     # -- reading ----------------------------------------------------------------------------
 
-    async def nearest(self, model: str, vector: np.ndarray, scopes: Sequence[str],
+    async def nearest(self, model: str, vector: np.ndarray, scopes: Sequence[str] | None,
                       limit: int, *, exact: bool = False) -> list[dict[str, Any]]:
-        """Up to ``limit`` rows of ``scopes`` nearest ``vector`` (``similarity`` = cosine),
-        through the HNSW index (``exact``: by a full scan, for checking the index)."""
+        """Up to ``limit`` rows of ``scopes`` (``None``: of every scope) nearest ``vector``
+        (``similarity`` = cosine), through the HNSW index (``exact``: by a full scan, for
+        checking the index)."""
         table = self._t(self.table_of(model))
         query = SQL(
             "SELECT " + COLUMNS + ", 1 - (embedding <=> %s) AS similarity FROM {} "
-            "WHERE scope = ANY(%s) ORDER BY embedding <=> %s LIMIT %s").format(table)
+            "WHERE %s::text[] IS NULL OR scope = ANY(%s) ORDER BY embedding <=> %s LIMIT %s"
+        ).format(table)
         async with self._conn() as conn, conn.transaction():
             if exact:
                 await conn.execute("SET LOCAL enable_indexscan = off")
@@ -242,7 +244,8 @@ class MemoryTable:
                 await conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
                 await conn.execute(SQL("SET LOCAL hnsw.ef_search = {}").format(
                     Literal(max(40, limit * 2))))
-            cursor = await conn.execute(query, (vector, list(scopes), vector, limit))
+            listed = None if scopes is None else list(scopes)
+            cursor = await conn.execute(query, (vector, listed, listed, vector, limit))
             return [_row(r) for r in await cursor.fetchall()]
 
     async def get(self, model: str, memory_id: str) -> dict[str, Any] | None:
@@ -256,9 +259,14 @@ class MemoryTable:
 
     async def rows(self, model: str, *, scopes: Sequence[str] | None = None,
                    ids: Sequence[str] | None = None, kind: str | None = None,
-                   after: str = "", limit: int = 100) -> list[dict[str, Any]]:
-        """Rows by id (after ``after``), of ``scopes`` / ``ids`` / ``kind`` when given."""
+                   pinned: bool | None = None, after: str = "",
+                   limit: int = 100) -> list[dict[str, Any]]:
+        """Rows by id (after ``after``), of ``scopes`` / ``ids`` / ``kind`` / ``pinned`` when
+        given."""
         where, params = ["id::text > %s"], [after]
+        if pinned is not None:
+            where.append("pinned = %s")
+            params.append(pinned)
         if scopes is not None:
             where.append("scope = ANY(%s)")
             params.append(list(scopes))

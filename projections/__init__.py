@@ -3,8 +3,9 @@ agent memory.
 """
 
 from . import task_state
+from .embedders import Embedder, EmbedderError
 from .memory import Memory, MemoryNotFound, MemorySettings, MemoryUnavailable, Recalled
 from .task_list import TaskList, summary
 
-__all__ = ["Memory", "MemoryNotFound", "MemorySettings", "MemoryUnavailable", "Recalled",
-           "TaskList", "summary", "task_state"]
+__all__ = ["Embedder", "EmbedderError", "Memory", "MemoryNotFound", "MemorySettings",
+           "MemoryUnavailable", "Recalled", "TaskList", "summary", "task_state"]

@@ -13,7 +13,8 @@ beside the table and swaps the result in.
 **Usefulness.** A memory's importance halves every ``half_life_days`` it is neither used nor
 seen again (a pinned one counts as 1 and never decays). :meth:`Memory.recall` ranks the
 candidates nearest a job's text by ``0.6 × similarity + 0.25 × decayed importance + 0.15 ×
-recency`` and keeps at most ``quotas[kind]`` of each kind. When a scope holds more than
+recency`` and keeps at most ``quotas[kind]`` of each kind, after the scopes' pinned memories
+(at most :data:`PINNED_MAX`), which every run gets. When a scope holds more than
 ``cap`` memories, the least useful leave it, recorded as ``MemoriesEvicted``.
 
 **Without memory the agents still run.** An embedder that does not load, vectors of another
@@ -64,6 +65,8 @@ from .embedders import Embedder, EmbedderError, load, vectors
 log = logging.getLogger(__name__)
 
 _PAGE = 1000
+PINNED_MAX = 5
+"""Pinned memories a run is given at most (before the others)."""
 Progress = Callable[[int, int], None]
 
 
@@ -89,7 +92,7 @@ class MemorySettings:
     """Days without use that halve a memory's importance (``IPA_MEMORY_HALF_LIFE_DAYS``)."""
     duplicate_similarity: float = 0.92
     """A new memory this similar to one of its scope is that memory seen again."""
-    min_similarity: float = 0.0
+    min_similarity: float = -1.0
     """Candidates less similar than this to a job's text are not recalled (by default every
     candidate may be: the scope already says it is about the same work, and the ranking puts
     the most similar first)."""
@@ -218,9 +221,11 @@ class Memory:
                 return self._position
             try:
                 scopes = await self._apply(page)
-            except PositionMoved:
+            except PositionMoved:  # another process applied it: follow
                 state = await self._table.state(self.model)
                 self._position = state[0] if state else 0
+                self._advanced.set()
+                self._advanced = anyio.Event()
                 continue
             except EmbedderError as e:
                 if strict:
@@ -350,10 +355,10 @@ class Memory:
         assert self._embedder is not None
         return self._embedder
 
-    async def search(self, query: str, scopes: Sequence[str], *, limit: int = 10,
+    async def search(self, query: str, scopes: Sequence[str] | None, *, limit: int = 10,
                      candidates: int = 40, exact: bool = False) -> list[dict[str, Any]]:
-        """The ``limit`` memories of ``scopes`` most useful for ``query``, best first, each
-        with ``similarity`` and ``score`` (see the module doc)."""
+        """The ``limit`` memories of ``scopes`` (``None``: of every scope) most useful for
+        ``query``, best first, each with ``similarity`` and ``score`` (see the module doc)."""
         embedder = self._ready()
         if not query.strip():
             raise InvalidCommand("the query is empty: say what to look for")
@@ -392,8 +397,13 @@ class Memory:
         except (MemoryUnavailable, EmbedderError, StoreError) as e:
             return Recalled([], str(e), time.perf_counter() - started)
         quotas = dict(self.settings.quotas)
-        chosen = []
+        # A pinned memory of the task's scopes goes to every run, however far its meaning.
+        chosen = [row for row in rows if row["pinned"]]
+        pinned = await self._pinned(state, {row["id"] for row in chosen})
+        chosen = sorted([*chosen, *pinned], key=lambda r: -r["score"])[:PINNED_MAX]
         for row in rows:
+            if row["pinned"]:
+                continue
             if row["similarity"] < self.settings.min_similarity:
                 continue
             if quotas.get(row["kind"], 0) <= 0:
@@ -403,6 +413,16 @@ class Memory:
             if len(chosen) >= self.settings.recall_limit:
                 break
         return Recalled(chosen, None, time.perf_counter() - started)
+
+    async def _pinned(self, state: TaskState, seen: set[str]) -> list[dict[str, Any]]:
+        try:
+            rows = await self._table.rows(self.model, scopes=scopes_of(state), pinned=True,
+                                          limit=PINNED_MAX)
+        except StoreError:
+            return []
+        now = _now()
+        return [{**row, "similarity": 0.0, "score": self.score(row, now)}
+                for row in rows if row["id"] not in seen]
 
     async def get(self, memory_id: str) -> dict[str, Any]:
         """The memory ``memory_id`` (or the one it was merged into); :class:`MemoryNotFound`."""

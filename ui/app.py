@@ -1,7 +1,8 @@
-"""The web app, built by :func:`create_app`: the REST API (:mod:`.api`), the SSE streams
-(:mod:`.streams`), the pages (:mod:`.pages`), ``/openapi.json``, ``/metrics``, ``/healthz``
-and, when API keys are configured, the key check and ``/login`` (:mod:`.auth`), all behind
-the Host, Origin and content-type checks of :mod:`.guard`.
+"""The web app, built by :func:`create_app`: the REST API (:mod:`.api`, agent memory in
+:mod:`.memory_api`), the SSE streams (:mod:`.streams`), the pages (:mod:`.pages`),
+``/openapi.json``, ``/metrics``, ``/healthz`` and, when API keys are configured, the key check
+and ``/login`` (:mod:`.auth`), all behind the Host, Origin and content-type checks of
+:mod:`.guard`.
 
 Every error is ``{"error": {"code": ..., "message": ...}}`` with a 4xx/5xx status, from one
 table (:data:`ipa.ui.errors.ERRORS`).
@@ -19,7 +20,7 @@ from starlette.routing import BaseRoute, Route
 from ipa.projections import Memory, TaskList
 from ipa.supervisor import Supervisor
 
-from . import pages
+from . import memory_api, pages
 from .api import COMMANDS, Api
 from .auth import ApiKeys, RequireKey, login_routes
 from .errors import ERRORS, BadRequest, error_response, exception_handlers
@@ -38,6 +39,7 @@ def api_routes(api: Api, hub: StreamHub, keys: ApiKeys, sessions: Sessions | Non
     supervisor, task_list = api.supervisor, api.task_list
     return [
         *api.routes(),
+        *memory_api.routes(),
         *hub.routes(),
         Route("/metrics", Metrics(supervisor, task_list, hub).endpoint, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),

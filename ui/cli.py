@@ -1,33 +1,43 @@
 """The ``ipa`` command line.
 
 Store commands (``events``, ``replay``, ``audit verify``, ``projections rebuild``,
-``snapshot``) open the store directly. The reading ones work whether or not a server is running;
-the writing ones (``projections rebuild``, ``snapshot``, and ``serve`` itself) take the data
-dir's lock (:mod:`ipa.eventstore.lock`) and are refused while another process holds it.
-``ipa task ...`` and ``ipa nodes`` act through a running server's HTTP API (:mod:`.client`).
+``snapshot``, ``memory reembed``) open the store directly. The reading ones work whether or not
+a server is running; the writing ones (``projections rebuild``, ``snapshot``, ``memory
+reembed`` and ``serve`` itself) take the data dir's lock (:mod:`ipa.eventstore.lock`) and are
+refused while another process holds it. ``ipa task ...``, ``ipa nodes`` and the other ``ipa
+memory ...`` act through a running server's HTTP API (:mod:`.client`).
 Errors are one line on stderr, ``ipa: <what> ...``, with exit status 1 (2 for bad usage).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import NoReturn, TextIO
 from uuid import UUID
 
 import anyio
 
 from ipa.domain import DomainError
-from ipa.eventstore import Audit, Finding, StoreError, StreamNotFound
-from ipa.projections import TaskList, task_state
+from ipa.eventstore import Audit, EventStore, Finding, StoreError, StreamNotFound
+from ipa.projections import (
+    EmbedderError,
+    Memory,
+    MemorySettings,
+    MemoryUnavailable,
+    TaskList,
+    task_state,
+)
 from ipa.projections.transcript import transcript
 
 from .client import ApiCallError, add_node_command, add_task_commands
 from .keys import KeysError, load_keys
+from .memory_cli import add_memory_commands
 from .runtime import Settings, open_store
 
 
@@ -45,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             live=getattr(args, "live", False),
         )
         return anyio.run(args.run, settings, args)
-    except (StoreError, DomainError, ApiCallError, KeysError) as e:
+    except (StoreError, DomainError, ApiCallError, KeysError, EmbedderError,
+            MemoryUnavailable) as e:
         print(f"ipa: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -199,6 +210,12 @@ def _parser() -> argparse.ArgumentParser:
 
     add_task_commands(commands, _Parser)
     add_node_command(commands, _Parser)
+    memory_commands = add_memory_commands(commands, _Parser)
+    reembed = memory_commands.add_parser(
+        "reembed", parents=[store_options],
+        help="embed every memory again with the embedder IPA_EMBEDDER names (after changing "
+        "it; with the server stopped)")
+    reembed.set_defaults(run=cmd_memory_reembed)
 
     events = commands.add_parser(
         "events", parents=[store_options], help="print a task's events in order"
@@ -242,7 +259,8 @@ def _parser() -> argparse.ArgumentParser:
         title="commands", metavar="COMMAND", required=True
     )
     rebuild = projection_commands.add_parser(
-        "rebuild", parents=[store_options], help="rebuild the task list from the event log"
+        "rebuild", parents=[store_options],
+        help="rebuild the task list and agent memory from the event log"
     )
     rebuild.set_defaults(run=cmd_projections_rebuild)
 
@@ -417,8 +435,49 @@ async def cmd_projections_rebuild(settings: Settings, args: argparse.Namespace) 
         position = await task_list.rebuild(report)
         progress.clear()
         rows = len(await task_list.rows())
-    print(f"task list rebuilt: {rows} task(s), log position {position}")
+        print(f"task list rebuilt: {rows} task(s), log position {position}")
+        async with memory_of(store) as memory:
+            progress.label = "memories: events"
+            position = await memory.rebuild(report)
+            progress.clear()
+            count = await memory.table.count(memory.model)
+    print(f"agent memory rebuilt: {count} memor{'y' if count == 1 else 'ies'}, log position "
+          f"{position}")
     return 0
+
+
+async def cmd_memory_reembed(settings: Settings, args: argparse.Namespace) -> int:
+    async with open_store(settings, create=False, lock="ipa memory reembed") as store, \
+            memory_of(store) as memory:
+        progress = Progress("memories", 0)
+
+        def report(done: int, total: int) -> None:
+            progress.total = total
+            progress.update(done)
+
+        count = await memory.reembed(report)
+        progress.clear()
+        embedder = memory.embedder
+    assert embedder is not None  # reembed loaded it
+    print(f"memories re-embedded: {count} with {embedder.name} ({embedder.dimensions} "
+          "dimensions)")
+    return 0
+
+
+@contextlib.asynccontextmanager
+async def memory_of(store: EventStore) -> AsyncIterator[Memory]:
+    """The store's agent memory with the environment's settings, its table open."""
+    try:
+        settings = MemorySettings.from_environment()
+    except ValueError as e:  # IPA_MEMORY_CAP or IPA_MEMORY_HALF_LIFE_DAYS
+        raise MemoryUnavailable(str(e)) from None
+    memory = Memory(store, store.memory_table(), settings)
+    await memory.table.open()
+    try:
+        yield memory
+    finally:
+        with anyio.CancelScope(shield=True):
+            await memory.table.close()
 
 
 async def cmd_snapshot(settings: Settings, args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ Everything a person can do on the pages has a command here: the decisions at a g
 cancel / retry, ``restart`` of a stopped pod, and ``ipa task job retry|cancel|interrupt|skip``;
 ``ipa task tree`` prints a project's backlog and children. ``ipa nodes`` lists the nodes of the
 store (``GET /api/nodes``).
+``ipa memory ...`` is in :mod:`.memory_cli`.
 
 The server is ``--url``, else ``IPA_URL``, else the live server named by the data dir's
 ``server.json`` (``--data-dir``, env ``IPA_DATA_DIR``), else ``http://127.0.0.1:8765``. An API
@@ -51,7 +52,7 @@ class ApiClient:
         url = self.url + path
         if query:
             url += "?" + urllib.parse.urlencode({k: v for k, v in query.items()
-                                                 if v is not None})
+                                                 if v is not None}, doseq=True)  # lists repeat
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(url, data=data, method=method)
         request.add_header("Accept", "application/json")
@@ -154,7 +155,7 @@ def add_task_commands(commands: Any, parser_class: type[argparse.ArgumentParser]
             "totals", None, parents=(connection,))
 
     approve = command("approve", "approve the phase waiting at its gate", "approve",
-                      lambda args: _texts(args, "comment"))
+                      lambda args: given_texts(args, "comment"))
     approve.add_argument("--comment", default="", help="a comment")
     changes = command("request-changes", "send the phase at its gate back for another round, "
                       "with feedback", "request_changes",
@@ -184,7 +185,7 @@ def add_task_commands(commands: Any, parser_class: type[argparse.ArgumentParser]
     spec_source.add_argument("--description-file", metavar="FILE",
                              help="read it from FILE ('-': stdin)")
     pause = command("pause", "pause a task", "pause",
-                    lambda args: {**_texts(args, "reason"),
+                    lambda args: {**given_texts(args, "reason"),
                                   **({"interrupt": True} if args.interrupt else {})})
     pause.add_argument("--reason", default="", help="why")
     pause.add_argument("--interrupt", action="store_true", help="cut running agents short")
@@ -228,12 +229,12 @@ def dollars(text: str) -> float | None:
     return value
 
 
-def _texts(args: argparse.Namespace, *fields: str) -> dict[str, str]:
+def given_texts(args: argparse.Namespace, *fields: str) -> dict[str, str]:
     return {field: getattr(args, field) for field in fields if getattr(args, field)}
 
 
 def _reason(args: argparse.Namespace) -> dict[str, str]:
-    return _texts(args, "reason")
+    return given_texts(args, "reason")
 
 
 def _nothing(args: argparse.Namespace) -> dict[str, Any]:
@@ -479,3 +480,4 @@ def _jobs_and_questions(task: dict[str, Any]) -> list[str]:
 
 def _short(sha: Any) -> str:
     return str(sha)[:12] if sha else "?"
+

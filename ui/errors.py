@@ -39,6 +39,7 @@ from ipa.eventstore import (
     VersionConflict,
 )
 from ipa.pods import RepositoryRefused, WorkspaceError
+from ipa.projections import EmbedderError, MemoryNotFound, MemoryUnavailable
 from ipa.supervisor import (
     OwnedElsewhere,
     PodNotRunning,
@@ -124,6 +125,9 @@ ERRORS: list[tuple[type[Exception], int, str]] = [
     (RepositoryRefused, 422, "repository_refused"),  # message: "repo '...' refused: why"
     (WorkspaceError, 400, "workspace_error"),
     (StoreUnavailable, 503, "store_unavailable"),
+    (MemoryNotFound, 404, "memory_not_found"),
+    (MemoryUnavailable, 503, "memory_unavailable"),
+    (EmbedderError, 503, "memory_unavailable"),  # the embedder failed on a search's text
 ]
 
 

@@ -20,12 +20,14 @@ from starlette.responses import JSONResponse
 from ipa.domain import Pause, SetRepo
 
 from .api import COMMANDS
+from .memory_api import KINDS, MAX_PAGE, QUERY_MAX
 
 VERSION = "0.1.0"
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _TASK = {"$ref": "#/components/schemas/Task"}
 _EVENT = {"$ref": "#/components/schemas/Event"}
+_MEMORY = {"$ref": "#/components/schemas/Memory"}
 _NODE_ID = {"type": ["string", "null"],
             "description": "the node that holds the task's lease now (null: none does)"}
 
@@ -47,7 +49,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
              404: "not found",
              409: "conflict (stale expected_version, command not allowed now, no pod)",
              413: "body too large", 415: "not a JSON body", 422: "refused input",
-             429: "too many attempts", 503: "shutting down or store unavailable"}
+             429: "too many attempts",
+             503: "shutting down, store unavailable or memory off (memory_unavailable)"}
     return {str(s): _json(_ERROR, words[s]) for s in statuses}
 
 
@@ -67,7 +70,10 @@ def _path(name: str, description: str,
 _UUID = {"type": "string", "format": "uuid"}
 _ID = {"type": "integer", "minimum": 0, "maximum": 2**62}
 _VERSION = {"type": "integer", "minimum": 1, "maximum": 2**62}
+_UUID_TEXT = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_REASON = {"type": "string", "maxLength": QUERY_MAX}
 TASK_ID = _path("task_id", "the task's id (a UUID)", _UUID)
+MEMORY_ID = _path("memory_id", "the memory's id (a UUID)", _UUID)
 RUN_ID = _path("run_id", "the run's id (a UUID)", _UUID)
 
 
@@ -281,6 +287,45 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
     "/api/nodes": {"get": _op(
         "The nodes of the store (each ipa serve on it), self: the one answering; never paged",
         {"200": _json(_page({"$ref": "#/components/schemas/Node"})), **_errors(401, 503)})},
+    "/api/memories": {"get": _op(
+        "Agents' memories. With q: those of the scopes named most useful for q, best first "
+        "(a scope is needed; never paged). Without: by id, of scope/kind/ids when given",
+        {"200": _json(_page(_MEMORY)), **_errors(400, 401, 503)},
+        parameters=[
+            {**_query("q", "what to look for (not blank)",
+                      {"type": "string", "minLength": 1, "maxLength": QUERY_MAX}),
+             "example": "how do I run the tests"},
+            {**_query("scope", "repo:<repository>, project:<task id> or task:<task id> "
+                      "(repeatable)", {"type": "array", "items": {"type": "string"}}),
+             "style": "form", "explode": True, "example": ["repo:/src/app"]},
+            _query("kind", "only memories of this kind",
+                   {"type": "string", "enum": list(KINDS)}),
+            _query("ids", f"only these memories: comma-separated ids (at most {MAX_PAGE})",
+                   {"type": "string", "pattern": f"^({_UUID_TEXT}(,{_UUID_TEXT})*)?$"}),
+            _limit(MAX_PAGE, 20), _query("cursor", "from next_cursor (not with q)", _UUID)])},
+    "/api/memories/{memory_id}": {
+        "get": _op("One memory (a merged repeat's id finds the memory it was merged into)",
+                   {"200": _json(_MEMORY), **_errors(401, 404, 503)}, parameters=[MEMORY_ID]),
+        "delete": _op(
+            "Forget a memory (a MemoryForgotten event): it leaves search and later prompts",
+            {"200": _json({"type": "object", "required": ["id", "forgotten", "position"],
+                           "properties": {"id": {"type": "string"},
+                                          "forgotten": {"type": "boolean"},
+                                          "position": {"type": "integer",
+                                                       "description": "the event's"}}}),
+             **_errors(400, 401, 403, 404, 413, 415, 503)},
+            parameters=[MEMORY_ID, _query("reason", "why (or in the body)", _REASON)],
+            body={"type": "object", "additionalProperties": False,
+                  "properties": {"reason": _REASON}})},
+    "/api/memories/{memory_id}/pin": {"post": _op(
+        "Pin a memory (it counts as most important, never decays nor is evicted) or unpin it",
+        {"200": _json({"type": "object", "required": ["id", "pinned", "position"],
+                       "properties": {"id": {"type": "string"}, "pinned": {"type": "boolean"},
+                                      "position": {"type": "integer"}}}),
+         **_errors(400, 401, 403, 404, 413, 415, 503)},
+        parameters=[MEMORY_ID],
+        body={"type": "object", "additionalProperties": False,
+              "properties": {"pinned": {"type": "boolean", "default": True}}})},
     "/api/stream": {"get": _op(
         "SSE of every task's events (not the agent runs'): id = global position",
         {"200": SSE, **_errors(400, 401)}, parameters=RESUME)},
@@ -396,6 +441,27 @@ COMPONENTS = {
                            "total": {"$ref": "#/components/schemas/Spent"},
                            "by_swarm": {"type": "object", "additionalProperties": {
                                "$ref": "#/components/schemas/Spent"}}}},
+        "Memory": {"type": "object", "required": [
+            "id", "kind", "text", "scope", "importance", "recorded_importance", "pinned",
+            "score", "uses", "seen", "created_at", "last_seen_at", "last_used_at", "task_id",
+            "job_id", "run_id", "merged_ids"], "properties": {
+            "id": {"type": "string"}, "kind": {"type": "string", "enum": list(KINDS)},
+            "text": {"type": "string"}, "scope": {"type": "string"},
+            "importance": {"type": "number", "description": "now: halved per half-life "
+                                                            "without use; 1 when pinned"},
+            "recorded_importance": {"type": "number"}, "pinned": {"type": "boolean"},
+            "score": {"type": "number", "description": "how useful: similarity (with q), "
+                                                      "importance and recency"},
+            "similarity": {"type": "number", "description": "to q (only with q)"},
+            "uses": {"type": "integer", "description": "runs given it"},
+            "seen": {"type": "integer", "description": "times recorded (repeats merged)"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "last_seen_at": {"type": "string", "format": "date-time"},
+            "last_used_at": {"type": ["string", "null"], "format": "date-time"},
+            "task_id": {"type": ["string", "null"], "description": "the task it came from"},
+            "job_id": {"type": "string"}, "run_id": {"type": "string"},
+            "merged_ids": {"type": "array", "items": {"type": "string"},
+                           "description": "ids of repeats merged into it"}}},
         "Event": {"type": "object", "required": ["stream_id", "version", "position", "type",
                                                  "timestamp", "actor", "data"], "properties": {
             "stream_id": {"type": "string"}, "version": {"type": "integer"},

@@ -6,6 +6,11 @@ the full pages, one list row (``/pods/{id}/row``) and the state panel of a pod p
 (``/pods/{id}/state[?version=N]``, with what changed at N) — and the scripts swap those
 fragments in when the SSE streams of :mod:`ipa.ui.app` say the task changed. Everything a page
 does goes through the JSON API; the pages only read.
+
+A pod page's memory panel (``/pods/{id}/memory[?memory_q=TEXT]``, :func:`memory_panel`) shows
+the memories each run of the task was given and searches the task's scopes; it is rendered
+apart from the state panel (it shows agent memory as it is now, not the task at a version),
+again after a run is given memories and after a person pins or forgets one.
 """
 
 from __future__ import annotations
@@ -22,12 +27,12 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from ipa.domain import TaskState
+from ipa.domain import InvalidCommand, TaskState, scopes_of
 from ipa.eventstore import StoreError, StreamNotFound
-from ipa.projections import TaskList, task_state
+from ipa.projections import EmbedderError, Memory, MemoryUnavailable, TaskList, task_state
 from ipa.supervisor import PodNotRunning, Supervisor
 
-from . import backlog_graph
+from . import backlog_graph, memory_page
 from . import children as swarm
 from . import page_model as model
 from .api import node_items
@@ -36,6 +41,11 @@ from .errors import whole_number
 HERE = Path(__file__).resolve().parent
 LIST_LIMIT = 2000
 """The most tasks the list page renders (newest first)."""
+MEMORY_RESULTS = 10
+"""The most memories a search of the memory panel shows."""
+MEMORY_WAIT = 2.0
+"""Seconds the memory panel waits for agent memory to have read the newest events
+(``?fresh=1``: after a pin or a forget, or a run given memories)."""
 
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters.update(
@@ -92,8 +102,10 @@ def routes(supervisor: Supervisor, task_list: TaskList) -> list[BaseRoute]:
                 return found
 
     async def render_state(request: Request, template: str, state: TaskState,
-                           version: int | None, extra: dict[str, Any]) -> Response:
-        """A page or the state panel for ``state``; with ``version``, as time travel to it."""
+                           version: int | None, extra: dict[str, Any],
+                           live: TaskState | None = None) -> Response:
+        """A page or the state panel for ``state``; with ``version``, as time travel to it.
+        ``live`` (the page): the task now, for its memory panel."""
         view = task_state.view(state) if version is not None else view_of(state)
         if state.backlog is not None:
             # Each child's own status and phase, from the task list (not in a past version:
@@ -107,6 +119,11 @@ def routes(supervisor: Supervisor, task_list: TaskList) -> list[BaseRoute]:
         context = {**panel(view, events), "log_position": task_list.position, **extra}
         if state.parent_id is not None:
             context["project"] = task_list.columns(str(state.parent_id))
+        if live is not None:
+            context["memory"] = await memory_panel(
+                memory_of(request), live, view if version is None else view_of(live),
+                events if version is None else await events_of(live.id),
+                memory_query(request))
         if version is not None:
             previous = await store.load(state.id, version - 1) if version > 1 else None
             before = task_state.view(previous) if previous else None
@@ -175,9 +192,10 @@ def routes(supervisor: Supervisor, task_list: TaskList) -> list[BaseRoute]:
         version = version_param(request)
         if isinstance(version, str):
             return not_found(request, f"version {version}", "version")
-        state = await task_or_none(request)
-        if state is None:
+        live = await task_or_none(request)
+        if live is None:
             return not_found(request, request.path_params["task_id"])
+        state = live
         if version is not None:
             if version > state.version:
                 return not_found(request, f"version {version}", "version")
@@ -186,7 +204,22 @@ def routes(supervisor: Supervisor, task_list: TaskList) -> list[BaseRoute]:
             "head": await store.version(state.id) if version is not None else state.version,
             "task_event_types": model.task_event_types(),
             "run_event_types": model.run_event_types(),
-        })
+        }, live)
+
+    async def memory_fragment(request: Request) -> Response:
+        state = await task_or_none(request)
+        if state is None:
+            return not_found(request, request.path_params["task_id"])
+        memory = memory_of(request)
+        if request.query_params.get("fresh") and memory is not None:
+            with anyio.move_on_after(MEMORY_WAIT):
+                try:
+                    await memory.wait_for(await store.head_position())
+                except StoreError:
+                    pass  # the panel says so when memory cannot be read
+        return templates.TemplateResponse(request, "_memory.html", {
+            "memory": await memory_panel(memory, state, view_of(state),
+                                         await events_of(state.id), memory_query(request))})
 
     async def state_fragment(request: Request) -> Response:
         version = version_param(request)
@@ -214,6 +247,7 @@ def routes(supervisor: Supervisor, task_list: TaskList) -> list[BaseRoute]:
         Route("/pods/{task_id}", pod_page),
         Route("/pods/{task_id}/row", row),
         Route("/pods/{task_id}/state", state_fragment),
+        Route("/pods/{task_id}/memory", memory_fragment),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         # Last: any other page a browser asks for is an HTML 404 (the API's stay JSON).
         Route("/{path:path}", unknown_page, methods=["GET", "HEAD"]),
@@ -257,3 +291,48 @@ def panel(view: dict[str, Any], events: list[dict[str, Any]] | None = None) -> d
         "log_position": 0,
         "travel": None,
     }
+
+
+def memory_of(request: Request) -> Memory | None:
+    """The server's agent memory (``create_app(memory=...)``), or ``None`` without one."""
+    return getattr(request.app.state, "memory", None)
+
+
+def memory_query(request: Request) -> str:
+    """``?memory_q=``: what the memory panel searches for (its first 500 characters)."""
+    return request.query_params.get("memory_q", "").strip()[:500]
+
+
+async def memory_panel(memory: Memory | None, state: TaskState, view: dict[str, Any],
+                       events: list[dict[str, Any]], query: str) -> dict[str, Any]:
+    """What the memory panel of ``state``'s page shows (``_memory.html``): the memories each
+    of its runs was given (``events``: the task's, as JSON) and, with ``query``, the memories
+    of its scopes most useful for it; or why agent memory is off (``off``)."""
+    shown: dict[str, Any] = {
+        "task_id": str(state.id), "version": state.version, "query": query,
+        "scopes": scopes_of(state), "off": None, "runs": [], "earlier_runs": 0,
+        "results": None, "problem": None,
+    }
+    if memory is None:
+        return {**shown, "off": "Agent memory is off on this server: agents run without "
+                                "it, and there is nothing to show or search."}
+    if memory.problem is not None:
+        return {**shown, "off": f"Agent memory is off: {memory.problem}. Agents run "
+                                "without it until this is fixed."}
+    runs = memory_page.memory_runs(events, view)
+    shown["earlier_runs"] = max(0, len(runs) - memory_page.MEMORY_RUNS)
+    runs = runs[:memory_page.MEMORY_RUNS]
+    ids = sorted({i for run in runs for i in run["ids"]})
+    try:
+        rows = await memory.rows(ids=ids, limit=len(ids)) if ids else []
+    except StoreError as e:
+        return {**shown, "off": f"Agent memory cannot be read now: {e}"}
+    shown["runs"] = memory_page.memories_given(runs, rows, shown["task_id"])
+    if query:
+        try:
+            found = await memory.search(query, shown["scopes"], limit=MEMORY_RESULTS)
+        except (MemoryUnavailable, EmbedderError, StoreError, InvalidCommand) as e:
+            shown["problem"] = str(e)
+        else:
+            shown["results"] = [memory_page.memory_item(row, shown["task_id"]) for row in found]
+    return shown

@@ -501,7 +501,9 @@ async def test_projections_rebuild_gives_the_same_rows(cli, store: EventStore) -
     run = await cli("projections", "rebuild")
 
     assert run.status == 0 and run.err == ""
-    assert run.out == f"task list rebuilt: 3 task(s), log position {await store.head_position()}\n"
+    head = await store.head_position()
+    assert run.out == (f"task list rebuilt: 3 task(s), log position {head}\n"
+                       f"agent memory rebuilt: 0 memories, log position {head}\n")
     assert await TaskList(store).rows() == before
 
 

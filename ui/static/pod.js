@@ -1,5 +1,6 @@
 // The per-pod live page: the event history (live), the state panel re-rendered by the server
-// after each event, time travel, the agents' streaming output and the workspace browser.
+// after each event, time travel, the agents' streaming output, the memory panel and the
+// workspace browser.
 "use strict";
 
 (() => {
@@ -98,6 +99,11 @@
     seekAnchor();
     const panel = document.getElementById("state-panel");
     if (!panel || event.version > Number(panel.dataset.version)) refreshState();
+    const memory = document.getElementById("memory-panel");
+    if (memory && event.version > Number(memory.dataset.version) &&
+        (event.type === "ContextPrepared" || (event.type === "MemoryRecorded" && memoryQuery))) {
+      refreshMemory(true);
+    }
   }
 
   ipa.follow({
@@ -167,9 +173,17 @@
 
   // -- time travel: every panel as of version N, and the URL says so (?version=N) --------------
 
+  // `name=value` in the URL's query (`null`: without it), the rest of the query kept.
+  function setParam(name, value) {
+    const params = new URLSearchParams(location.search);
+    if (value === null || value === "") params.delete(name);
+    else params.set(name, value);
+    const search = params.toString();
+    window.history.replaceState(null, "", location.pathname + (search ? "?" + search : "")
+                                + location.hash);
+  }
   function setUrl(version) {
-    const search = version === null ? "" : `?version=${version}`;
-    window.history.replaceState(null, "", location.pathname + search + location.hash);
+    setParam("version", version);
   }
 
   async function showVersion(version) {
@@ -347,6 +361,69 @@
     if (target) target.scrollIntoView({ behavior: "smooth", block: "center" });
   });
   attachRuns();
+
+  // -- the memory panel ----------------------------------------------------------------------
+  // Rendered by the server (/pods/{id}/memory), as agent memory is now: again after a run of
+  // the task was given memories, after a search (without JavaScript the search is a plain GET
+  // form, ?memory_q=...) and after a pin or a forget, which go through the JSON API.
+  // `fresh`: the server first waits (briefly) for memory to have read the newest events.
+
+  const memoryBox = document.getElementById("memory");
+  const shownPanel = document.getElementById("memory-panel");
+  let memoryQuery = shownPanel ? shownPanel.dataset.query : "";
+  let memoryFetching = false;
+  let memoryAgain = false;
+  async function refreshMemory(fresh) {
+    if (memoryFetching) {
+      memoryAgain = true;
+      return;
+    }
+    memoryFetching = true;
+    try {
+      do {
+        memoryAgain = false;
+        const params = new URLSearchParams();
+        if (memoryQuery) params.set("memory_q", memoryQuery);
+        if (fresh) params.set("fresh", "1");
+        ipa.swap(memoryBox, await ipa.fragment(`/pods/${taskId}/memory?${params}`));
+      } while (memoryAgain);
+    } catch (error) {
+      ipa.notify(error.message);
+    } finally {
+      memoryFetching = false;
+    }
+  }
+
+  memoryBox.addEventListener("submit", (e) => {
+    if (e.target.id !== "memory-search") return;
+    e.preventDefault();
+    memoryQuery = e.target.elements.memory_q.value.trim();
+    setParam("memory_q", memoryQuery);
+    refreshMemory(false);
+  });
+
+  const MEMORY_DONE = { pin: "Memory pinned.", unpin: "Memory unpinned.",
+                        forget: "Memory forgotten: later runs are not given it." };
+  memoryBox.addEventListener("click", async (e) => {
+    const button = e.target.closest("button[data-memory-action]");
+    if (!button) return;
+    const action = button.dataset.memoryAction;
+    if (action === "forget" && !confirm("Forget this memory? Later runs are not given it.")) return;
+    const url = `/api/memories/${encodeURIComponent(button.dataset.memory)}`;
+    // The same memory can be listed more than once (several runs, the search).
+    const same = memoryBox.querySelectorAll(
+      `button[data-memory="${CSS.escape(button.dataset.memory)}"]`);
+    same.forEach((b) => { b.disabled = true; });
+    try {
+      if (action === "forget") await ipa.request("DELETE", url);
+      else await ipa.request("POST", `${url}/pin`, { pinned: action === "pin" });
+      ipa.notify(MEMORY_DONE[action], "info");
+      await refreshMemory(true);
+    } catch (error) {
+      ipa.notify(error.message);
+      same.forEach((b) => { b.disabled = false; });
+    }
+  });
 
   // -- the workspace browser -----------------------------------------------------------------
 

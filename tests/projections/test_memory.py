@@ -276,3 +276,22 @@ async def test_two_processes_folding_together_apply_each_page_once(store, table)
     evicted = [r.event for r in await store.read_log(0, 1000)
                if type(r.event).__name__ == "MemoriesEvicted"]
     assert sum(len(e.memory_ids) for e in evicted) == 4  # 12 lessons, a cap of 8
+
+
+async def test_a_pinned_memory_goes_to_every_run_of_its_scopes(store, table) -> None:
+    task = await Task(store).start()
+    await task.learn(*[f"note {i}: the tests of module m{i} need the fixture f{i}"
+                       for i in range(12)], "zebra crossings are painted white")
+    memory = await memory_of(store, table)
+    await memory.catch_up()
+    [far] = [r for r in await memory.rows(kind="semantic", limit=100) if "zebra" in r["text"]]
+    recalled = await memory.recall(task.state, task.state.jobs["a"])
+    assert far["id"] not in [m["id"] for m in recalled.memories]  # too far from the job
+
+    await memory.pin(far["id"], actor="user:ann")
+    await memory.catch_up()
+    recalled = await memory.recall(task.state, task.state.jobs["a"])
+
+    assert recalled.memories[0]["id"] == far["id"]
+    kinds = [m["kind"] for m in recalled.memories[1:]]
+    assert kinds.count("semantic") == 6 and kinds.count("episodic") == 1  # quotas as before

@@ -61,6 +61,7 @@ from ipa.eventstore import (
 from ipa.eventstore.memories import MODEL, MemoryTable, Page, PositionMoved, Recorded
 
 from .embedders import Embedder, EmbedderError, load, vectors
+from .follow import follow
 
 log = logging.getLogger(__name__)
 
@@ -326,15 +327,7 @@ class Memory:
         """Catch up, then follow the live tail until cancelled."""
         await self._catch_up_logged()
         task_status.started()
-        while True:
-            try:
-                async with self._store.subscribe(after=self._position) as live:
-                    async for recorded in live:
-                        if recorded.position > self._position:
-                            await self.catch_up()
-            except StoreError as e:
-                log.warning("memory: %s; catching up again in 1 s", e)
-                await anyio.sleep(1.0)
+        await follow(self._store, "memory", lambda: self._position, self.catch_up)
 
     async def _catch_up_logged(self) -> None:
         try:

@@ -54,6 +54,8 @@ from ipa.eventstore import (
     UnknownEventType,
 )
 
+from .follow import follow
+
 log = logging.getLogger(__name__)
 
 MODEL = "task_list"
@@ -275,15 +277,8 @@ class TaskList:
         """Catch up, then follow the live tail until cancelled."""
         await self.catch_up()
         task_status.started()
-        while True:
-            try:
-                async with self._store.subscribe(after=self._position) as live:
-                    async for recorded in live:
-                        if recorded.position > self._position:
-                            await self.catch_up()
-            except StoreError as e:  # the database went away, or refused one save: again
-                log.warning("task list %s: %s; catching up again in 1 s", self.model, e)
-                await anyio.sleep(1.0)
+        await follow(self._store, f"task list {self.model}", lambda: self._position,
+                     self.catch_up)
 
     async def wait_for(self, position: int) -> None:
         """Return once events up to ``position`` are applied (bound it with a timeout)."""

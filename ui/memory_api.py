@@ -112,11 +112,7 @@ async def get_memory(request: Request) -> JSONResponse:
 async def forget_memory(request: Request) -> JSONResponse:
     """Forget a memory (``MemoryForgotten``); answer its id and the event's log position."""
     memory_id = memory_id_param(request)
-    body = await json_body(request, required=False)
-    unknown = sorted(set(body) - {"reason"})
-    if unknown:
-        raise BadRequest(f"forget: unknown field(s) {', '.join(map(repr, unknown))}; "
-                         "known: 'reason'")
+    body = only(await json_body(request, required=False), "forget", "reason")
     reason = body.get("reason", request.query_params.get("reason", ""))
     if not isinstance(reason, str):
         raise BadRequest("forget: reason must be a string")
@@ -128,14 +124,19 @@ async def forget_memory(request: Request) -> JSONResponse:
     return JSONResponse({"id": row["id"], "forgotten": True, "position": position})
 
 
+def only(body: dict[str, Any], what: str, *known: str) -> dict[str, Any]:
+    """``body``, refused (400 naming them) when it has fields other than ``known``."""
+    unknown = sorted(set(body) - set(known))
+    if unknown:
+        raise BadRequest(f"{what}: unknown field(s) {', '.join(map(repr, unknown))}; "
+                         f"known: {', '.join(map(repr, known))}")
+    return body
+
+
 async def pin_memory(request: Request) -> JSONResponse:
     """Pin (``{"pinned": true}``, the default) or unpin a memory (``MemoryPinned``)."""
     memory_id = memory_id_param(request)
-    body = await json_body(request, required=False)
-    unknown = sorted(set(body) - {"pinned"})
-    if unknown:
-        raise BadRequest(f"pin: unknown field(s) {', '.join(map(repr, unknown))}; "
-                         "known: 'pinned'")
+    body = only(await json_body(request, required=False), "pin", "pinned")
     pinned = body.get("pinned", True)
     if not isinstance(pinned, bool):
         raise BadRequest("pin: pinned must be true or false")

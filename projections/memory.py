@@ -355,7 +355,7 @@ class Memory:
         embedder = self._ready()
         if not query.strip():
             raise InvalidCommand("the query is empty: say what to look for")
-        vector = (await anyio.to_thread.run_sync(vectors, embedder, [query]))[0]
+        vector = vectors(embedder, [query])[0]  # one short text: well under a millisecond
         rows = await self._table.nearest(self.model, vector, scopes, max(limit, candidates),
                                          exact=exact)
         now = _now()

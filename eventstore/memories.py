@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,6 +48,8 @@ EXACT_UNDER = 5000
 """A scope with fewer rows is searched by reading them all (exact, and faster than walking an
 index built mostly of other scopes' rows, where a filtered HNSW scan gives up before it found
 them: 17% of a task's own memories at 100,000 rows)."""
+
+SIZES_TTL = 30.0
 
 EF_SEARCH = 160
 """The HNSW candidate list of a search: recall@10 0.954 at 150 and 0.965 at 200 against an
@@ -98,6 +101,7 @@ class MemoryTable:
                                           open=False, configure=self._configure,
                                           kwargs={"row_factory": dict_row})
         self._opened = False
+        self._sized: dict[tuple[str, str], tuple[float, int]] = {}
 
     def _t(self, name: str) -> SQL:
         return SQL("{}.{}").format(Identifier(self._schema), Identifier(name))
@@ -259,7 +263,7 @@ class MemoryTable:
             elif scopes is None:
                 small, large = [], None
             else:
-                sizes = await _sizes(conn, table, scopes)
+                sizes = await self._sizes(conn, model, table, scopes)
                 small = [s for s in scopes if sizes.get(s, 0) < EXACT_UNDER]
                 large = [s for s in scopes if sizes.get(s, 0) >= EXACT_UNDER]
             rows = []
@@ -282,6 +286,20 @@ class MemoryTable:
                 rows += await cursor.fetchall()
         rows.sort(key=lambda r: -r["similarity"])
         return [_row(r) for r in rows[:limit]]
+
+    async def _sizes(self, conn: psycopg.AsyncConnection[Any], model: str, table: SQL,
+                     scopes: Sequence[str]) -> dict[str, int]:
+        """:func:`_sizes`, remembered for :data:`SIZES_TTL` seconds (a scope's size only
+        chooses how it is searched)."""
+        now = time.monotonic()
+        known = {s: self._sized[(model, s)][1] for s in scopes
+                 if (model, s) in self._sized and now - self._sized[(model, s)][0] < SIZES_TTL}
+        missing = [s for s in scopes if s not in known]
+        if missing:
+            for scope, n in (await _sizes(conn, table, missing)).items():
+                self._sized[(model, scope)] = (now, n)
+                known[scope] = n
+        return known
 
     async def get(self, model: str, memory_id: str) -> dict[str, Any] | None:
         """The row of ``memory_id`` (or of a memory merged into it), or ``None``."""

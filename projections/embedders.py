@@ -23,6 +23,7 @@ An embedder that returns vectors of a size other than the one it declares fails 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -56,10 +57,7 @@ class WordLlama:
     """wordllama's bundled model (see the module doc), at ``dimensions`` (≤ 256)."""
 
     def __init__(self, dimensions: int = 256) -> None:
-        try:
-            import wordllama
-        except ImportError as e:
-            raise EmbedderError(f"the wordllama package is not installed: {e}") from e
+        wordllama = _import_wordllama()
         if dimensions not in (64, 128, 256):
             raise EmbedderError(f"wordllama has 64, 128 or 256 dimensions, not {dimensions}")
         folder = Path(wordllama.__file__).parent
@@ -77,6 +75,21 @@ class WordLlama:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         with self._lock:
             return self._model.embed(list(texts), norm=False)  # normalised in vectors()
+
+
+def _import_wordllama() -> Any:
+    """The ``wordllama`` module, imported without the ``logging.basicConfig(level=INFO)`` it
+    calls at import, which turned on every library's INFO lines on ipa's stderr."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        import wordllama
+    except ImportError as e:
+        raise EmbedderError(f"the wordllama package is not installed: {e}") from e
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    return wordllama
 
 
 class SentenceTransformer:

@@ -97,6 +97,7 @@ from ipa.eventstore import (
     embedded_postgres,
 )
 from ipa.pods import AgentSettings, ClaudeRunner, CommandRunner, PodEnvironment, WorkspaceManager
+from ipa.projections import Memory as AgentMemory
 from ipa.supervisor import Supervisor
 from ipa.ui.serve import tune_gc
 
@@ -569,9 +570,15 @@ async def measure(params: ConnectionParams, work: Path, n: int, max_children: in
     cli = fake_cli(work, items, sleep)
     repo = git_repo(work / "repo") if with_repo else None
     settings = StoreSettings(snapshot_interval=0, live=True)
-    async with EventStore.open(params, settings, create=True) as store:
+    async with EventStore.open(params, settings, create=True) as store, \
+            anyio.create_task_group() as memory_group:
+        # Agent memory as ipa serve runs it: recalled before each run, folded from the log.
+        agent_memory = AgentMemory(store, store.memory_table())
+        await agent_memory.open()
+        await memory_group.start(agent_memory.run)
         agents = AgentSettings(runner=lambda: ClaudeRunner(cli_path=cli), verify_timeout=30.0,
-                               auto_queue=True, perpetual_interval=3600.0)
+                               auto_queue=True, perpetual_interval=3600.0,
+                               memory=agent_memory)
         env = PodEnvironment(store=store, workspaces=WorkspaceManager(work / "workspaces"),
                              scratch=work / "scratch", runner_for=lambda spec: CommandRunner(),
                              max_parallel=max_children, agents=agents)
@@ -584,6 +591,9 @@ async def measure(params: ConnectionParams, work: Path, n: int, max_children: in
         base_s = time.perf_counter() - begin
         b = await baseline_figures(store, base_id)
         base_events = await store.read(base_id)
+        memories = await agent_memory.table.count(agent_memory.model)
+        memory_group.cancel_scope.cancel()
+        await agent_memory.close()
 
     mem = memory(samples, s, rss_before, rss_after)
     base_start = first(base_events, "TaskStarted") or 0.0
@@ -599,7 +609,8 @@ async def measure(params: ConnectionParams, work: Path, n: int, max_children: in
     print(f"swarm: {n} items ({chains} chains of {CHAIN}, {n - chains * CHAIN} independent), "
           f"max_children {max_children}, each item's 2 CLI runs answering after {sleep:g} s; "
           f"{'a git repository, real merges' if with_repo else 'no repository (scratch dirs)'}")
-    print(f"  (load average before the run: {load:.2f} on {os.cpu_count()} cores)")
+    print(f"  (load average before the run: {load:.2f} on {os.cpu_count()} cores; agent memory "
+          f"on, as in ipa serve: {memories} memories at the end)")
     print(f"  children finished: {s.outcomes}; merged into the project's branch: {s.merged}; "
           f"whole run (project created -> cancelled) {swarm_s:.1f} s")
     print(f"  BacklogApproved -> last ChildFinished:            {from_approval:8.2f} s")

@@ -333,7 +333,7 @@ class MemoryTable:
             cursor = await conn.execute(SQL(
                 "SELECT " + COLUMNS + " FROM {} WHERE " + " AND ".join(where) +
                 " ORDER BY id::text LIMIT %s").format(self._t(self.table_of(model))),
-                (*params, limit))
+                (*params, limit), prepare=False)  # planned for its values: the pinned index
             return [_row(r) for r in await cursor.fetchall()]
 
     async def counts(self, model: str, scopes: Sequence[str]) -> dict[str, int]:

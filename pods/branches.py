@@ -126,6 +126,7 @@ class TaskBranches:
         base_commit = await self._first_commit(source.git_dir, candidates, subject)
         if base_commit is None:
             raise UnknownRevision(repo, base)
+        await self._move_old_run_branches(source.git_dir, name, task_id, subject)
         made = await self._git_in(
             source.git_dir, "update-ref", "-m", f"ipa: task branch from {base}",
             f"refs/heads/{name}", base_commit, subject=subject,
@@ -355,6 +356,28 @@ class TaskBranches:
         if merged.returncode != 0 or not lines:
             raise WorkspaceError(f"{subject}: git merge-tree failed: {_reason(merged)}")
         return lines[0].strip()
+
+    async def _move_old_run_branches(
+        self, git_dir: Path, name: str, task_id: UUID, subject: str
+    ) -> None:
+        """Before #12 a task's runs had branches ``ipa/<task8>/<workspace>``, which keep git
+        from making the branch ``ipa/<task8>``: each moves to the run refs
+        (``refs/ipa/runs/<task8>/old/<rest>``, not a branch), so its commits stay reachable."""
+        listed = await self._git_in(
+            git_dir, "for-each-ref", "--format=%(objectname) %(refname)", f"refs/heads/{name}/",
+            subject=subject,
+        )  # fmt: skip
+        for line in listed.stdout.decode().splitlines():
+            commit, _, ref = line.partition(" ")
+            rest = ref.removeprefix(f"refs/heads/{name}/")
+            kept = f"refs/ipa/runs/{task_id.hex[:8]}/old/{rest}"
+            for args in (("update-ref", kept, commit), ("update-ref", "-d", ref, commit)):
+                moved = await self._git_in(git_dir, *args, subject=subject)
+                if moved.returncode != 0:
+                    raise WorkspaceError(
+                        f"{subject}: cannot move the old run branch {name}/{rest} out of the "
+                        f"way of {name}: {_reason(moved)}"
+                    )
 
     async def _first_commit(
         self, git_dir: Path, candidates: list[str], subject: str

@@ -724,6 +724,23 @@ async def test_make_branch_starts_the_task_branch_at_its_base(
         await manager.make_branch(task_id=task_id, repo=str(repo), base="nope")
 
 
+async def test_make_branch_moves_run_branches_of_before_the_task_branch_out_of_its_way(
+    manager: WorkspaceManager, repo: Path, task_id: UUID
+) -> None:
+    """Before #12 runs had branches ``ipa/<task8>/<workspace>``: git cannot make the branch
+    ``ipa/<task8>`` beside them, so they move to the run refs, their commits still reachable."""
+    old = f"ipa/{task_id.hex[:8]}/plan-1"
+    git(repo, "checkout", "--quiet", "-b", old)
+    work = add_commit(repo, "plan.md", "the plan\n")
+    git(repo, "checkout", "--quiet", "main")
+
+    branch = await manager.make_branch(task_id=task_id, repo=str(repo), base=None)
+
+    assert git(repo, "rev-parse", branch.name) == git(repo, "rev-parse", "main")
+    assert git(repo, "branch", "--list", "--format=%(refname:short)", "ipa/*") == branch.name
+    assert git(repo, "rev-parse", f"refs/ipa/runs/{task_id.hex[:8]}/old/plan-1") == work
+
+
 async def run_commit(manager: WorkspaceManager, task_id: UUID, repo: str, workspace_id: str,
                      start: str, files: dict[str, bytes]) -> str:
     """A run: a worktree at ``start`` that writes ``files``, commits and goes (commits kept)."""

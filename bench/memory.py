@@ -76,7 +76,7 @@ from ipa.domain import (
     scopes_of,
 )
 from ipa.eventstore import AuditKey, ConnectionParams, EventStore, StoreSettings, embedded_postgres
-from ipa.eventstore.memories import COLUMNS, TABLE
+from ipa.eventstore.memories import COLUMNS, FAMILIES, TABLE
 from ipa.eventstore.memories import EF_SEARCH as NEAREST_EF_SEARCH
 from ipa.projections import Memory, MemorySettings
 from ipa.projections.embedders import Embedder, load, vectors
@@ -343,7 +343,9 @@ async def baselines(params: ConnectionParams, embedder: Embedder, rows: list[tup
         copy_s = await copy(conn, "bench_plain", rows)
         start = time.perf_counter()
         await conn.execute("SET maintenance_work_mem = '256MB'")  # as MemoryTable.add_index
-        await conn.execute("CREATE INDEX ON bench_plain USING hnsw (embedding vector_cosine_ops)")
+        for family in FAMILIES:  # as MemoryTable.add_index
+            await conn.execute("CREATE INDEX ON bench_plain USING hnsw (embedding "
+                               f"vector_cosine_ops) WHERE scope LIKE '{family}:%'")
         build_s = time.perf_counter() - start
         await conn.execute("DROP TABLE bench_hnsw, bench_plain")
     return Baselines(embed_s, copy_hnsw_s, copy_hnsw_all_s, copy_s, build_s)
@@ -400,8 +402,8 @@ async def search(params: ConnectionParams, memory: Memory, queries: list[str],
     _, search_by_index = await timed([searching(i) for i in checked])
 
     sweep = []
-    query = f"SELECT {COLUMNS} FROM {TABLE} WHERE scope = ANY(%s) ORDER BY embedding <=> %s " \
-            "LIMIT 10"
+    query = f"SELECT {COLUMNS} FROM {TABLE} WHERE scope LIKE 'repo:%%' AND (scope || '') = " \
+            "ANY(%s) ORDER BY embedding <=> %s LIMIT 10"  # as MemoryTable.nearest
     async with await psycopg.AsyncConnection.connect(params.conninfo()) as conn:
         await register_vector_async(conn)
         for ef in EF_SEARCH:

@@ -199,6 +199,11 @@ class Memory:
                       f"by {self._embedder.name} ({self._embedder.dimensions}): run "
                       "`ipa memory reembed` to use the new embedder")
             return
+        try:
+            await self._table.upgrade_index(self.model)
+        except StoreError as e:
+            self._off(str(e))
+            return
         self._position = position
 
     async def close(self) -> None:
@@ -291,15 +296,24 @@ class Memory:
         threshold = self.settings.duplicate_similarity
         new: list[Recorded] = []
         merges: list[tuple[str, Recorded]] = []
-        for memory, nearest in zip(batch, stored, strict=True):
+        # The batch's own repeats (not in the table yet): each memory against the earlier ones
+        # kept, of its scope, from one matrix of the batch's similarities.
+        matrix = np.stack([m.vector for m in batch])
+        similarities = matrix @ matrix.T
+        scope_numbers: dict[str, int] = {}
+        scopes = np.array([scope_numbers.setdefault(m.scope, len(scope_numbers)) for m in batch])
+        kept = np.zeros(len(batch), dtype=bool)
+        for i, (memory, nearest) in enumerate(zip(batch, stored, strict=True)):
             best = nearest if nearest is not None and nearest[1] >= threshold else None
-            for earlier in new:  # the batch's own repeats (not in the table yet)
-                if earlier.scope == memory.scope:
-                    similarity = float(np.dot(earlier.vector, memory.vector))
-                    if similarity >= threshold and (best is None or similarity > best[1]):
-                        best = (earlier.id, similarity)
+            if i:
+                earlier = np.where(kept[:i] & (scopes[:i] == scopes[i]), similarities[i, :i],
+                                   -np.inf)
+                j = int(np.argmax(earlier))
+                if earlier[j] >= threshold and (best is None or earlier[j] > best[1]):
+                    best = (batch[j].id, float(earlier[j]))
             if best is None:
                 new.append(memory)
+                kept[i] = True
             else:
                 merges.append((best[0], memory))
         await writes.insert(new)

@@ -107,6 +107,22 @@ async def test_a_repeat_in_the_same_scope_is_merged_not_piled_up(store, table) -
     assert len(await memory.rows(scopes=["repo:/src/other"], kind="semantic")) == 1
 
 
+async def test_repeats_within_one_page_merge_into_the_first_of_their_scope(store, table):
+    tasks = [await Task(store, repo=repo).start() for repo in ("/src/app", "/src/other",
+                                                               "/src/app", "/src/other")]
+    for task in tasks:
+        await task.learn("the tests need the --no-cov flag", "a fact only this task learned "
+                         f"about {task.id.hex[:6]} and its parser")
+    memory = await memory_of(store, table)
+    await memory.catch_up()  # one page: every repeat is in the batch, none in the table
+
+    for repo, (first, second) in (("/src/app", tasks[::2]), ("/src/other", tasks[1::2])):
+        rows = await memory.rows(scopes=[f"repo:{repo}"], kind="semantic")
+        [flag] = [r for r in rows if "--no-cov" in r["text"]]
+        assert flag["seen"] == 2 and flag["task_id"] == str(first.id)
+        assert len(rows) == 3  # the two facts of its tasks kept apart
+
+
 async def test_a_run_given_memories_marks_them_used(store, table) -> None:
     task = await Task(store).start()
     await task.learn("run ruff before committing")
@@ -295,3 +311,56 @@ async def test_a_pinned_memory_goes_to_every_run_of_its_scopes(store, table) -> 
     assert recalled.memories[0]["id"] == far["id"]
     kinds = [m["kind"] for m in recalled.memories[1:]]
     assert kinds.count("semantic") == 6 and kinds.count("episodic") == 1  # quotas as before
+
+
+async def test_a_large_scope_is_searched_on_its_familys_own_index(store, table,
+                                                                  monkeypatch) -> None:
+    """Past ``EXACT_UNDER`` rows a scope is walked by HNSW: a repository's on the index of
+    repositories' memories only, so other scopes' rows nearer the query do not crowd it out."""
+    from ipa.eventstore import memories
+
+    monkeypatch.setattr(memories, "EXACT_UNDER", 1)  # every scope counts as large
+    mine, other = await Task(store).start(), await Task(store, repo="/src/other").start()
+    await mine.learn("the tests need the --no-cov flag", summary="ran the tests with --no-cov")
+    await other.learn("the tests need the --no-cov flag here too", "run the tests with tox")
+    memory = await memory_of(store, table)
+    await memory.catch_up()
+
+    found = await memory.search("how do I run the tests", ["repo:/src/app"])
+    assert [m["text"] for m in found] == ["the tests need the --no-cov flag"]
+    everywhere = await memory.search("how do I run the tests", None, limit=10)
+    assert {m["scope"] for m in everywhere} == {
+        "repo:/src/app", "repo:/src/other", f"task:{mine.id}", f"task:{other.id}"}
+    async with table._conn() as conn:
+        await conn.execute("SET enable_seqscan = off")  # a tiny table: show the index's plan
+        plan = await (await conn.execute(
+            "EXPLAIN SELECT id FROM ipa_memories WHERE scope LIKE 'repo:%%' AND "
+            "(scope || '') = ANY(%s) ORDER BY embedding <=> %s LIMIT 10",
+            (["repo:/src/app"], np.ones(memory.embedder.dimensions, dtype=np.float32)),
+        )).fetchall()
+    assert "ipa_memories_embedding_repo" in " ".join(str(r) for r in plan)
+
+
+async def test_a_table_of_one_index_over_every_scope_gets_an_index_per_family(store,
+                                                                              table) -> None:
+    task = await Task(store).start()
+    await task.learn("the tests need the --no-cov flag")
+    memory = await memory_of(store, table)
+    await memory.catch_up()
+    async with table._conn() as conn:  # the table as memory made it before
+        for family in ("repo", "project", "task"):
+            await conn.execute(f"DROP INDEX ipa_memories_embedding_{family}")
+        await conn.execute("CREATE INDEX ipa_memories_embedding ON ipa_memories "
+                           "USING hnsw (embedding vector_cosine_ops)")
+    await memory.close()
+
+    memory = await memory_of(store, store.memory_table())
+    async with memory.table._conn() as conn:
+        names = {r["indexname"] for r in await (await conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'ipa_memories'")).fetchall()}
+    assert {"ipa_memories_embedding_repo", "ipa_memories_embedding_project",
+            "ipa_memories_embedding_task"} <= names
+    assert "ipa_memories_embedding" not in names
+    [best] = await memory.search("how do I run the tests", ["repo:/src/app"])
+    assert best["text"] == "the tests need the --no-cov flag"
+    await memory.close()

@@ -116,7 +116,7 @@ async def test_repeats_within_one_page_merge_into_the_first_of_their_scope(store
     memory = await memory_of(store, table)
     await memory.catch_up()  # one page: every repeat is in the batch, none in the table
 
-    for repo, (first, second) in (("/src/app", tasks[::2]), ("/src/other", tasks[1::2])):
+    for repo, (first, _second) in (("/src/app", tasks[::2]), ("/src/other", tasks[1::2])):
         rows = await memory.rows(scopes=[f"repo:{repo}"], kind="semantic")
         [flag] = [r for r in rows if "--no-cov" in r["text"]]
         assert flag["seen"] == 2 and flag["task_id"] == str(first.id)

@@ -41,6 +41,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from ipa.domain import (
+    ARCHIVE_COMMANDS,
     Attention,
     Command,
     Retry,
@@ -52,7 +53,7 @@ from ipa.domain import (
 )
 from ipa.eventstore import EventStore, Node, NodeRow, StoreError, StoreUnavailable
 from ipa.eventstore.inbox import Handler
-from ipa.pods import Pod, PodEnvironment, PodStatus, watchdog
+from ipa.pods import Pod, PodEnvironment, PodState, PodStatus, watchdog
 from ipa.projections import TaskList
 from ipa.projections.task_list import MODEL as TASK_LIST
 
@@ -519,12 +520,15 @@ class Supervisor:
 
     async def execute(self, task_id: UUID, command: Command, **options: object) -> TaskState:
         """Send a command to the task's pod. On a node, a task without a pod here is
-        taken on when its lease is free (:class:`OwnedElsewhere` when a live node holds it)."""
+        taken on when its lease is free (:class:`OwnedElsewhere` when a live node holds it).
+        ``archive`` and ``unarchive`` of a task without a pod are recorded without one."""
         if not self._accepting:
             raise ShuttingDown("ipa is shutting down and takes no command")
         try:
             pod = self.get(task_id)
         except PodNotRunning:
+            if isinstance(command, ARCHIVE_COMMANDS):
+                return await self._record(task_id, command, **options)
             if self.node is None or task_id in self._slots:
                 raise
             state = await self.store.load(task_id)
@@ -537,6 +541,17 @@ class Supervisor:
             if pod.status is PodStatus.starting:
                 raise PodNotRunning(task_id, "is still starting; try again in a moment")
         return await pod.execute(command, **options)  # type: ignore[arg-type]
+
+    async def _record(self, task_id: UUID, command: Command, *, actor: str = "system",
+                      correlation_id: str | None = None, expected_version: int | None = None,
+                      **_: object) -> TaskState:
+        """Record ``command`` on a task without a pod here (archiving a finished task, whose
+        pod has ended): decided on its stored state and appended at that state's version, so
+        a writer that came first is a conflict, never overwritten."""
+        state = PodState(task_id, self.store, clock=self.env.clock)
+        await state.load()
+        return await state.execute(command, actor=actor, correlation_id=correlation_id,
+                                   expected_version=expected_version)
 
     def interrupt(self, task_id: UUID, job_id: str | None = None, *, actor: str = "system") -> int:
         """Interrupt the running agent of ``job_id`` (or all) in the task's pod; how many."""

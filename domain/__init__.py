@@ -568,3 +568,76 @@ __all__ += [
     "parse_scope",
     "scopes_of",
 ]
+
+# Webhooks (webhooks.py): the messages task events make, and the webhook ledger.
+from .webhooks import (  # noqa: E402
+    EVENT_TYPES as WEBHOOK_EVENT_TYPES,
+)
+from .webhooks import LEDGER as WEBHOOK_LEDGER  # noqa: E402
+from .webhooks import (  # noqa: E402
+    Message,
+    TaskFacts,
+    WebhookDisabled,
+    WebhookEnabled,
+    WebhookEvent,
+    WebhookRefused,
+    WebhookRegistered,
+    WebhookRemoved,
+    delivery_id,
+    facts_of,
+    messages,
+    new_secret,
+    observe,
+    parse_events,
+    parse_secret,
+    parse_url,
+    payload,
+    retry_delay,
+    subscribed,
+)
+
+__all__ += [
+    "WEBHOOK_LEDGER",
+    "WEBHOOK_EVENT_TYPES",
+    "Message",
+    "TaskFacts",
+    "WebhookDisabled",
+    "WebhookEnabled",
+    "WebhookEvent",
+    "WebhookRefused",
+    "WebhookRegistered",
+    "WebhookRemoved",
+    "delivery_id",
+    "facts_of",
+    "messages",
+    "new_secret",
+    "observe",
+    "parse_events",
+    "parse_secret",
+    "parse_url",
+    "payload",
+    "retry_delay",
+    "subscribed",
+]
+
+# Task operations (issue #17): archive a finished task; clone or fork a task into a new one.
+from .archive import TaskArchived, TaskUnarchived  # noqa: E402
+from .archive_commands import ARCHIVE_COMMANDS, Archive, Unarchive  # noqa: E402
+from .lineage import TaskCloned, TaskForked, carried  # noqa: E402
+from .lineage_commands import LINEAGE_COMMANDS, CloneTask, ForkTask  # noqa: E402
+from .state import Origin  # noqa: E402
+
+__all__ += [
+    "ARCHIVE_COMMANDS",
+    "Archive",
+    "Unarchive",
+    "TaskArchived",
+    "TaskUnarchived",
+    "LINEAGE_COMMANDS",
+    "CloneTask",
+    "ForkTask",
+    "TaskCloned",
+    "TaskForked",
+    "Origin",
+    "carried",
+]

@@ -524,8 +524,10 @@ TASK_COMMANDS: tuple[type[Command], ...] = (
 ``JOB_COMMANDS`` and ``AGENT_COMMANDS`` (then the sync engine's and the backlog's, added
 below)."""
 
-# -- the sync engine and a project's backlog (their modules build on Command: imported last) ---
+# -- the sync engine, a project's backlog, archive, clone and fork (their modules build on
+# Command: imported last; archive.py and lineage.py decide the last two) ----------------------
 
+from .archive_commands import ARCHIVE_COMMANDS, Archive, Unarchive  # noqa: E402
 from .backlog_commands import (  # noqa: E402
     BACKLOG_COMMANDS,
     AddBacklogItem,
@@ -543,6 +545,7 @@ from .children_commands import (  # noqa: E402
     SetMaxChildren,
     SkipItem,
 )
+from .lineage_commands import LINEAGE_COMMANDS, CloneTask, ForkTask  # noqa: E402
 from .sync_commands import (  # noqa: E402
     SYNC_COMMANDS,
     ApproveUpdate,
@@ -552,7 +555,7 @@ from .sync_commands import (  # noqa: E402
 )
 
 TASK_COMMANDS = (*TASK_COMMANDS, ReturnToPhase, *SYNC_COMMANDS, *BACKLOG_COMMANDS,
-                 *CHILD_COMMANDS)
+                 *CHILD_COMMANDS, *ARCHIVE_COMMANDS, *LINEAGE_COMMANDS)
 
 PERSON_COMMANDS: tuple[type[Command], ...] = (
     CreateTask,
@@ -585,10 +588,15 @@ PERSON_COMMANDS: tuple[type[Command], ...] = (
     SkipItem,
     CancelItem,
     SetApprovalPolicy,
+    Archive,
+    Unarchive,
+    CloneTask,
+    ForkTask,
 )
 """The commands a person may give (through the API and the pages): the decisions at the
-gates, steering the task and its jobs, answers, the budget, the sync settings and the edits
-of a project's backlog.
+gates, steering the task and its jobs, answers, the budget, the sync settings, the edits
+of a project's backlog, archiving a finished task, and cloning or forking a task (``clone``
+and ``fork``, like ``create_task``, begin a new task's stream).
 
 Every other command of ``TASK_COMMANDS`` is recorded by ipa itself — the pod's scheduler
 (``start``, ``request_approval``, ``complete_phase``, ``fail``, the runs of jobs), its agents

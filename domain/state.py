@@ -257,6 +257,26 @@ class Branch:
         return cls(data["name"], data["base"], data["base_commit"], data["head_commit"])
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Where a task came from: the task ``task_id`` at its version ``version`` (a fork starts
+    from the state it had then; a clone copies the settings it had then)."""
+
+    task_id: UUID
+    version: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The origin as JSON-ready data (the task view's ``forked_from`` / ``cloned_from``)."""
+        return {"task_id": str(self.task_id), "version": self.version}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Origin | None:
+        """The origin ``to_dict`` produced (``None`` stays ``None``)."""
+        if data is None:
+            return None
+        return cls(UUID(data["task_id"]), data["version"])
+
+
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
@@ -469,6 +489,9 @@ class TaskState:
     ``budget_paused`` while the task is paused because it reached it); ``learnings`` is the
     continuity log of what earlier attempts taught; ``questions`` are the agents' questions to
     people, by id; ``artifacts`` the newest spec, plan, review ... by name.
+
+    ``archived``: a person put the finished task away (it leaves the default task list);
+    ``forked_from`` / ``cloned_from``: the task it was forked or cloned from (``lineage.py``).
     """
 
     id: UUID
@@ -506,6 +529,9 @@ class TaskState:
     parent_id: UUID | None = None  # a child task's project (children.py)
     item_id: str | None = None  # ... and its backlog item
     kind: str | None = None  # ... and the agent type that does its work
+    archived: bool = False  # a finished task put away by a person (archive.py)
+    forked_from: Origin | None = None  # a fork's source and version (lineage.py)
+    cloned_from: Origin | None = None  # a clone's source and version (lineage.py)
 
     @property
     def spent_usd(self) -> float:
@@ -568,6 +594,9 @@ class TaskState:
             "parent_id": None if self.parent_id is None else str(self.parent_id),
             "item_id": self.item_id,
             "kind": self.kind,
+            "archived": self.archived,
+            "forked_from": None if self.forked_from is None else self.forked_from.to_dict(),
+            "cloned_from": None if self.cloned_from is None else self.cloned_from.to_dict(),
         }
 
     @classmethod
@@ -638,4 +667,7 @@ class TaskState:
             parent_id=UUID(data["parent_id"]) if data.get("parent_id") else None,
             item_id=data.get("item_id"),
             kind=data.get("kind"),
+            archived=data.get("archived", False),
+            forked_from=Origin.from_dict(data.get("forked_from")),
+            cloned_from=Origin.from_dict(data.get("cloned_from")),
         )

@@ -19,7 +19,7 @@ from functools import singledispatch
 from typing import Any
 from uuid import UUID
 
-from . import agents, backlog, children, memory, queue, sync, workspaces
+from . import agents, archive, backlog, children, lineage, memory, queue, sync, workspaces
 from .children_commands import CreateChildTask
 from .commands import (
     Approve,
@@ -57,6 +57,7 @@ from .events import (
     TaskRetried,
     TaskStarted,
 )
+from .lineage_commands import LINEAGE_COMMANDS
 from .state import Approval, ChangeRequest, PhaseVisit, TaskState
 from .workflows import Position, Status, allowed_commands, destination, get_workflow
 
@@ -75,8 +76,9 @@ def decide(
     Workflow commands move the task through its phases and statuses; job commands
     (``JOB_COMMANDS``) change its job queue and workspaces only (see ``queue.py``).
 
-    ``state`` is ``None`` for a task without events: only ``CreateTask`` is accepted then, and
-    only then. The events are numbered from ``state.version + 1`` and stamped with ``ctx``.
+    ``state`` is ``None`` for a task without events: only ``CreateTask`` (or a clone or fork
+    of another task, ``LINEAGE_COMMANDS``) is accepted then, and only then. The events are
+    numbered from ``state.version + 1`` and stamped with ``ctx``.
 
     Raises ``InvalidCommand`` for malformed input (``JobNotFound`` for a job the task does not
     have), ``TaskNotFound`` for a command to a task that does not exist, and ``CommandRejected``
@@ -88,6 +90,8 @@ def decide(
         command, linked = CreateTask(
             title=command.title, description=command.description, workflow=command.workflow,
             repo=command.repo, base_branch=command.base_branch), command
+    elif isinstance(command, LINEAGE_COMMANDS):  # a clone or a fork of another task
+        command, linked = lineage.creation(command), command
     else:
         linked = None
     if isinstance(command, CreateTask):
@@ -100,8 +104,10 @@ def decide(
                                  "project creates from its backlog; create a task or a project")
         draft = Draft(task_id, 0, ctx)
         _create(command, draft)
-        if linked is not None:
+        if isinstance(linked, CreateChildTask):
             children.link(linked, draft)
+        elif linked is not None:
+            lineage.derive(linked, draft)
         return draft.events
     if state is None:
         raise TaskNotFound(task_id, command.name)
@@ -254,6 +260,7 @@ _DECIDERS: dict[type[Command], Callable[[TaskState, Any, Draft], None]] = {
     **sync.DECIDERS,
     **backlog.DECIDERS,
     **children.DECIDERS,
+    **archive.DECIDERS,
 }
 
 
@@ -381,7 +388,8 @@ def _failed(event: TaskFailed, state: TaskState) -> dict[str, Any]:
 
 @_changes.register
 def _retried(event: TaskRetried, state: TaskState) -> dict[str, Any]:
-    return {"status": Status.running, "failure": None}
+    # Back at work, it is no longer a finished task: out of the archive (archive.py).
+    return {"status": Status.running, "failure": None, "archived": False}
 
 
 @_changes.register
@@ -402,6 +410,6 @@ def _completed(event: TaskCompleted, state: TaskState) -> dict[str, Any]:
 for _event_type, _fold in (
     *queue.FOLDS.items(), *workspaces.FOLDS.items(), *agents.FOLDS.items(),
     *sync.FOLDS.items(), *backlog.FOLDS.items(), *children.FOLDS.items(),
-    *memory.FOLDS.items(),
+    *memory.FOLDS.items(), *archive.FOLDS.items(), *lineage.FOLDS.items(),
 ):
     _changes.register(_event_type, _fold)

@@ -6,6 +6,7 @@ Only this package talks to the database or imports ``eventsourcing``'s persisten
 """
 
 from .audit_key import KEY_FILE, AuditKey, load_audit_key
+from .bundle import BundleRefused, TaskBundle
 from .codec import RecordedEvent
 from .database import ConnectionParams, check_data_dir, default_data_dir, embedded_postgres
 from .errors import (
@@ -26,6 +27,7 @@ from .lock import LOCK_FILE, DataDirInUse, data_dir_lock, read_holder
 from .memories import MemoryTable
 from .store import EventStore, StoreSettings
 from .tail import Subscription
+from .usage import UsageTable
 from .writer import Appended
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "Audit",
     "AuditKey",
     "AuditKeyError",
+    "BundleRefused",
     "ConnectionParams",
     "CorruptEvent",
     "DataDirInUse",
@@ -54,8 +57,10 @@ __all__ = [
     "StoreUnavailable",
     "StreamNotFound",
     "Subscription",
+    "TaskBundle",
     "UnknownEventType",
     "UnstorableEvent",
+    "UsageTable",
     "VersionConflict",
     "check_data_dir",
     "data_dir_lock",

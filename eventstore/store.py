@@ -4,6 +4,8 @@ Every blocking call runs in a worker thread under one capacity limiter (the pool
 the event loop never waits on the database. Appends go through group commit
 (:mod:`.writer`); live subscriptions through the process's one tail (:mod:`.tail`); loads at
 any version through the library's repository, starting from the newest snapshot at or below it.
+Append observers (:meth:`EventStore.observe_appends`) see exactly what this process commits
+(its metrics: ``projections/telemetry.py``).
 """
 
 from __future__ import annotations
@@ -35,12 +37,16 @@ from .read_models import ReadModelRecorder
 from .recorder import EVENTS_TABLE, EventRecorder, SnapshotRecorder, open_datastore
 from .snapshots import TaskSnapshot, project_task
 from .tail import LiveTail, Subscription
-from .writer import Appended, BatchWriter, crossed
+from .usage import UsageTable
+from .webhooks import WebhookTable
+from .writer import Appended, BatchWriter, Committed, crossed
 
 log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+AppendObserver = Callable[[UUID, Sequence[DomainEvent]], None]
 
 
 @dataclass(frozen=True)
@@ -97,9 +103,10 @@ class EventStore:
             params.conninfo(),
             self._events,
             self._codec,
-            on_commit=lambda appended: self.tail.poke(),
+            on_commit=self._committed,
             max_batch=settings.max_batch,
         )
+        self._append_observers: list[AppendObserver] = []
         self._to_snapshot_send, self._to_snapshot = anyio.create_memory_object_stream[
             tuple[UUID, int]
         ](10_000)
@@ -118,6 +125,16 @@ class EventStore:
         """The memory read model's storage in this store's database (:mod:`.memories`; open it
         before use)."""
         return MemoryTable(self.params, self._datastore.schema or "public")
+
+    def webhook_table(self) -> WebhookTable:
+        """The webhooks' storage in this store's database (:mod:`.webhooks`; open it before
+        use)."""
+        return WebhookTable(self.params, self._datastore.schema or "public")
+
+    def usage_table(self) -> UsageTable:
+        """The usage read model's storage in this store's database (:mod:`.usage`; open it
+        before use)."""
+        return UsageTable(self.params, self._datastore.schema or "public")
 
     # Lifecycle ------------------------------------------------------------------------------
 
@@ -246,6 +263,25 @@ class EventStore:
                     # A snapshot is a cache: when the queue is full, skip this one.
                     self._to_snapshot_send.send_nowait((stream_id, point))
         return appended
+
+    def observe_appends(self, observer: AppendObserver) -> Callable[[], None]:
+        """Call ``observer(stream_id, events)`` for every append this store commits from now
+        on: what this process writes, each once, in commit order, called as the commit is
+        acknowledged (before the appender resumes). It must be quick and must not block; an
+        error it raises is logged and changes nothing. Returns a function that ends the calls.
+        """
+        self._append_observers.append(observer)
+        return lambda: (self._append_observers.remove(observer)
+                        if observer in self._append_observers else None)
+
+    def _committed(self, committed: Sequence[Committed]) -> None:
+        self.tail.poke()
+        for observer in self._append_observers:
+            for appended, events in committed:
+                try:
+                    observer(appended.stream_id, events)
+                except Exception:  # the appends are durable: an observer's bug is its own
+                    log.exception("append observer %r failed", observer)
 
     async def take_snapshot(self, task_id: UUID, version: int | None = None) -> int:
         """Store a snapshot of the task at ``version`` (default: its head); return the version.

@@ -16,12 +16,18 @@ judge. When a batch fails on a duplicate version (another process wrote one of i
 its requests are retried one by one so only the stale one fails, with a
 :class:`VersionConflict` that carries the stream's real version. Two appends to the same
 stream never share a batch: the second waits for the first to commit, then is checked.
+
+Each committed transaction is timed and its events counted (``ipa_append_commit_seconds``,
+``ipa_append_batch_events``, ``ipa_events_appended_total``: :mod:`ipa.telemetry`); then
+``on_commit`` gets the batch's acknowledged appends with their events, before any of their
+callers resumes.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +39,8 @@ import psycopg
 from anyio.abc import TaskStatus
 from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import StoredEvent
+
+from ipa.telemetry import APPEND_BATCH_EVENTS, APPEND_COMMIT_SECONDS, EVENTS_APPENDED
 
 from .codec import GENESIS, EventCodec, Seal
 from .errors import StoreError, StoreUnavailable, UnstorableEvent, VersionConflict, one_line
@@ -50,6 +58,10 @@ class Appended:
     stream_id: UUID
     version: int
     positions: tuple[int, ...]
+
+
+Committed = tuple[Appended, Sequence[DomainEvent]]
+"""An acknowledged append and the events it recorded (what a commit observer is given)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -98,7 +110,7 @@ class BatchWriter:
         recorder: EventRecorder,
         codec: EventCodec,
         *,
-        on_commit: Callable[[Sequence[Appended]], None] = lambda appended: None,
+        on_commit: Callable[[Sequence[Committed]], None] = lambda committed: None,
         max_batch: int = 500,
     ) -> None:
         self._conninfo = conninfo
@@ -186,7 +198,7 @@ class BatchWriter:
                     request.error = StoreUnavailable("the append was interrupted")
                 request.done.set()
         try:
-            self._on_commit([r.result for r in batch if r.result is not None])
+            self._on_commit([(r.result, r.events) for r in batch if r.result is not None])
         except Exception:
             # The appends are durable and acknowledged: a failing observer must not turn
             # them into errors (a client would retry and write them twice).
@@ -290,8 +302,13 @@ class BatchWriter:
                 [f[1] for f in fences],
                 [f[2] for f in fences],
             )
+        started = time.perf_counter()
         cursor = await conn.execute(statement, params, prepare=True)
         positions = [row[0] for row in await cursor.fetchall()]
+        # Once per transaction, not per append: a few microseconds beside a commit's hundreds.
+        APPEND_COMMIT_SECONDS.observe(time.perf_counter() - started)
+        APPEND_BATCH_EVENTS.observe(len(stored))
+        EVENTS_APPENDED.inc(len(stored))
         self.commits += 1
         return positions
 

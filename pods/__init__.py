@@ -20,6 +20,14 @@ from .runners import (
 from .scheduler import Scheduler
 from .state import PodState
 from .sync import SyncEngine, SyncError, SyncSettings
+from .webhook_delivery import AddressGuard, AddressRefused
+from .webhooks import (
+    TooManyWebhooks,
+    WebhookNotFound,
+    Webhooks,
+    WebhookSettings,
+    WebhooksUnavailable,
+)
 from .workspace import (
     PathOutsideWorkspace,
     RepositoryUnavailable,
@@ -29,6 +37,13 @@ from .workspace import (
 )
 
 __all__ = [
+    "AddressGuard",
+    "AddressRefused",
+    "TooManyWebhooks",
+    "WebhookNotFound",
+    "WebhookSettings",
+    "Webhooks",
+    "WebhooksUnavailable",
     "AgentCatalog",
     "AgentConfigError",
     "AgentRunner",

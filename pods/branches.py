@@ -135,6 +135,26 @@ class TaskBranches:
             raise WorkspaceError(f"{subject}: cannot make branch {name}: {_reason(made)}")
         return TaskBranch(name, base, base_commit)
 
+    async def make_at(self, source: Source, repo: str, task_id: UUID, commit: str) -> str:
+        """Make the task's branch at ``commit`` (a fork's: the commit its source's branch
+        had), fetched first into a cache that lacks it; return the branch's name. The caller
+        holds the repository's lock, and pushes the branch (:meth:`publish`) once it has
+        released it. :class:`UnknownRevision` when the repository has no such commit."""
+        subject = f"repository {_display(repo)}"
+        name = task_branch(task_id)
+        found = await self._first_commit(source.git_dir, [commit], subject)
+        if found is None and source.url is not None and await self._fetch(source, repo, commit):
+            found = await self._first_commit(source.git_dir, [commit], subject)
+        if found is None:
+            raise UnknownRevision(repo, commit)
+        made = await self._git_in(
+            source.git_dir, "update-ref", "-m", f"ipa: task branch at {found[:12]}",
+            f"refs/heads/{name}", found, "", subject=subject,
+        )  # fmt: skip
+        if made.returncode != 0:
+            raise WorkspaceError(f"{subject}: cannot make branch {name}: {_reason(made)}")
+        return name
+
     async def default(self, source: Source, repo: str) -> str:
         """The branch a task of ``repo`` starts from unless it names one: see
         :meth:`.workspace.WorkspaceManager.default_branch`. It only reads (a cache as last

@@ -557,6 +557,24 @@ class WorkspaceManager:
             await self._branches.publish(source, repo, task_id, f"+{branch.base_commit}")
         return branch
 
+    async def fork_branch(self, *, task_id: UUID, repo: str, commit: str) -> str:
+        """Make a fork's branch ``ipa/<task8>`` at ``commit``, the commit its source's branch
+        had at the version forked (fetched into a cache that lacks it); for a URL or a bare
+        repository it is pushed as ``refs/ipa/<task8>`` (a refusal is logged). Returns the
+        branch's name. A branch of that name must not exist (the task is new).
+
+        Raises :class:`RepositoryUnavailable`, :class:`UnknownRevision` (no such commit), or
+        :class:`WorkspaceError`.
+        """
+        source = await self._source(repo)
+        async with self._locks.hold(str(source.git_dir)):
+            if source.url is not None:
+                await self._refresh(source, repo)
+            name = await self._branches.make_at(source, repo, task_id, commit)
+        if source.url is not None:
+            await self._branches.publish(source, repo, task_id, f"+{commit}")
+        return name
+
     async def land(
         self, *, task_id: UUID, repo: str, commit: str, start: str, head: str
     ) -> str:

@@ -81,6 +81,8 @@ def summary(state: TaskState, steps: Mapping[str, str] | None = None) -> dict[st
     """The list's columns for one task; ``attention`` is the kind of what it needs from a
     person (``ipa.domain.attention``), or ``None``; ``parent_id``, ``item_id`` and ``kind``
     link a project's child task to its project and backlog item (``None`` on other tasks).
+    ``archived``: a person put the finished task away; ``forked_from`` / ``cloned_from``:
+    ``{task_id, version}`` of the task it was forked or cloned from (``None``: neither).
 
     What its agents used: ``input_tokens``, ``output_tokens``, ``cost_usd`` and, per agent
     type, ``usage_by_agent`` (``{agent: {tokens, cost_usd}}``, tokens in + out); ``running``:
@@ -101,6 +103,9 @@ def summary(state: TaskState, steps: Mapping[str, str] | None = None) -> dict[st
         "parent_id": None if state.parent_id is None else str(state.parent_id),
         "item_id": state.item_id,
         "kind": state.kind,
+        "archived": state.archived,
+        "forked_from": None if state.forked_from is None else state.forked_from.to_dict(),
+        "cloned_from": None if state.cloned_from is None else state.cloned_from.to_dict(),
         "input_tokens": total.input_tokens,
         "output_tokens": total.output_tokens,
         "cost_usd": total.cost_usd,
@@ -172,9 +177,16 @@ def _unsaved(saved: dict[str, Any] | None, key: str, reason: str) -> dict[str, A
         return {**saved, "error": error}
     return {"id": key, "title": "", "workflow": "", "phase": "", "status": "failed",
             "version": 0, "created_at": "", "last_activity": "", "attention": None,
-            "parent_id": None, "item_id": None, "kind": None, "input_tokens": 0,
+            "parent_id": None, "item_id": None, "kind": None, "archived": False,
+            "forked_from": None, "cloned_from": None, "input_tokens": 0,
             "output_tokens": 0, "cost_usd": 0.0, "usage_by_agent": {}, "running": [],
             "error": error, "state": None}
+
+
+def _source_of(row: dict[str, Any]) -> str | None:
+    """The id of the task a row's task was forked or cloned from, if any."""
+    origin = row.get("forked_from") or row.get("cloned_from")
+    return origin["task_id"] if isinstance(origin, dict) else None
 
 
 def _columns(row: dict[str, Any]) -> dict[str, Any]:
@@ -192,6 +204,7 @@ class TaskList:
         self._columns: dict[str, dict[str, Any]] | None = None  # by task id; None: not loaded
         self._order: list[str] = []  # task ids, sorted
         self._children: dict[str, set[str]] = {}  # a project's id -> its child tasks' ids
+        self._derived: dict[str, set[str]] = {}  # a task's id -> its forks' and clones' ids
 
     @property
     def position(self) -> int:
@@ -258,11 +271,15 @@ class TaskList:
     async def _load_columns(self) -> None:
         columns: dict[str, dict[str, Any]] = {}
         children: dict[str, set[str]] = {}
+        derived: dict[str, set[str]] = {}
         for row in await self.rows():
             columns[row["id"]] = _columns(row)
             if row.get("parent_id"):
                 children.setdefault(row["parent_id"], set()).add(row["id"])
+            if source := _source_of(row):
+                derived.setdefault(source, set()).add(row["id"])
         self._columns, self._order, self._children = columns, sorted(columns), children
+        self._derived = derived
 
     def _set_columns(self, key: str, row: dict[str, Any]) -> None:
         if self._columns is None:
@@ -272,6 +289,8 @@ class TaskList:
         self._columns[key] = _columns(row)
         if row.get("parent_id"):  # a child names its project from its first event on
             self._children.setdefault(row["parent_id"], set()).add(key)
+        if source := _source_of(row):  # a fork or a clone names its source from version 2 on
+            self._derived.setdefault(source, set()).add(key)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Catch up, then follow the live tail until cancelled."""
@@ -333,6 +352,13 @@ class TaskList:
         too), by task id, from memory."""
         columns = self._columns or {}
         return [columns[key] for key in sorted(self._children.get(task_id, ()))
+                if key in columns]
+
+    def derived_from(self, task_id: str) -> list[dict[str, Any]]:
+        """The columns of every task forked or cloned from task ``task_id``, by task id, from
+        memory."""
+        columns = self._columns or {}
+        return [columns[key] for key in sorted(self._derived.get(task_id, ()))
                 if key in columns]
 
     def count(self) -> int:

@@ -34,6 +34,10 @@ OWNED = {
     "httpx": {"pods"},  # outside systems (GitHub, JIRA): the sync engine
     "pgvector": {"eventstore"},
     "wordllama": {"projections"},  # the default embedder (projections/embedders.py)
+    # Metrics: the objects in telemetry.py (a leaf, no layer), served by ui/metrics.py.
+    "prometheus_client": {"ui"},
+    "aiohttp": {"pods"},  # webhook deliveries (pods/webhook_http.py)
+    "standardwebhooks": {"pods"},  # webhook signatures (pods/webhook_delivery.py)
 }
 
 

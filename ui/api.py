@@ -8,6 +8,9 @@ else from the store. The task state view is ``task_state.view`` (``state.to_dict
 ``allowed_commands``) and is served as is: keys added by other parts of ipa (``usage``,
 ``questions``, ``artifacts``, ``outbox`` ...) pass through untouched.
 
+**Archived tasks** (``archive``, ``unarchive``: a finished task's) leave ``GET /api/tasks``
+unless ``?archived=1`` (listed with the others) or ``?archived=only``.
+
 **Only a person's commands.** ``POST /api/tasks/{id}/{command}`` takes the commands of
 ``PERSON_COMMANDS`` (but ``create_task``, which is ``POST /api/tasks``); the other task commands
 are records ipa makes itself (usage, artifacts, verification, job results ...) and are refused
@@ -37,6 +40,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ipa.domain import (
+    LINEAGE_COMMANDS,
     PERSON_COMMANDS,
     TASK_COMMANDS,
     CancelJob,
@@ -73,13 +77,19 @@ from .errors import (
     whole_number,
 )
 from .forwarding import Answerer, elsewhere
+from .lineage import derived
 
 MAX_PAGE = 500
-COMMANDS = {command.name: command for command in PERSON_COMMANDS if command is not CreateTask}
-"""The commands ``POST /api/tasks/{id}/{name}`` accepts, by name: a person's."""
+COMMANDS = {command.name: command for command in PERSON_COMMANDS
+            if command is not CreateTask and command not in LINEAGE_COMMANDS}
+"""The commands ``POST /api/tasks/{id}/{name}`` accepts, by name: a person's (but those that
+begin a new task: ``POST /api/tasks``, and ``clone`` and ``fork`` in :mod:`.lineage_api`)."""
 SYSTEM_COMMANDS = frozenset(c.name for c in TASK_COMMANDS if c not in PERSON_COMMANDS)
 """The names of the commands ipa records itself: refused with 403 through the API."""
 JOB_EVENTS = ("JobStarted", "JobSucceeded", "JobFailed")
+ARCHIVED = {"0": lambda archived: not archived, "1": lambda archived: True,
+            "only": lambda archived: archived}
+"""``GET /api/tasks?archived=``: which rows each value keeps, by their ``archived``."""
 
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
@@ -169,9 +179,11 @@ class Api:
 
     def present(self, state: TaskState) -> dict[str, Any]:
         """The task view, with ``attention`` ``crashed`` when its pod crashed and stopped
-        (the supervisor knows it; the state may not), and a project's ``children`` (their
-        own status, phase, spend and runs in flight from the task list) and ``swarm_usage``."""
+        (the supervisor knows it; the state may not), its ``forks`` and ``clones``
+        (:func:`.lineage.derived`), and a project's ``children`` (their own status, phase,
+        spend and runs in flight from the task list) and ``swarm_usage``."""
         view = task_state.view(state, crashed=self.supervisor.attention(state.id))
+        view.update(derived(self.task_list, str(state.id)))  # its forks and clones
         if state.backlog is not None:
             view["children"] = children(view, self.task_list.columns)
             view["swarm_usage"] = swarm_usage(view, self.task_list.children_of(str(state.id)),
@@ -217,6 +229,10 @@ class Api:
         parent = None if parent_text is None else uuid_or_none(parent_text)
         if parent_text is not None and parent is None:
             raise BadRequest(f"parent {parent_text[:80]!r} is not a task id (expected a UUID)")
+        archived = request.query_params.get("archived") or "0"
+        if archived not in ARCHIVED:
+            raise BadRequest(f"archived {archived[:40]!r}: expected 0 (leave archived tasks "
+                             "out), 1 (with them) or only")
 
         def kind(row: dict[str, Any]) -> str | None:
             crashed = self.supervisor.attention(UUID(row["id"])) if row["id"] else None
@@ -224,9 +240,10 @@ class Api:
 
         def wanted(row: dict[str, Any]) -> bool:
             return ((needs_person != "1" or kind(row) is not None)
-                    and (parent is None or row.get("parent_id") == str(parent)))
+                    and (parent is None or row.get("parent_id") == str(parent))
+                    and ARCHIVED[archived](bool(row.get("archived"))))
 
-        where = wanted if needs_person == "1" or parent is not None else None
+        where = wanted if needs_person == "1" or parent is not None or archived != "1" else None
         page = self.task_list.page(after=cursor, limit=limit + 1, where=where)  # from memory
         next_cursor = page[limit - 1]["id"] if len(page) > limit else None
         owners = await self.owners() if page else {}

@@ -1,8 +1,8 @@
 """The web app, built by :func:`create_app`: the REST API (:mod:`.api`, agent memory in
-:mod:`.memory_api`), the SSE streams (:mod:`.streams`), the pages (:mod:`.pages`),
-``/openapi.json``, ``/metrics``, ``/healthz`` and, when API keys are configured, the key check
-and ``/login`` (:mod:`.auth`), all behind the Host, Origin and content-type checks of
-:mod:`.guard`.
+:mod:`.memory_api`, analytics in :mod:`.analytics_api`), the SSE streams (:mod:`.streams`),
+the pages (:mod:`.pages`), ``/openapi.json``, ``/metrics``, ``/healthz`` and, when API keys
+are configured, the key check and ``/login`` (:mod:`.auth`), all behind the Host, Origin and
+content-type checks of :mod:`.guard`.
 
 Every error is ``{"error": {"code": ..., "message": ...}}`` with a 4xx/5xx status, from one
 table (:data:`ipa.ui.errors.ERRORS`).
@@ -17,10 +17,11 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
-from ipa.projections import Memory, TaskList
+from ipa.pods import Webhooks
+from ipa.projections import Memory, TaskList, Usage
 from ipa.supervisor import Supervisor
 
-from . import memory_api, pages
+from . import analytics_api, lineage_api, memory_api, pages, transfer_api, webhooks_api
 from .api import COMMANDS, Api
 from .auth import ApiKeys, RequireKey, login_routes
 from .errors import ERRORS, BadRequest, error_response, exception_handlers
@@ -38,8 +39,12 @@ def api_routes(api: Api, hub: StreamHub, keys: ApiKeys, sessions: Sessions | Non
     """Every route but the pages (the ones ``/openapi.json`` describes)."""
     supervisor, task_list = api.supervisor, api.task_list
     return [
+        *lineage_api.routes(api),  # before the API's command route, which would take them
         *api.routes(),
         *memory_api.routes(),
+        *transfer_api.routes(),
+        *webhooks_api.routes(),
+        *analytics_api.routes(),
         *hub.routes(),
         Route("/metrics", Metrics(supervisor, task_list, hub).endpoint, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
@@ -60,6 +65,8 @@ def create_app(
     sessions: Sessions | None = None,
     throttle: Throttle | None = None,
     memory: Memory | None = None,
+    webhooks: Webhooks | None = None,
+    usage: Usage | None = None,
 ) -> Starlette:
     """The app: commands go to the tasks' pods through ``supervisor``; the list comes from
     ``task_list`` (both kept running by the caller).
@@ -71,7 +78,11 @@ def create_app(
     trusted proxies (default: loopback hosts, same-origin writes, no proxy). ``sessions``:
     login sessions (default: 12 h); ``throttle``: wrong keys per client (default: 10 a
     minute). ``memory``: agent memory (``projections/memory.py``, kept running by the
-    caller); without it the memory endpoints answer 503.
+    caller); without it the memory endpoints answer 503. ``webhooks``: webhooks
+    (``pods/webhooks.py``, kept running by the caller); without it ``/api/webhooks`` answers
+    503. ``usage``: cost and token analytics
+    (``projections/usage.py``, kept running by the caller); without it ``/api/analytics`` and
+    ``/analytics`` answer 503.
     """
     keys = ApiKeys(api_keys)
     sessions = Sessions() if sessions is None else sessions
@@ -91,4 +102,6 @@ def create_app(
     app.state.api_keys = keys
     app.state.sessions = sessions
     app.state.memory = memory
+    app.state.webhooks = webhooks
+    app.state.usage = usage
     return app

@@ -31,14 +31,18 @@ from ipa.projections import (
     MemorySettings,
     MemoryUnavailable,
     TaskList,
+    Usage,
     task_state,
 )
 from ipa.projections.transcript import transcript
 
+from .analytics_cli import add_analytics_command
 from .client import ApiCallError, add_node_command, add_task_commands
 from .keys import KeysError, load_keys
 from .memory_cli import add_memory_commands
 from .runtime import Settings, open_store
+from .transfer_cli import add_transfer_commands
+from .webhooks_cli import add_webhook_commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -210,6 +214,9 @@ def _parser() -> argparse.ArgumentParser:
 
     add_task_commands(commands, _Parser)
     add_node_command(commands, _Parser)
+    add_transfer_commands(commands, _Parser)
+    add_webhook_commands(commands, _Parser)
+    add_analytics_command(commands, _Parser)
     memory_commands = add_memory_commands(commands, _Parser)
     reembed = memory_commands.add_parser(
         "reembed", parents=[store_options],
@@ -260,7 +267,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     rebuild = projection_commands.add_parser(
         "rebuild", parents=[store_options],
-        help="rebuild the task list and agent memory from the event log"
+        help="rebuild the task list, agent memory and analytics from the event log"
     )
     rebuild.set_defaults(run=cmd_projections_rebuild)
 
@@ -441,8 +448,18 @@ async def cmd_projections_rebuild(settings: Settings, args: argparse.Namespace) 
             position = await memory.rebuild(report)
             progress.clear()
             count = await memory.table.count(memory.model)
-    print(f"agent memory rebuilt: {count} memor{'y' if count == 1 else 'ies'}, log position "
-          f"{position}")
+        print(f"agent memory rebuilt: {count} memor{'y' if count == 1 else 'ies'}, log "
+              f"position {position}")
+        usage = Usage(store, store.usage_table())
+        try:
+            progress.label = "analytics: events"
+            position = await usage.rebuild(report)
+            progress.clear()
+            count = await usage.table.count()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await usage.close()
+    print(f"analytics rebuilt: {count} usage record(s), log position {position}")
     return 0
 
 

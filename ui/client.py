@@ -2,7 +2,9 @@
 
 Everything a person can do on the pages has a command here: the decisions at a gate
 (``approve``, ``request-changes``, ``back-to-phase``), answers, the budget, pause / resume /
-cancel / retry, ``restart`` of a stopped pod, and ``ipa task job retry|cancel|interrupt|skip``;
+cancel / retry, ``restart`` of a stopped pod, ``archive`` / ``unarchive`` of a finished task,
+``clone`` and ``fork --version N`` (each prints the new task's id), and ``ipa task job
+retry|cancel|interrupt|skip``;
 ``ipa task tree`` prints a project's backlog and children. ``ipa nodes`` lists the nodes of the
 store (``GET /api/nodes``).
 ``ipa memory ...`` is in :mod:`.memory_cli`.
@@ -145,6 +147,11 @@ def add_task_commands(commands: Any, parser_class: type[argparse.ArgumentParser]
                          help="only tasks in this status")
     listing.add_argument("--attention", action="store_true",
                          help="only tasks that need a person (a gate, a question, a dead job...)")
+    archived = listing.add_mutually_exclusive_group()
+    archived.add_argument("--archived", action="store_const", const="1", dest="archived",
+                          help="archived tasks too (left out by default)")
+    archived.add_argument("--only-archived", action="store_const", const="only",
+                          dest="archived", help="only archived tasks")
     listing.set_defaults(run=cmd_task, action="list")
 
     show = command("show", "show a task: its gate, what needs a person, questions, jobs and "
@@ -193,6 +200,21 @@ def add_task_commands(commands: Any, parser_class: type[argparse.ArgumentParser]
     cancel = command("cancel", "cancel a task", "cancel", _reason)
     cancel.add_argument("--reason", default="", help="why")
     command("retry", "retry a failed task", "retry")
+    command("archive", "archive a finished task (completed, failed or cancelled): it leaves "
+            "the task list (ipa task list --archived shows it); its events stay", "archive")
+    command("unarchive", "bring an archived task back to the task list", "unarchive")
+    clone = command("clone", "a new task with this one's description and settings "
+                    "(workflow, repository, budget, approval policies, sync), none of its "
+                    "history; prints the new task's id", "clone",
+                    lambda args: given_texts(args, "title"), parents=(connection,))
+    clone.add_argument("--title", help="the new task's title (default: the same)")
+    fork = command("fork", "a new task that goes on from this one's state at a version, its "
+                   "branch at the commit this one's branch had then; prints the new task's id",
+                   "fork", lambda args: {"version": args.version, **given_texts(args, "title")},
+                   parents=(connection,))
+    fork.add_argument("--version", type=int, required=True, metavar="N",
+                      help="the version to fork at (see ipa events / the page's time travel)")
+    fork.add_argument("--title", help="the new task's title (default: the same)")
     command("restart", "restart a task's pod that crashed or stopped", "restart",
             parents=(connection,))
 
@@ -290,6 +312,9 @@ def _task(client: ApiClient, args: argparse.Namespace) -> int:
         answer = client.call("POST", f"{job_path}/{args.api}", body)
     else:
         answer = client.call("POST", f"{task_path}/{args.api}", body)
+    if args.action in ("clone", "fork"):  # a new task: its id, as create prints
+        _print_task(answer, args.json, created=True)
+        return 0
     if isinstance(answer, dict) and "status" in answer and "id" in answer:
         _print_task(answer, args.json)
     else:  # e.g. ``{"interrupted": 1}``
@@ -348,7 +373,8 @@ def _list(client: ApiClient, args: argparse.Namespace) -> int:
     cursor = None
     while True:
         page = client.call("GET", "/api/tasks", query={
-            "limit": 500, "cursor": cursor, "attention": 1 if args.attention else None})
+            "limit": 500, "cursor": cursor, "attention": 1 if args.attention else None,
+            "archived": args.archived})
         rows.extend(row for row in page["items"]
                     if (not args.status or row["status"] == args.status)
                     and (not args.attention or row.get("attention")))
@@ -360,7 +386,7 @@ def _list(client: ApiClient, args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     for row in rows:
-        needs = row.get("attention") or ""
+        needs = row.get("attention") or ("archived" if row.get("archived") else "")
         print(f"{row['id']}  {row['status']:<9}  {needs:<10}  {row['phase']:<20}  "
               f"v{row['version']:<5}  {row['title']}")
     return 0
@@ -429,6 +455,16 @@ def _details(task: dict[str, Any]) -> list[tuple[str, str]]:
     if task.get("parent_id"):
         lines.append(("project", f"{task['parent_id']} (item {task.get('item_id')}, kind "
                                  f"{task.get('kind')})"))
+    for field, word in (("forked_from", "forked from"), ("cloned_from", "cloned from")):
+        if isinstance(origin := task.get(field), dict):
+            lines.append(("origin", f"{word} {origin.get('task_id')} at version "
+                                    f"{origin.get('version')}"))
+    for field in ("forks", "clones"):
+        if made := task.get(field):
+            lines.append((field, ", ".join(f"{d.get('id')} (from version {d.get('version')})"
+                                           for d in made)))
+    if task.get("archived"):
+        lines.append(("archived", "yes (ipa task unarchive brings it back to the list)"))
     if task.get("backlog") is not None:
         backlog = task["backlog"]
         counts = ", ".join(f"{n} {name}" for name, n in swarm.counts(task).items())

@@ -39,6 +39,7 @@ from ipa.eventstore import (
     VersionConflict,
 )
 from ipa.pods import RepositoryRefused, WorkspaceError
+from ipa.pods.webhooks import TooManyWebhooks, WebhookNotFound, WebhooksUnavailable
 from ipa.projections import EmbedderError, MemoryNotFound, MemoryUnavailable
 from ipa.supervisor import (
     OwnedElsewhere,
@@ -128,6 +129,9 @@ ERRORS: list[tuple[type[Exception], int, str]] = [
     (MemoryNotFound, 404, "memory_not_found"),
     (MemoryUnavailable, 503, "memory_unavailable"),
     (EmbedderError, 503, "memory_unavailable"),  # the embedder failed on a search's text
+    (WebhookNotFound, 404, "webhook_not_found"),
+    (TooManyWebhooks, 409, "too_many_webhooks"),
+    (WebhooksUnavailable, 503, "webhooks_unavailable"),
 ]
 
 

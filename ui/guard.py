@@ -17,7 +17,8 @@ changes something, with a JSON body on a JSON route, and who forwarded it.
    otherwise 403 ``origin_not_allowed``. A request with neither header (curl, ``ipa task``,
    scripts) is not a browser's and passes: browsers send ``Origin`` on every cross-origin POST.
 4. **JSON only**: a state-changing request's ``Content-Type`` must be ``application/json``
-   (``POST /login`` also takes ``application/x-www-form-urlencoded``, the login form); a body
+   (``POST /login`` also takes ``application/x-www-form-urlencoded``, the login form, and
+   ``POST /api/import`` ``application/gzip``, a task bundle); a body
    without a content type, or any other type (``text/plain``, forms, multipart: what another
    site can send without a CORS preflight) is 415 ``unsupported_media_type``. A request with no
    body and no content type (``approve`` with nothing to say) passes.
@@ -45,6 +46,10 @@ JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
 FORM_ROUTES = frozenset({"/login"})
 """Routes that also take a urlencoded form (what an HTML ``<form>`` posts)."""
+BUNDLE = "application/gzip"
+BUNDLE_ROUTES = frozenset({"/api/import"})
+"""Routes that take a task bundle instead (``ipa export``'s file; not a type another site
+can send without a CORS preflight)."""
 MAX_ACTOR = 200
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -237,12 +242,14 @@ class Guard:
                     "with Content-Type: application/json")
             return None
         media = content_type.decode("latin-1").partition(";")[0].strip().lower()
-        if media == JSON or (media == FORM and path in FORM_ROUTES):
+        if media == JSON or (media == FORM and path in FORM_ROUTES) or (
+                media == BUNDLE and path in BUNDLE_ROUTES):
             return None
+        wanted = f"a task bundle (Content-Type: {BUNDLE})" if path in BUNDLE_ROUTES else (
+            f"a JSON body (Content-Type: {JSON})")
         return error_response(
             415, "unsupported_media_type",
-            f"{method} {path[:100]} takes a JSON body (Content-Type: application/json), "
-            f"not {media[:100]!r}")
+            f"{method} {path[:100]} takes {wanted}, not {media[:100]!r}")
 
 
 def _has_body(headers: dict[bytes, bytes]) -> bool:

@@ -19,8 +19,11 @@ from starlette.responses import JSONResponse
 
 from ipa.domain import Pause, SetRepo
 
+from .analytics_api import MAX_GROUPS, MAX_TOP
 from .api import COMMANDS
 from .memory_api import KINDS, MAX_PAGE, QUERY_MAX
+from .webhooks_api import DELIVERY_STATUSES, URL_MAX, WEBHOOK_EVENT_TYPES
+from .webhooks_api import MAX_PAGE as WEBHOOK_PAGE
 
 VERSION = "0.1.0"
 
@@ -28,6 +31,7 @@ _ERROR = {"$ref": "#/components/schemas/Error"}
 _TASK = {"$ref": "#/components/schemas/Task"}
 _EVENT = {"$ref": "#/components/schemas/Event"}
 _MEMORY = {"$ref": "#/components/schemas/Memory"}
+_ANALYTICS = {"$ref": "#/components/schemas/Analytics"}
 _NODE_ID = {"type": ["string", "null"],
             "description": "the node that holds the task's lease now (null: none does)"}
 
@@ -164,6 +168,62 @@ def _op(summary: str, responses: dict[str, Any], *, parameters: list | None = No
     return op
 
 
+_GROUP = "(day|hour|project|task|agent_type|model)"
+
+
+def _analytics_schema() -> dict[str, Any]:
+    sums = {"records": {"type": "integer", "description": "UsageRecorded events"},
+            "runs": {"type": "integer", "description": "distinct runs"},
+            **{name: {"type": "integer"} for name in (
+                "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")},
+            "cost_usd": {"type": "number"}}
+    nullable = {"type": ["string", "null"]}
+    return {"type": "object", "required": ["from", "to", "group_by", "position", "totals",
+                                           "groups", "more", "top_runs", "budgets"],
+            "properties": {
+                "from": {"type": "string", "format": "date-time"},
+                "to": {"type": "string", "format": "date-time",
+                       "description": "the period's end (not included)"},
+                "group_by": {"type": "array", "items": {"type": "string"}},
+                "position": {"type": "integer",
+                             "description": "the log position the figures include"},
+                "totals": {"type": "object", "required": list(sums), "properties": sums},
+                "groups": {"type": "array", "items": {
+                    "type": "object", "required": ["key", "titles", *sums],
+                    "properties": {
+                        "key": {"type": "object", "additionalProperties": nullable,
+                                "description": "the value of each group_by key (day: "
+                                               "YYYY-MM-DD; project null: lone tasks)"},
+                        "titles": {"type": "object", "additionalProperties": nullable,
+                                   "description": "the task's title of a project/task key"},
+                        **sums}}},
+                "more": {"type": "boolean", "description": "groups were cut at limit"},
+                "top_runs": {"type": "array", "items": {
+                    "type": "object", "required": ["task_id", "run_id", "job_id",
+                                                   "agent_type", "model", "at", *sums],
+                    "properties": {
+                        "task_id": {"type": "string"}, "title": nullable,
+                        "run_id": {"type": "string"}, "job_id": {"type": "string"},
+                        "agent_type": {"type": "string"}, "model": {"type": "string"},
+                        "at": {"type": "string", "format": "date-time",
+                               "description": "its first usage record's time"},
+                        "project_id": nullable, "project_title": nullable, **sums}}},
+                "budgets": {"type": "array", "description": "tasks with a budget, the largest "
+                            "share used first (their whole spend, not the period's)", "items": {
+                                "type": "object",
+                                "required": ["task_id", "title", "budget_usd", "spent_usd",
+                                             "own_cost_usd", "children_cost_usd", "share"],
+                                "properties": {
+                                    "task_id": {"type": "string"}, "title": {"type": "string"},
+                                    "workflow": {"type": "string"}, "parent_id": nullable,
+                                    "budget_usd": {"type": "number"},
+                                    "spent_usd": {"type": "number"},
+                                    "own_cost_usd": {"type": "number"},
+                                    "children_cost_usd": {"type": "number"},
+                                    "share": {"type": ["number", "null"],
+                                              "description": "spent / budget"}}}}}}
+
+
 OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
     "/healthz": {"get": _op("Liveness and the log position", {"200": _json({
         "type": "object", "properties": {"status": {"type": "string"},
@@ -189,7 +249,10 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                    parameters=[_limit(500, 50), _query("cursor", "from next_cursor", _UUID),
                                _query("attention", "1: only the tasks that need a person",
                                       {"type": "string", "enum": ["0", "1"]}),
-                               _query("parent", "only the child tasks of this project", _UUID)]),
+                               _query("parent", "only the child tasks of this project", _UUID),
+                               _query("archived", "0 (default): leave archived tasks out; 1: "
+                                      "list them too; only: only them",
+                                      {"type": "string", "enum": ["0", "1", "only"]})]),
         "post": _op("Create a task; its pod starts at once (422: its repo is refused)",
                     {"201": _json(_TASK), **_errors(400, 401, 413, 422)},
                     body={"type": "object", "required": ["title"], "additionalProperties": False,
@@ -326,6 +389,25 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
         parameters=[MEMORY_ID],
         body={"type": "object", "additionalProperties": False,
               "properties": {"pinned": {"type": "boolean", "default": True}}})},
+    "/api/analytics": {"get": _op(
+        "Cost and tokens: sums of the UsageRecorded events of a period, grouped; the most "
+        "expensive runs; budget use per task (400 bad_period: a malformed or absurd period)",
+        {"200": _json(_ANALYTICS), **_errors(400, 401, 503)},
+        parameters=[
+            {**_query("group_by", "day, hour (UTC), project, task, agent_type or model, or two "
+                      "joined by a comma (e.g. day,model); default day",
+                      {"type": "string", "pattern": f"^{_GROUP}(,{_GROUP})?$"}),
+             "example": "day"},
+            {**_query("from", "ISO 8601 date (its UTC day) or date-time; default: 30 days "
+                      "before to", {"type": "string", "maxLength": 64}),
+             "example": "2026-11-01"},
+            {**_query("to", "ISO 8601 date (its whole UTC day included) or date-time (not "
+                      "included); default: now", {"type": "string", "maxLength": 64}),
+             "example": "2026-11-30"},
+            _query("limit", "groups at most (default 100); more: true when cut",
+                   {"type": "integer", "minimum": 1, "maximum": MAX_GROUPS}),
+            _query("top", "the most expensive runs listed (default 10, 0: none)",
+                   {"type": "integer", "minimum": 0, "maximum": MAX_TOP})])},
     "/api/stream": {"get": _op(
         "SSE of every task's events (not the agent runs'): id = global position",
         {"200": SSE, **_errors(400, 401)}, parameters=RESUME)},
@@ -333,6 +415,64 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
 
 OPERATIONS.update({f"/api/tasks/{{task_id}}/{name}": _command(command_type)
                    for name, command_type in COMMANDS.items()})
+
+_TITLE = {"type": ["string", "null"], "description": "the new task's (default: the source's)"}
+OPERATIONS.update({  # a new task from another (lineage_api.py)
+    "/api/tasks/{task_id}/clone": {"post": _op(
+        "Clone: a new task with the task's description and settings (workflow, repository, "
+        "budget, approval policies, max_children, sync), none of its history; its pod starts",
+        {"201": _json(_TASK), **_errors(400, 401, 403, 404, 409, 413, 415, 422, 503)},
+        parameters=[TASK_ID], body={"type": "object", "additionalProperties": False,
+                                    "properties": {"title": _TITLE}})},
+    "/api/tasks/{task_id}/fork": {"post": _op(
+        "Fork: a new task from the task's state at a version, its branch at the commit the "
+        "task's branch had then; 422 version_out_of_range outside 1..the task's version, 409 "
+        "at a version where it had ended or failed or a project's children were at work",
+        {"201": _json(_TASK), **_errors(400, 401, 403, 404, 409, 413, 415, 422, 503)},
+        parameters=[TASK_ID],
+        body={"type": "object", "required": ["version"], "additionalProperties": False,
+              "properties": {"version": {**_VERSION, "description": "the version to fork at"},
+                             "title": _TITLE}})},
+})
+OPERATIONS["/api/tasks/{task_id}/fork"]["post"]["requestBody"]["required"] = True
+
+_BUNDLE = {"type": "string", "format": "binary",
+           "description": "a task bundle: what GET /api/tasks/{task_id}/export answers"}
+_GIT = {"type": "string", "enum": ["include", "skip"]}
+OPERATIONS.update({  # export and import of tasks (transfer_api.py)
+    "/api/tasks/{task_id}/export": {"get": _op(
+        "The task's bundle: its events, its children's and its agent runs' (each with a hash "
+        "chain), each task's state, and its branches' commits as a git bundle (an attachment; "
+        "409 not_exportable when the store's audit fails)",
+        {"200": {"description": "application/gzip (X-IPA-Bundle-SHA256: its SHA-256)",
+                 "content": {"application/gzip": {"schema": _BUNDLE}}},
+         **_errors(400, 401, 404, 409)},
+        parameters=[TASK_ID, _query("git", "skip: leave the commits out", _GIT)])},
+    "/api/import": {"post": {
+        "summary": "Import a task bundle (all or nothing, after every check; 400 not_a_bundle, "
+                   "bundle_truncated, bundle_altered; 409 task_exists, branch_exists; 422 "
+                   "bundle_too_new, repository_needed, repository_refused)",
+        "parameters": [_query("repo", "a local repository to fetch the bundle's branches into"),
+                       _query("git", "skip: leave the bundle's commits out", _GIT)],
+        "requestBody": {"required": True, "content": {"application/gzip": {"schema": _BUNDLE}}},
+        "responses": {"201": _json({"type": "object", "required": [
+            "task_id", "tasks", "runs", "events", "positions", "branches", "started"],
+            "properties": {
+                "task_id": {"type": "string"}, "tasks": {"type": "array", "items": {
+                    "type": "object"}},
+                "runs": {"type": "integer"}, "events": {"type": "integer"},
+                "positions": {"type": "array", "items": {"type": "integer"},
+                              "description": "the first and last log position written"},
+                "repo": {"type": ["string", "null"]},
+                "branches": {"type": "object", "additionalProperties": {"type": "string"}},
+                "signed": {"type": ["boolean", "null"], "description": "the exporter's MAC "
+                           "verified with this store's key (null: not checkable)"},
+                "sha256": {"type": "string"},
+                "started": {"type": "array", "items": {"type": "string"},
+                            "description": "the unfinished tasks whose pods started"}}},
+            "Created"),
+            **_errors(400, 401, 403, 409, 413, 415, 422, 503)}}},
+})
 
 COMPONENTS = {
     "schemas": {
@@ -375,9 +515,29 @@ COMPONENTS = {
             "item_id": {"type": ["string", "null"], "description": "a child task's item"},
             "kind": {"type": ["string", "null"],
                      "description": "the agent type that does a child task's work"},
+            "archived": {"type": "boolean",
+                         "description": "a person archived the finished task"},
+            "forked_from": {"$ref": "#/components/schemas/Origin"},
+            "cloned_from": {"$ref": "#/components/schemas/Origin"},
+            "forks": {"type": "array", "items": {"$ref": "#/components/schemas/Derived"},
+                      "description": "the tasks forked from this one (not in a past "
+                                     "version's view)"},
+            "clones": {"type": "array", "items": {"$ref": "#/components/schemas/Derived"},
+                       "description": "the tasks cloned from this one (not in a past "
+                                      "version's view)"},
             "node": {**_NODE_ID, "description": "the node that holds the task's lease now "
                      "(null: none does); only in GET /api/tasks/{task_id} without ?version="}},
             "additionalProperties": True},
+        "Origin": {"type": ["object", "null"], "required": ["task_id", "version"],
+                   "description": "the task this one was made from, at that version (null: "
+                                  "none)",
+                   "properties": {"task_id": {"type": "string"},
+                                  "version": {"type": "integer"}}},
+        "Derived": {"type": "object", "required": ["id", "title", "status", "version"],
+                    "properties": {"id": {"type": "string"}, "title": {"type": "string"},
+                                   "status": {"type": "string"},
+                                   "version": {"type": "integer", "description": "this task's "
+                                               "version it was made from"}}},
         "Node": {"type": "object", "required": ["id", "address", "started_at", "heartbeat_at",
                                                 "status", "pods", "agents", "max_pods",
                                                 "leases", "self"], "properties": {
@@ -462,6 +622,7 @@ COMPONENTS = {
             "job_id": {"type": "string"}, "run_id": {"type": "string"},
             "merged_ids": {"type": "array", "items": {"type": "string"},
                            "description": "ids of repeats merged into it"}}},
+        "Analytics": _analytics_schema(),
         "Event": {"type": "object", "required": ["stream_id", "version", "position", "type",
                                                  "timestamp", "actor", "data"], "properties": {
             "stream_id": {"type": "string"}, "version": {"type": "integer"},
@@ -475,6 +636,94 @@ COMPONENTS = {
         "session": {"type": "apiKey", "in": "cookie", "name": "ipa_session"},
     },
 }
+
+
+# Webhooks (webhooks_api.py) ------------------------------------------------------------------
+
+_WEBHOOK = {"$ref": "#/components/schemas/Webhook"}
+WEBHOOK_ID = _path("webhook_id", "the webhook's id (a UUID)", _UUID)
+_WEBHOOK_EVENTS = [*WEBHOOK_EVENT_TYPES, "*"]
+OPERATIONS.update({
+    "/api/webhooks": {
+        "get": _op("The webhooks (never paged), without their secrets",
+                   {"200": _json(_page(_WEBHOOK)), **_errors(401, 503)}),
+        "post": _op(
+            "Register a webhook: messages of the event types named go to url, signed the "
+            "Standard Webhooks way with secret (made when not given; answered this once). 422 "
+            "webhook_address_refused: a loopback or private address, unless the operator "
+            "allows them",
+            {"201": _json({"allOf": [_WEBHOOK, {"type": "object", "required": ["secret"],
+                                                 "properties": {"secret": {"type": "string"}}}]}),
+             **_errors(400, 401, 403, 409, 413, 415, 422, 503)},
+            body={"type": "object", "required": ["url", "events"], "additionalProperties": False,
+                  "properties": {
+                      "url": {"type": "string", "maxLength": URL_MAX,
+                              "description": "http(s), no credentials"},
+                      "events": {"type": "array", "minItems": 1,
+                                 "items": {"type": "string", "enum": _WEBHOOK_EVENTS}},
+                      "secret": {"type": "string",
+                                 "description": "whsec_ + base64 of 24 to 64 bytes"}}}),
+    },
+    "/api/webhooks/{webhook_id}": {
+        "get": _op("One webhook", {"200": _json(_WEBHOOK), **_errors(401, 404, 503)},
+                   parameters=[WEBHOOK_ID]),
+        "delete": _op(
+            "Remove a webhook (a WebhookRemoved event): nothing more is sent to it",
+            {"200": _json({"type": "object", "required": ["id", "removed", "position"],
+                           "properties": {"id": {"type": "string"},
+                                          "removed": {"type": "boolean"},
+                                          "position": {"type": "integer"}}}),
+             **_errors(400, 401, 403, 404, 413, 415, 503)},
+            parameters=[WEBHOOK_ID],
+            body={"type": "object", "additionalProperties": False, "properties": {}}),
+    },
+    "/api/webhooks/{webhook_id}/enable": {"post": _op(
+        "Enable a webhook ipa disabled after failed deliveries (its waiting deliveries go out)",
+        {"200": _json(_WEBHOOK), **_errors(400, 401, 403, 404, 413, 415, 503)},
+        parameters=[WEBHOOK_ID],
+        body={"type": "object", "additionalProperties": False, "properties": {}})},
+    "/api/webhooks/{webhook_id}/deliveries": {"get": _op(
+        "The webhook's deliveries, newest first: status, attempts, last status code, error, "
+        "duration and latency",
+        {"200": _json(_page({"$ref": "#/components/schemas/Delivery"})),
+         **_errors(400, 401, 404, 503)},
+        parameters=[WEBHOOK_ID,
+                    _query("status", "only deliveries in this status",
+                           {"type": "string", "enum": list(DELIVERY_STATUSES)}),
+                    _limit(WEBHOOK_PAGE, 50), _cursor(18)])},
+})
+
+_TIME = {"type": ["string", "null"], "format": "date-time"}
+COMPONENTS["schemas"].update({
+    "Webhook": {"type": "object", "required": [
+        "id", "url", "events", "enabled", "status", "consecutive_failures"], "properties": {
+        "id": {"type": "string"}, "url": {"type": "string"},
+        "events": {"type": "array", "items": {"type": "string", "enum": _WEBHOOK_EVENTS}},
+        "enabled": {"type": "boolean"},
+        "status": {"type": "string", "enum": ["active", "disabled"]},
+        "created_at": _TIME, "created_by": {"type": ["string", "null"]},
+        "consecutive_failures": {"type": "integer",
+                                 "description": "failed attempts in a row (disabled at a limit)"},
+        "disabled_at": _TIME, "disabled_reason": {"type": ["string", "null"]},
+        "last_attempt_at": _TIME, "last_success_at": _TIME,
+        "last_error": {"type": ["string", "null"]}}},
+    "Delivery": {"type": "object", "required": [
+        "id", "webhook_id", "event_type", "status", "attempts", "payload"], "properties": {
+        "id": {"type": "string", "description": "the webhook-id header: the same on retries"},
+        "webhook_id": {"type": "string"}, "event_type": {"type": "string"},
+        "task_id": {"type": ["string", "null"]},
+        "position": {"type": "integer", "description": "the event's log position"},
+        "status": {"type": "string", "enum": list(DELIVERY_STATUSES)},
+        "attempts": {"type": "integer"},
+        "last_status": {"type": ["integer", "null"], "description": "HTTP status code"},
+        "last_error": {"type": ["string", "null"]},
+        "last_duration_ms": {"type": ["number", "null"]},
+        "latency_ms": {"type": ["number", "null"],
+                       "description": "from the event to its delivery"},
+        "event_at": _TIME, "created_at": _TIME, "first_attempt_at": _TIME,
+        "last_attempt_at": _TIME, "finished_at": _TIME, "next_attempt_at": _TIME,
+        "payload": {"type": "object", "description": "the JSON sent: type, timestamp, data"}}},
+})
 
 
 OPEN_PATHS = ("/healthz", "/login", "/logout")

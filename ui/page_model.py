@@ -24,6 +24,8 @@ JOB_COLUMNS = ("pending", "running", "succeeded", "failed", "dead", "cancelled")
 """The job board's columns, in the order a job moves through them."""
 
 STATUSES = ("pending", "running", "waiting", "paused", "completed", "failed", "cancelled")
+FINISHED = ("completed", "failed", "cancelled")
+"""The statuses of a task a person may archive (``domain/archive.py``)."""
 
 # "commonmark" with html off: any HTML in task text or agent output is shown as text, and
 # markdown-it's link validation drops javascript:/vbscript:/file:/data: links.
@@ -108,6 +110,10 @@ def list_row(row: dict[str, Any]) -> dict[str, Any]:
         "cost_usd": row.get("cost_usd", usage["cost_usd"]) or 0.0,
         "allowed": set(allowed_commands(state)),
         "attention": attention_kind(row),
+        "archived": bool(row.get("archived", state.get("archived"))),
+        "finished": (row.get("status") or state.get("status")) in FINISHED,
+        "forked_from": row.get("forked_from", state.get("forked_from")),
+        "cloned_from": row.get("cloned_from", state.get("cloned_from")),
     }
 
 

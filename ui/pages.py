@@ -32,11 +32,12 @@ from ipa.eventstore import StoreError, StreamNotFound
 from ipa.projections import EmbedderError, Memory, MemoryUnavailable, TaskList, task_state
 from ipa.supervisor import PodNotRunning, Supervisor
 
-from . import backlog_graph, memory_page
+from . import analytics_page, backlog_graph, memory_page
 from . import children as swarm
 from . import page_model as model
 from .api import node_items
 from .errors import whole_number
+from .lineage import derived
 
 HERE = Path(__file__).resolve().parent
 LIST_LIMIT = 2000
@@ -115,10 +116,15 @@ def routes(supervisor: Supervisor, task_list: TaskList) -> list[BaseRoute]:
             if version is None:  # what the children spent is not recorded on the project
                 view["swarm_usage"] = swarm.swarm_usage(
                     view, task_list.children_of(str(state.id)), swarm_of)
+        if version is None:  # what was made from it since (not recorded on the task)
+            view.update(derived(task_list, str(state.id)))
         events = await events_of(state.id, version)
         context = {**panel(view, events), "log_position": task_list.position, **extra}
         if state.parent_id is not None:
             context["project"] = task_list.columns(str(state.parent_id))
+        origin = state.forked_from or state.cloned_from
+        if origin is not None:
+            context["origin"] = task_list.columns(str(origin.task_id))
         if live is not None:
             context["memory"] = await memory_panel(
                 memory_of(request), live, view if version is None else view_of(live),
@@ -160,11 +166,12 @@ def routes(supervisor: Supervisor, task_list: TaskList) -> list[BaseRoute]:
     async def task_list_page(request: Request) -> Response:
         # Read before the rows, so a change made while they are read is sent again, not lost.
         position = await store.read_model_position(task_list.model)
+        archived = request.query_params.get("archived") == "1"  # else they are left out
         rows: list[dict[str, Any]] = []
         after = ""
         while len(rows) < LIST_LIMIT:
             page = await store.read_model_page(task_list.model, after=after, limit=500)
-            rows += [list_row(row) for _, row in page]
+            rows += [list_row(row) for _, row in page if archived or not row.get("archived")]
             if len(page) < 500:
                 break
             after = page[-1][0]
@@ -176,6 +183,7 @@ def routes(supervisor: Supervisor, task_list: TaskList) -> list[BaseRoute]:
             "status": request.query_params.get("status", ""),
             "query": request.query_params.get("q", ""),
             "needs_me": request.query_params.get("attention") == "1",
+            "archived": archived,
             "event_types": model.task_event_types(),
             "after": position,
             "nodes": await nodes(),
@@ -248,6 +256,7 @@ def routes(supervisor: Supervisor, task_list: TaskList) -> list[BaseRoute]:
         Route("/pods/{task_id}/row", row),
         Route("/pods/{task_id}/state", state_fragment),
         Route("/pods/{task_id}/memory", memory_fragment),
+        *analytics_page.routes(),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         # Last: any other page a browser asks for is an HTML 404 (the API's stay JSON).
         Route("/{path:path}", unknown_page, methods=["GET", "HEAD"]),
@@ -288,6 +297,7 @@ def panel(view: dict[str, Any], events: list[dict[str, Any]] | None = None) -> d
         "agent_grid": swarm.agents(view),
         "swarm_usage": view.get("swarm_usage"),
         "project": None,
+        "origin": None,
         "log_position": 0,
         "travel": None,
     }

@@ -41,16 +41,19 @@ from ipa.pods import (
     PodEnvironment,
     RepositoryPolicy,
     SyncSettings,
+    Webhooks,
+    WebhookSettings,
     WorkspaceManager,
     agent_niceness,
     runner_for,
 )
-from ipa.projections import Memory, MemorySettings, TaskList
+from ipa.projections import Memory, MemorySettings, TaskList, Usage
 from ipa.supervisor import Membership, Supervisor
 
 from .app import create_app
 from .connections import Limits, raise_file_limit, server_config
 from .guard import GuardPolicy
+from .metrics import count_appends
 from .runtime import Settings, open_store, remove_server_file, write_server_file
 from .sessions import DEFAULT_TTL, Sessions
 
@@ -256,6 +259,10 @@ async def serve(settings: Settings, host: str, port: int,
         memory_settings = MemorySettings.from_environment()
     except ValueError as e:
         raise AgentConfigError(str(e)) from None
+    try:
+        webhook_settings = WebhookSettings.from_environment()
+    except ValueError as e:
+        raise AgentConfigError(str(e)) from None
     cluster = cluster or Cluster()
     async with open_store(settings, create=True, lock="ipa serve") as store, \
             anyio.create_task_group() as tg:
@@ -276,6 +283,14 @@ async def serve(settings: Settings, host: str, port: int,
         # vectors) turns it off with a warning; the agents run without it.
         memory = Memory(store, store.memory_table(), memory_settings)
         await start_memory(memory, tg)
+        # Webhooks: deliveries of task events, enqueued from the log and sent from here (a
+        # problem with their tables turns them off with a warning; /api/webhooks says why).
+        webhooks = Webhooks(store, settings=webhook_settings)
+        await tg.start(webhooks.run)
+        # Cost and token analytics: one row per UsageRecorded, folded from the log (a problem
+        # turns it off with a warning; /api/analytics says why).
+        usage = Usage(store, store.usage_table())
+        await tg.start(usage.run)
         agents = replace(agents, memory=memory)
         repositories = RepositoryPolicy.configured(repo_roots)
         supervisor = Supervisor(PodEnvironment(
@@ -288,12 +303,14 @@ async def serve(settings: Settings, host: str, port: int,
             sync=sync,
             repositories=repositories,
         ), node=node, membership=cluster.membership())
+        count_appends(store, supervisor)  # /metrics: what the events this node appends say
         task_list = TaskList(store, model=supervisor.task_list_model)
         await tg.start(task_list.run)
         await tg.start(supervisor.run)
         server = _Server(server_config(
             create_app(supervisor, task_list, api_keys=keys, shutdown=shutdown, guard=guard,
-                       sessions=sessions, memory=memory),
+                       sessions=sessions, memory=memory, usage=usage,
+                       webhooks=webhooks),
             limits, host=host, port=port, timeout_graceful_shutdown=5))
 
         async def on_signals(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,

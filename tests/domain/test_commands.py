@@ -14,6 +14,7 @@ def test_person_commands_are_pinned() -> None:
         "add_backlog_item", "change_backlog_item", "drop_backlog_item", "reorder_backlog",
         "approve_backlog_change", "reject_backlog_change",
         "set_max_children", "retry_item", "skip_item", "cancel_item", "set_approval_policy",
+        "archive", "unarchive", "clone", "fork",
     ]  # fmt: skip
 
 

@@ -57,9 +57,23 @@ CHILD_NAMES = [
 ]
 
 
+TASK_OPERATION_NAMES = [
+    "ARCHIVE_COMMANDS", "Archive", "Unarchive", "TaskArchived", "TaskUnarchived",
+    "LINEAGE_COMMANDS", "CloneTask", "ForkTask", "TaskCloned", "TaskForked", "Origin", "carried",
+]
+
+
 WAY_FORWARD_NAMES = [
     "HoldJob", "SkipJob", "JobHeld", "JobSkipped", "perpetual_due", "Attention",
     "ATTENTION_KINDS", "attention", "crash_attention",
+]  # fmt: skip
+
+
+WEBHOOK_NAMES = [
+    "WEBHOOK_LEDGER", "WEBHOOK_EVENT_TYPES", "Message", "TaskFacts", "WebhookDisabled",
+    "WebhookEnabled", "WebhookEvent", "WebhookRefused", "WebhookRegistered", "WebhookRemoved",
+    "delivery_id", "facts_of", "messages", "new_secret", "observe", "parse_events",
+    "parse_secret", "parse_url", "payload", "retry_delay", "subscribed",
 ]  # fmt: skip
 
 
@@ -97,6 +111,8 @@ def test_public_names_are_pinned() -> None:
             "MEMORY_LEDGER", "SCOPE_KINDS", "MemoriesEvicted", "MemoryEvent", "MemoryForgotten",
             "MemoryKind", "MemoryPinned", "MemoryRecorded", "parse_scope", "scopes_of",
             *SYNC_NAMES, *BRANCH_NAMES, *WAY_FORWARD_NAMES, *BACKLOG_NAMES, *CHILD_NAMES,
+            *TASK_OPERATION_NAMES,
+            *WEBHOOK_NAMES,
         ]
     )  # fmt: skip
 

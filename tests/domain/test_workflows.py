@@ -7,9 +7,11 @@ import transitions
 
 from ipa.domain import (
     AGENT_COMMANDS,
+    ARCHIVE_COMMANDS,
     BACKLOG_COMMANDS,
     CHILD_COMMANDS,
     JOB_COMMANDS,
+    LINEAGE_COMMANDS,
     SYNC_COMMANDS,
     TASK_COMMANDS,
     WORKFLOWS,
@@ -121,7 +123,7 @@ def test_every_workflow_command_name_is_a_trigger_somewhere() -> None:
     }
     workflow_commands = set(TASK_COMMANDS) - {
         CreateTask, *JOB_COMMANDS, *AGENT_COMMANDS, *SYNC_COMMANDS, *BACKLOG_COMMANDS,
-        *CHILD_COMMANDS,
+        *CHILD_COMMANDS, *ARCHIVE_COMMANDS, *LINEAGE_COMMANDS,
     }
     assert reachable == {c.name for c in workflow_commands}
 

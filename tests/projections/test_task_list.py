@@ -9,9 +9,13 @@ import psycopg
 import pytest
 
 from ipa.domain import (
+    Archive,
+    Cancel,
+    CloneTask,
     CompleteJob,
     CreateChildTask,
     CreateTask,
+    ForkTask,
     QueueJob,
     RecordContext,
     RecordReflection,
@@ -329,3 +333,37 @@ async def test_a_projects_children_are_found_by_its_id_after_a_restart_and_a_reb
     for task_list in (live, restarted, rebuilt):
         assert [row["id"] for row in task_list.children_of(project)] == children
         assert task_list.children_of(other) == []
+
+
+async def test_forks_and_clones_are_found_by_their_sources_id_and_archived_rows_say_so(
+    store: EventStore,
+) -> None:
+    histories = await populate(store, n_tasks=2)
+    (source_id, events), (other, _) = histories.items()
+    source = fold(events)
+    assert source is not None
+    made = {}
+    for name, command in (("fork", ForkTask(source=source)), ("clone", CloneTask(source))):
+        task_id = uuid.uuid4()
+        await store.append(task_id, decide(None, command, ctx(9), task_id), 0)
+        made[name] = str(task_id)
+    live = TaskList(store)
+    await live.catch_up()
+    ended = decide(source, Cancel(), ctx(10), source_id)
+    state = fold(ended, source)
+    await store.append(source_id, [*ended, *decide(state, Archive(), ctx(11), source_id)],
+                       source.version)
+    await live.catch_up()
+    await TaskList(store).rebuild()
+    rebuilt = TaskList(store)
+    await rebuilt.catch_up()
+
+    for task_list in (live, rebuilt):
+        assert sorted(row["id"] for row in task_list.derived_from(str(source_id))) == sorted(
+            made.values())
+        assert task_list.derived_from(str(other)) == []
+        assert task_list.columns(str(source_id))["archived"] is True
+        fork = task_list.columns(made["fork"])
+        assert fork["forked_from"] == {"task_id": str(source_id), "version": source.version}
+        assert fork["cloned_from"] is None and fork["archived"] is False
+        assert task_list.columns(made["clone"])["cloned_from"]["task_id"] == str(source_id)

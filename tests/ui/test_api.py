@@ -12,6 +12,7 @@ from uuid import UUID
 import anyio
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import Route
 
 from ipa.eventstore import EventStore
@@ -354,10 +355,13 @@ async def test_metrics_are_prometheus_text(api) -> None:
 
     text = (await api.get("/metrics")).text
 
-    assert 'ipa_pods{status="ready"}' in text or 'ipa_pods{status="starting"}' in text
-    assert "# TYPE ipa_sse_clients gauge" in text
-    assert 'ipa_sse_clients{stream="task"} 0' in text
-    assert "ipa_log_position " in text
+    # Read as Prometheus reads it (more in tests/ui/test_metrics.py).
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    pods = {s.labels["status"]: s.value for s in families["ipa_pods"].samples}
+    assert pods["ready"] + pods["starting"] == 1
+    assert families["ipa_sse_clients"].type == "gauge"
+    assert {s.labels["stream"]: s.value for s in families["ipa_sse_clients"].samples}["task"] == 0
+    assert families["ipa_log_position"].type == "gauge"
 
 
 # Repositories checked at creation; no credentials at rest -----------------------------------

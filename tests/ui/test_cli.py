@@ -503,7 +503,8 @@ async def test_projections_rebuild_gives_the_same_rows(cli, store: EventStore) -
     assert run.status == 0 and run.err == ""
     head = await store.head_position()
     assert run.out == (f"task list rebuilt: 3 task(s), log position {head}\n"
-                       f"agent memory rebuilt: 0 memories, log position {head}\n")
+                       f"agent memory rebuilt: 0 memories, log position {head}\n"
+                       f"analytics rebuilt: 0 usage record(s), log position {head}\n")
     assert await TaskList(store).rows() == before
 
 

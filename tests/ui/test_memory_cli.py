@@ -102,7 +102,8 @@ async def test_projections_rebuild_rebuilds_the_memories(
     head = await store.head_position()
     assert run.status == 0 and run.err == "", run.err
     assert run.lines == [f"task list rebuilt: 2 task(s), log position {head}",
-                         f"agent memory rebuilt: 5 memories, log position {head}"]
+                         f"agent memory rebuilt: 5 memories, log position {head}",
+                         f"analytics rebuilt: 0 usage record(s), log position {head}"]
     table = store.memory_table()
     await table.open()
     try:

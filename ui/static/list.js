@@ -10,16 +10,22 @@
   const queryFilter = document.getElementById("filter-query");
   // "needs me": only tasks whose row says what they wait for from a person (data-attention).
   const needsMe = document.getElementById("filter-attention");
+  // "archived too": archived tasks are left out of the page unless it was asked for them
+  // (?archived=1); rows archived since it loaded are hidden unless it is checked.
+  const archivedFilter = document.getElementById("filter-archived");
+  const withArchived = archivedFilter.checked;
 
   function applyFilter() {
     const status = statusFilter.value;
     const query = queryFilter.value.trim().toLowerCase();
     const mine = needsMe.checked;
+    const archived = archivedFilter.checked;
     let shown = 0;
     for (const row of rows.children) {
       row.hidden = !((!status || row.dataset.status === status) &&
                      (!query || row.dataset.title.includes(query)) &&
-                     (!mine || Boolean(row.dataset.attention)));
+                     (!mine || Boolean(row.dataset.attention)) &&
+                     (archived || !row.dataset.archived));
       if (!row.hidden) shown += 1;
     }
     document.getElementById("task-count").textContent =
@@ -29,12 +35,17 @@
     if (status) params.set("status", status);
     if (query) params.set("q", query);
     if (mine) params.set("attention", "1");
+    if (archived) params.set("archived", "1");
     const search = params.toString();
     history.replaceState(null, "", search ? "?" + search : location.pathname);
   }
   statusFilter.addEventListener("change", applyFilter);
   queryFilter.addEventListener("input", applyFilter);
   needsMe.addEventListener("change", applyFilter);
+  archivedFilter.addEventListener("change", () => {
+    applyFilter();
+    if (archivedFilter.checked && !withArchived) location.reload(); // the URL asks for them
+  });
 
   function place(html) {
     const template = document.createElement("template");

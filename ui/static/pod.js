@@ -142,7 +142,16 @@
       fetching = false;
     }
   }
-  document.addEventListener("ipa:done", () => refreshState());
+  document.addEventListener("ipa:done", (e) => {
+    // Clone, fork: the answer is a new task, whose page opens.
+    const form = e.detail.form;
+    const made = e.detail.result;
+    if (form && form.dataset.open === "task" && made && made.id) {
+      location.assign(`/pods/${made.id}`);
+      return;
+    }
+    refreshState();
+  });
 
   // -- a project's children: their own events move the board --------------------------------
   // A child's status is on its own stream, not the project's: the page follows every task's

@@ -27,14 +27,13 @@ from typing import Any
 import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector_async
-from psycopg.rows import dict_row
 from psycopg.sql import SQL, Identifier, Literal
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ipa.domain import clean_text
 
 from .database import ConnectionParams
-from .errors import StoreError, StoreUnavailable, one_line
+from .errors import one_line
+from .side_tables import SideTables
 
 TABLE = "ipa_memories"
 STATE_TABLE = "ipa_memory_state"
@@ -97,68 +96,34 @@ def storable(text: str) -> str:
     return clean_text(text.replace("\x00", "\ufffd") if "\x00" in text else text)
 
 
-class MemoryTable:
+class MemoryTable(SideTables):
     """Rows of memories and the state of the model that keeps them (see the module doc)."""
+
+    name = "memory"
 
     def __init__(self, params: ConnectionParams, schema: str = "public",
                  *, pool_size: int = 4) -> None:
-        self._conninfo = params.conninfo()
-        self._describe = params.describe()
-        self._schema = schema
-        self._pool = AsyncConnectionPool(self._conninfo, min_size=1, max_size=pool_size,
-                                          open=False, configure=self._configure,
-                                          kwargs={"row_factory": dict_row})
-        self._opened = False
+        super().__init__(params, schema, pool_size=pool_size, configure=self._configure)
         self._sized: dict[tuple[str, str], tuple[float, int]] = {}
-
-    def _t(self, name: str) -> SQL:
-        return SQL("{}.{}").format(Identifier(self._schema), Identifier(name))
 
     @staticmethod
     async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
         await register_vector_async(conn)
         await conn.set_autocommit(True)
 
-    async def open(self) -> None:
-        """Create the extension and the state table if needed, and open the pool (once)."""
-        if self._opened:
-            return
-        try:
-            async with await psycopg.AsyncConnection.connect(self._conninfo,
-                                                             autocommit=True) as conn:
-                await conn.execute("SELECT pg_advisory_lock(hashtextextended('ipa-schema', 0))")
-                try:
-                    await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-                    await conn.execute(SQL(
-                        "CREATE TABLE IF NOT EXISTS {} (model text PRIMARY KEY, "
-                        "position bigint NOT NULL DEFAULT 0, embedder text NOT NULL, "
-                        "dimensions int NOT NULL)").format(self._t(STATE_TABLE)))
-                finally:
-                    await conn.execute(
-                        "SELECT pg_advisory_unlock(hashtextextended('ipa-schema', 0))")
-            await self._pool.open(wait=True, timeout=10)
-            self._opened = True
-        except psycopg.errors.FeatureNotSupported as e:  # no pgvector in that PostgreSQL
-            raise StoreUnavailable(f"memory: the database at {self._describe} has no pgvector "
-                                   f"extension: {one_line(e)}") from e
-        except (psycopg.Error, TimeoutError) as e:
-            raise StoreUnavailable(f"memory: cannot reach the database at {self._describe}: "
-                                   f"{one_line(e)}") from e
+    async def _create(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """The extension and the state table (each model's table comes with :meth:`create`)."""
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        await conn.execute(SQL(
+            "CREATE TABLE IF NOT EXISTS {} (model text PRIMARY KEY, "
+            "position bigint NOT NULL DEFAULT 0, embedder text NOT NULL, "
+            "dimensions int NOT NULL)").format(self._t(STATE_TABLE)))
 
-    async def close(self) -> None:
-        await self._pool.close()
-        self._opened = False
-
-    @contextlib.asynccontextmanager
-    async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
-        try:
-            async with self._pool.connection() as conn:
-                yield conn
-        except (psycopg.OperationalError, PoolTimeout) as e:
-            raise StoreUnavailable(f"memory: database at {self._describe}: "
-                                   f"{one_line(e)}") from e
-        except psycopg.Error as e:  # a statement PostgreSQL refused: said, never raised raw
-            raise StoreError(f"memory: {one_line(e)}") from e
+    def _unreachable(self, error: Exception) -> str:
+        if isinstance(error, psycopg.errors.FeatureNotSupported):  # no pgvector there
+            return (f"memory: the database at {self._describe} has no pgvector extension: "
+                    f"{one_line(error)}")
+        return super()._unreachable(error)
 
     # -- the model's table ------------------------------------------------------------------
 

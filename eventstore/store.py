@@ -29,7 +29,14 @@ from ipa.domain import TaskEvent, TaskState
 from .audit_key import AuditKey
 from .codec import EventCodec, RecordedEvent, make_transcoder
 from .database import ConnectionParams
-from .errors import AuditKeyError, PositionConflict, StoreError, StoreUnavailable, StreamNotFound
+from .errors import (
+    AuditKeyError,
+    PositionConflict,
+    StoreError,
+    StoreUnavailable,
+    StreamNotFound,
+    VersionConflict,
+)
 from .leases import Fences, Node
 from .manifest import KeyedFrom, ManifestEntry, ManifestRecorder, check_key
 from .memories import MemoryTable
@@ -356,6 +363,21 @@ class EventStore:
             snapshot = self._snapshot_mapper.to_domain_event(row)
             out.append((row.originator_version, snapshot.state))
         return out
+
+    async def append_next(self, stream_id: UUID, event_at: Callable[[int], DomainEvent], *,
+                          what: str, attempts: int = 20) -> int:
+        """Append the one event ``event_at(version)`` makes for the stream's next version
+        (``version``: the stream's newest), again on a concurrent append; its global position.
+        A stream many write to (a ledger): after ``attempts`` conflicts, :class:`StoreError`
+        saying ``what`` is busy."""
+        for _ in range(attempts):
+            version = await self.version(stream_id)
+            try:
+                appended = await self.append(stream_id, [event_at(version)], version)
+            except VersionConflict:
+                continue
+            return appended.positions[-1]
+        raise StoreError(f"{what} is busy: try again")
 
     async def version(self, stream_id: UUID) -> int:
         """The stream's current version (0 when it has no events)."""

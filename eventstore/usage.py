@@ -28,13 +28,11 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from psycopg.sql import SQL, Composable, Identifier
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .database import ConnectionParams
-from .errors import StoreError, StoreUnavailable, one_line
 from .memories import storable
+from .side_tables import SideTables
 
 TABLE = "ipa_usage"
 TASKS_TABLE = "ipa_usage_tasks"
@@ -97,68 +95,30 @@ def dollars(value: float | int) -> Decimal:
     return Decimal(repr(float(value)))
 
 
-class UsageTable:
+class UsageTable(SideTables):
     """Rows of usage and the state of the model that keeps them (see the module doc)."""
+
+    name = "usage"
 
     def __init__(self, params: ConnectionParams, schema: str = "public",
                  *, pool_size: int = 3) -> None:
-        self._conninfo = params.conninfo()
-        self._describe = params.describe()
-        self._schema = schema
-        self._pool = AsyncConnectionPool(self._conninfo, min_size=1, max_size=pool_size,
-                                          open=False, configure=_autocommit,
-                                          kwargs={"row_factory": dict_row})
-        self._opened = False
-
-    def _t(self, name: str) -> SQL:
-        return SQL("{}.{}").format(Identifier(self._schema), Identifier(name))
+        super().__init__(params, schema, pool_size=pool_size)
 
     def tables_of(self, model: str) -> tuple[str, str]:
         """The names of ``model``'s usage table and tasks table."""
         suffix = "" if model == MODEL else "_" + model.replace("~", "_")
         return f"{TABLE}{suffix}", f"{TASKS_TABLE}{suffix}"
 
-    async def open(self) -> None:
-        """Create the state table and the model's tables if needed, and open the pool."""
-        if self._opened:
-            return
-        try:
-            async with await psycopg.AsyncConnection.connect(self._conninfo,
-                                                             autocommit=True) as conn:
-                await conn.execute("SELECT pg_advisory_lock(hashtextextended('ipa-schema', 0))")
-                try:
-                    await conn.execute(SQL(
-                        "CREATE TABLE IF NOT EXISTS {} (model text PRIMARY KEY, "
-                        "position bigint NOT NULL DEFAULT 0)").format(self._t(STATE_TABLE)))
-                    async with conn.transaction():
-                        await self._create_tables(conn, MODEL, replace=False)
-                        await conn.execute(SQL(
-                            "INSERT INTO {} (model, position) VALUES (%s, 0) "
-                            "ON CONFLICT (model) DO NOTHING").format(self._t(STATE_TABLE)),
-                            (MODEL,))
-                finally:
-                    await conn.execute(
-                        "SELECT pg_advisory_unlock(hashtextextended('ipa-schema', 0))")
-            await self._pool.open(wait=True, timeout=10)
-            self._opened = True
-        except (psycopg.Error, TimeoutError) as e:
-            raise StoreUnavailable(f"usage: cannot reach the database at {self._describe}: "
-                                   f"{one_line(e)}") from e
-
-    async def close(self) -> None:
-        await self._pool.close()
-        self._opened = False
-
-    @contextlib.asynccontextmanager
-    async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
-        try:
-            async with self._pool.connection() as conn:
-                yield conn
-        except (psycopg.OperationalError, PoolTimeout) as e:
-            raise StoreUnavailable(f"usage: database at {self._describe}: "
-                                   f"{one_line(e)}") from e
-        except psycopg.Error as e:
-            raise StoreError(f"usage: {one_line(e)}") from e
+    async def _create(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """The state table and the model's tables."""
+        await conn.execute(SQL(
+            "CREATE TABLE IF NOT EXISTS {} (model text PRIMARY KEY, "
+            "position bigint NOT NULL DEFAULT 0)").format(self._t(STATE_TABLE)))
+        async with conn.transaction():
+            await self._create_tables(conn, MODEL, replace=False)
+            await conn.execute(SQL(
+                "INSERT INTO {} (model, position) VALUES (%s, 0) "
+                "ON CONFLICT (model) DO NOTHING").format(self._t(STATE_TABLE)), (MODEL,))
 
     async def _create_tables(self, conn: psycopg.AsyncConnection[Any], model: str, *,
                              replace: bool) -> None:
@@ -408,7 +368,3 @@ class UsagePage:
               "input": r.input_tokens, "output": r.output_tokens,
               "cache_read": r.cache_read_tokens, "cache_write": r.cache_write_tokens,
               "cost": r.cost_usd} for r in rows])
-
-
-async def _autocommit(conn: psycopg.AsyncConnection[Any]) -> None:
-    await conn.set_autocommit(True)

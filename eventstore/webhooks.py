@@ -20,18 +20,16 @@ out and the delivery is due again. Times are the database's clock (``now()``), s
 different clocks agree on what is due.
 
 **Secrets** (:class:`SecretBox`): a webhook's signing secret is kept in its ledger event and
-row sealed with a key derived from the audit key (HMAC-SHA256 in counter mode as the key
-stream, then an HMAC tag over nonce and text), which every node holds and the database never
-does: whoever reads the database alone cannot sign messages a receiver would trust. A store
-without an audit key (tests, benchmarks) keeps them marked ``plain:``.
+row sealed with AES-GCM (``cryptography``) under a key derived from the audit key, which
+every node holds and the database never does: whoever reads the database alone cannot sign
+messages a receiver would trust. A store without an audit key (tests, benchmarks) keeps them
+marked ``plain:``.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
-import hmac
 import json
 import secrets
 from collections.abc import AsyncIterator, Sequence
@@ -40,13 +38,14 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
-from psycopg.sql import SQL, Identifier
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from psycopg.sql import SQL
 
 from .audit_key import AuditKey
 from .database import ConnectionParams
-from .errors import StoreError, StoreUnavailable, one_line
+from .errors import StoreError
+from .side_tables import SideTables
 
 WEBHOOKS = "ipa_webhooks"
 DELIVERIES = "ipa_webhook_deliveries"
@@ -63,45 +62,41 @@ class SecretUnreadable(StoreError):
 
 
 class SecretBox:
-    """Seals webhook secrets with a key derived from the audit key (see the module doc)."""
+    """Seals webhook secrets with AES-GCM under a key derived from the audit key (see the
+    module doc)."""
+
+    _CONTEXT = b"ipa webhook secret"  # bound to every sealed secret (associated data)
 
     def __init__(self, key: AuditKey | None) -> None:
-        self._enc = None if key is None else key.mac(b"ipa webhook secrets: stream").encode()
-        self._mac = None if key is None else key.mac(b"ipa webhook secrets: tag").encode()
+        self._aead = None if key is None else AESGCM(bytes.fromhex(key.mac(b"ipa webhook "
+                                                                             b"secrets")))
 
     def seal(self, secret: str) -> str:
-        if self._enc is None or self._mac is None:
+        if self._aead is None:
             return "plain:" + secret
-        nonce = secrets.token_bytes(16)
-        text = bytes(a ^ b for a, b in zip(secret.encode(), self._stream(nonce, len(secret)),
-                                           strict=False))
-        tag = hmac.new(self._mac, nonce + text, hashlib.sha256).digest()
-        return "v1:" + base64.urlsafe_b64encode(nonce + text + tag).decode()
+        nonce = secrets.token_bytes(12)
+        sealed = self._aead.encrypt(nonce, secret.encode(), self._CONTEXT)
+        return "v1:" + base64.urlsafe_b64encode(nonce + sealed).decode()
 
     def open(self, sealed: str) -> str:
         if sealed.startswith("plain:"):
             return sealed.removeprefix("plain:")
-        if self._enc is None or self._mac is None:
+        if self._aead is None:
             raise SecretUnreadable("the webhook's secret is sealed with an audit key, and this "
                                    "store was opened without one")
         try:
+            if not sealed.startswith("v1:"):
+                raise ValueError(sealed[:8])
             raw = base64.urlsafe_b64decode(sealed.removeprefix("v1:"))
         except ValueError:
             raise SecretUnreadable("the webhook's secret is not sealed the way ipa seals "
                                    "it") from None
-        nonce, text, tag = raw[:16], raw[16:-32], raw[-32:]
-        expected = hmac.new(self._mac, nonce + text, hashlib.sha256).digest()
-        if not sealed.startswith("v1:") or not hmac.compare_digest(tag, expected):
+        try:
+            return self._aead.decrypt(raw[:12], raw[12:], self._CONTEXT).decode()
+        except (InvalidTag, ValueError):
             raise SecretUnreadable("the webhook's secret was sealed with another audit key "
-                                   "(or edited): remove the webhook and register it again")
-        stream = self._stream(nonce, len(text))
-        return bytes(a ^ b for a, b in zip(text, stream, strict=True)).decode()
-
-    def _stream(self, nonce: bytes, size: int) -> bytes:
-        assert self._enc is not None
-        blocks = [hmac.new(self._enc, nonce + i.to_bytes(4, "big"), hashlib.sha256).digest()
-                  for i in range(size // 32 + 1)]
-        return b"".join(blocks)[:size]
+                                   "(or edited): remove the webhook and register it again"
+                                   ) from None
 
 
 @dataclass(frozen=True)
@@ -155,58 +150,20 @@ class Recorded:
     to_disable: list[tuple[str, int, str]]
 
 
-class WebhookTable:
+class WebhookTable(SideTables):
     """The webhook tables of one database (see the module doc)."""
+
+    name = "webhooks"
 
     def __init__(self, params: ConnectionParams, schema: str = "public", *,
                  pool_size: int = 4) -> None:
-        self._conninfo = params.conninfo()
-        self._describe = params.describe()
-        self._schema = schema
-        self._pool = AsyncConnectionPool(self._conninfo, min_size=1, max_size=pool_size,
-                                          open=False, kwargs={"row_factory": dict_row,
-                                                              "autocommit": True})
-        self._opened = False
+        super().__init__(params, schema, pool_size=pool_size)
 
-    def _t(self, name: str) -> SQL:
-        return SQL("{}.{}").format(Identifier(self._schema), Identifier(name))
-
-    async def open(self) -> None:
-        """Create the tables if needed and open the pool (once)."""
-        if self._opened:
-            return
-        try:
-            async with await psycopg.AsyncConnection.connect(self._conninfo,
-                                                             autocommit=True) as conn:
-                await conn.execute("SELECT pg_advisory_lock(hashtextextended('ipa-schema', 0))")
-                try:
-                    for statement in _SCHEMA:
-                        await conn.execute(SQL(statement).format(
-                            webhooks=self._t(WEBHOOKS), deliveries=self._t(DELIVERIES),
-                            state=self._t(STATE)))
-                finally:
-                    await conn.execute(
-                        "SELECT pg_advisory_unlock(hashtextextended('ipa-schema', 0))")
-            await self._pool.open(wait=True, timeout=10)
-            self._opened = True
-        except (psycopg.Error, TimeoutError) as e:
-            raise StoreUnavailable(f"webhooks: cannot reach the database at {self._describe}: "
-                                   f"{one_line(e)}") from e
-
-    async def close(self) -> None:
-        await self._pool.close()
-        self._opened = False
-
-    @contextlib.asynccontextmanager
-    async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
-        try:
-            async with self._pool.connection() as conn:
-                yield conn
-        except (psycopg.OperationalError, PoolTimeout) as e:
-            raise StoreUnavailable(f"webhooks: database at {self._describe}: "
-                                   f"{one_line(e)}") from e
-        except psycopg.Error as e:
-            raise StoreError(f"webhooks: {one_line(e)}") from e
+    async def _create(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        for statement in _SCHEMA:
+            await conn.execute(SQL(statement).format(
+                webhooks=self._t(WEBHOOKS), deliveries=self._t(DELIVERIES),
+                state=self._t(STATE)))
 
     # -- the dispatcher's position and its pages ---------------------------------------------
 

@@ -78,7 +78,6 @@ from ipa.eventstore import (
     RecordedEvent,
     StoreError,
     StoreUnavailable,
-    VersionConflict,
 )
 from ipa.eventstore.webhooks import (
     Claimed,
@@ -561,17 +560,9 @@ class Webhooks:
 
     async def _ledger(self, event_type: type[WebhookEvent], actor: str, **fields: Any) -> int:
         """Append one event to the webhook ledger (again on a concurrent append)."""
-        for _ in range(20):
-            version = await self._store.version(WEBHOOK_LEDGER)
-            event = event_type(originator_id=WEBHOOK_LEDGER, originator_version=version + 1,
-                               timestamp=_now(), actor=actor, correlation_id="",
-                               causation_id=None, **fields)
-            try:
-                appended = await self._store.append(WEBHOOK_LEDGER, [event], version)
-            except VersionConflict:
-                continue
-            return appended.positions[-1]
-        raise StoreError("the webhook ledger is busy: try again")
+        return await self._store.append_next(WEBHOOK_LEDGER, lambda version: event_type(
+            originator_id=WEBHOOK_LEDGER, originator_version=version + 1, timestamp=_now(),
+            actor=actor, correlation_id="", causation_id=None, **fields), what="the webhook ledger")
 
 
 def _now() -> datetime:

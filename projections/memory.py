@@ -56,12 +56,11 @@ from ipa.eventstore import (
     RecordedEvent,
     StoreError,
     StoreUnavailable,
-    VersionConflict,
 )
 from ipa.eventstore.memories import MODEL, MemoryTable, Page, PositionMoved, Recorded
 
 from .embedders import Embedder, EmbedderError, load, vectors
-from .follow import follow
+from .follow import TableModel, follow
 
 log = logging.getLogger(__name__)
 
@@ -142,25 +141,18 @@ def query_text(state: TaskState, job: Job) -> str:
     return f"{state.title}\n{state.description[:2000]}\n{job.phase} {job.agent}"
 
 
-class Memory:
+class Memory(TableModel):
     """The memory read model, and what people do with it (see the module doc)."""
+
+    name = "memory"
+    off_note = " (agents run without it)"
 
     def __init__(self, store: EventStore, table: MemoryTable,
                  settings: MemorySettings | None = None, *, model: str = MODEL,
                  embedder: Embedder | None = None) -> None:
-        self._store = store
-        self._table = table
+        super().__init__(store, table, model)
         self.settings = settings or MemorySettings()
-        self.model = model
         self._embedder = embedder
-        self.problem: str | None = None
-        """Why memory is off (``None``: it works)."""
-        self._position = 0
-        self._advanced = anyio.Event()
-
-    @property
-    def position(self) -> int:
-        return self._position
 
     @property
     def table(self) -> MemoryTable:
@@ -206,13 +198,6 @@ class Memory:
             return
         self._position = position
 
-    async def close(self) -> None:
-        await self._table.close()
-
-    def _off(self, problem: str) -> None:
-        self.problem = problem
-        log.warning("memory is off: %s (agents run without it)", problem)
-
     # -- folding ----------------------------------------------------------------------------
 
     async def catch_up(self, progress: Progress | None = None, *, strict: bool = False) -> int:
@@ -230,8 +215,7 @@ class Memory:
             except PositionMoved:  # another process applied it: follow
                 state = await self._table.state(self.model)
                 self._position = state[0] if state else 0
-                self._advanced.set()
-                self._advanced = anyio.Event()
+                self._moved()
                 continue
             except EmbedderError as e:
                 if strict:
@@ -247,8 +231,7 @@ class Memory:
                 self._off(f"memory stopped after log position {self._position}: {e}")
                 return self._position
             self._position = page[-1].position
-            self._advanced.set()
-            self._advanced = anyio.Event()
+            self._moved()
             if scopes and not strict:
                 await self._evict(scopes)
             if progress:
@@ -349,10 +332,6 @@ class Memory:
         except StoreError as e:
             log.warning("memory: %s; catching up with the next event", e)
 
-    async def wait_for(self, position: int) -> None:
-        """Return once events up to ``position`` are applied (bound it with a timeout)."""
-        while self._position < position and self.problem is None:
-            await self._advanced.wait()
 
     # -- finding ----------------------------------------------------------------------------
 
@@ -465,17 +444,9 @@ class Memory:
 
     async def _ledger(self, event_type: type[MemoryEvent], actor: str, **fields: Any) -> int:
         """Append one event to the memory ledger (again on a concurrent append)."""
-        for _ in range(20):
-            version = await self._store.version(MEMORY_LEDGER)
-            event = event_type(originator_id=MEMORY_LEDGER, originator_version=version + 1,
-                               timestamp=_now(), actor=actor, correlation_id="",
-                               causation_id=None, **fields)
-            try:
-                appended = await self._store.append(MEMORY_LEDGER, [event], version)
-            except VersionConflict:
-                continue
-            return appended.positions[-1]
-        raise StoreError("the memory ledger is busy: try again")
+        return await self._store.append_next(MEMORY_LEDGER, lambda version: event_type(
+            originator_id=MEMORY_LEDGER, originator_version=version + 1, timestamp=_now(),
+            actor=actor, correlation_id="", causation_id=None, **fields), what="the memory ledger")
 
     # -- rebuilding -------------------------------------------------------------------------
 

@@ -43,7 +43,7 @@ from ipa.eventstore.usage import (
     dollars,
 )
 
-from .follow import follow
+from .follow import TableModel, follow
 
 log = logging.getLogger(__name__)
 
@@ -159,21 +159,13 @@ def group_keys(text: str | None, default: str = "day") -> tuple[str, ...]:
     return keys
 
 
-class Usage:
+class Usage(TableModel):
     """The usage read model and its reports (see the module doc)."""
 
-    def __init__(self, store: EventStore, table: UsageTable, *, model: str = MODEL) -> None:
-        self._store = store
-        self._table = table
-        self.model = model
-        self.problem: str | None = None
-        """Why analytics is off (``None``: it works)."""
-        self._position = 0
-        self._advanced = anyio.Event()
+    name = "analytics"
 
-    @property
-    def position(self) -> int:
-        return self._position
+    def __init__(self, store: EventStore, table: UsageTable, *, model: str = MODEL) -> None:
+        super().__init__(store, table, model)
 
     @property
     def table(self) -> UsageTable:
@@ -187,14 +179,6 @@ class Usage:
             self._position = await self._table.position(self.model) or 0
         except StoreError as e:
             self._off(str(e))
-
-    async def close(self) -> None:
-        await self._table.close()
-
-    def _off(self, problem: str) -> None:
-        self.problem = problem
-        log.warning("analytics is off: %s", problem)
-        self._moved()  # whoever waits for a position learns it will not come
 
     # -- folding ----------------------------------------------------------------------------
 
@@ -227,10 +211,6 @@ class Usage:
             self._moved()
             if progress:
                 progress(self._position, max(head, self._position))
-
-    def _moved(self) -> None:
-        self._advanced.set()
-        self._advanced = anyio.Event()
 
     async def _apply(self, page: list[RecordedEvent], strict: bool) -> None:
         created: list[TaskFacts] = []
@@ -286,11 +266,6 @@ class Usage:
         finally:
             with anyio.CancelScope(shield=True):
                 await self.close()
-
-    async def wait_for(self, position: int) -> None:
-        """Return once events up to ``position`` are applied (bound it with a timeout)."""
-        while self._position < position and self.problem is None:
-            await self._advanced.wait()
 
     async def rebuild(self, progress: Progress | None = None) -> int:
         """Replay the whole log into new tables and swap them in; return the position. An

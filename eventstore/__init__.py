@@ -25,6 +25,7 @@ from .integrity import Audit, Finding, ManifestSummary, verify_stream
 from .leases import LeaseLost, Node, NodeIdTaken, NodeRow
 from .lock import LOCK_FILE, DataDirInUse, data_dir_lock, read_holder
 from .memories import MemoryTable
+from .side_tables import PositionMoved
 from .store import EventStore, StoreSettings
 from .tail import Subscription
 from .usage import UsageTable
@@ -55,6 +56,7 @@ __all__ = [
     "StoreError",
     "StoreSettings",
     "StoreUnavailable",
+    "PositionMoved",
     "StreamNotFound",
     "Subscription",
     "TaskBundle",

@@ -70,10 +70,6 @@ most of the table (an exact scan: 100 ms at 100,000 rows, and quadratic for the 
 queries are not prepared either: a generic plan, blind to the vector, picked the same."""
 
 
-class PositionMoved(Exception):
-    """Another process applied the page first (the saved position is not the one read)."""
-
-
 @dataclass(frozen=True)
 class Recorded:
     """A ``MemoryRecorded`` to apply: its row's fields and its vector."""
@@ -228,16 +224,10 @@ class MemoryTable(SideTables):
     async def page(self, model: str, start: int) -> AsyncIterator[Page]:
         """A transaction that applies one page of the log after position ``start``;
         :class:`PositionMoved` when the model is no longer at ``start``."""
-        async with self._conn() as conn, conn.transaction():
-            row = await (await conn.execute(SQL(
-                "SELECT position FROM {} WHERE model = %s FOR UPDATE"
-            ).format(self._t(STATE_TABLE)), (model,))).fetchone()
-            if row is None or row["position"] != start:
-                raise PositionMoved(model)
-            page = Page(conn, self._t(self.table_of(model)))
+        async with self._held(STATE_TABLE, "model", model, start) as held:
+            page = Page(held.conn, self._t(self.table_of(model)))
             yield page
-            await conn.execute(SQL("UPDATE {} SET position = %s WHERE model = %s").format(
-                self._t(STATE_TABLE)), (page.position or start, model))
+            held.position = page.position or start
 
     # -- reading ----------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import psycopg
@@ -23,6 +24,19 @@ from .errors import StoreError, StoreUnavailable, one_line
 
 SCHEMA_LOCK = "SELECT pg_advisory_{}(hashtextextended('ipa-schema', 0))"
 """The advisory lock every process holds while it creates or changes tables."""
+
+
+class PositionMoved(Exception):
+    """Another process applied the page first (the saved position is not the one read)."""
+
+
+@dataclass
+class Held:
+    """A page's transaction (:meth:`SideTables._held`): ``conn``, and the ``position`` saved
+    when it commits (the page's last applied position; at first the one it started from)."""
+
+    conn: psycopg.AsyncConnection[dict[str, Any]]
+    position: int
 
 
 async def _autocommit(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -90,3 +104,20 @@ class SideTables:
                                    f"{one_line(e)}") from e
         except psycopg.Error as e:  # a statement PostgreSQL refused: said, never raised raw
             raise StoreError(f"{self.name}: {one_line(e)}") from e
+
+    @contextlib.asynccontextmanager
+    async def _held(self, state: str, key: str, value: str, start: int) -> AsyncIterator[Held]:
+        """A transaction that applies one page of the log after position ``start``: the row of
+        ``state`` whose ``key`` is ``value`` is locked and must still be at ``start`` (else
+        :class:`PositionMoved`: another process, another node, applied the page), and the
+        position set in :class:`Held` is saved with the page."""
+        async with self._conn() as conn, conn.transaction():
+            row = await (await conn.execute(SQL(
+                "SELECT position FROM {} WHERE {} = %s FOR UPDATE"
+            ).format(self._t(state), Identifier(key)), (value,))).fetchone()
+            if row is None or row["position"] != start:
+                raise PositionMoved(value)
+            held = Held(conn, start)
+            yield held
+            await conn.execute(SQL("UPDATE {} SET position = %s WHERE {} = %s").format(
+                self._t(state), Identifier(key)), (held.position, value))

@@ -196,17 +196,11 @@ class UsageTable(SideTables):
     async def page(self, model: str, start: int) -> AsyncIterator[UsagePage]:
         """A transaction that applies one page of the log after position ``start``;
         :class:`PositionMoved` when the model is no longer at ``start``."""
-        async with self._conn() as conn, conn.transaction():
-            row = await (await conn.execute(SQL(
-                "SELECT position FROM {} WHERE model = %s FOR UPDATE"
-            ).format(self._t(STATE_TABLE)), (model,))).fetchone()
-            if row is None or row["position"] != start:
-                raise PositionMoved(model)
+        async with self._held(STATE_TABLE, "model", model, start) as held:
             usage, tasks = self.tables_of(model)
-            page = UsagePage(conn, self._t(usage), self._t(tasks))
+            page = UsagePage(held.conn, self._t(usage), self._t(tasks))
             yield page
-            await conn.execute(SQL("UPDATE {} SET position = %s WHERE model = %s").format(
-                self._t(STATE_TABLE)), (page.position or start, model))
+            held.position = page.position or start
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -307,10 +301,6 @@ class UsageReader:
             "FROM {} WHERE task_id = ANY(%(ids)s::uuid[])").format(self.tasks),
             {"ids": list(task_ids)})
         return {row["task_id"]: row for row in rows}
-
-
-class PositionMoved(Exception):
-    """Another process applied the page first (the saved position is not the one read)."""
 
 
 class UsagePage:

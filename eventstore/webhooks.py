@@ -53,10 +53,6 @@ STATE = "ipa_webhook_state"
 DISPATCHER = "webhooks"
 
 
-class PositionMoved(Exception):
-    """Another node enqueued the page first (the saved position is not the one read)."""
-
-
 class SecretUnreadable(StoreError):
     """A sealed secret cannot be opened: sealed with another audit key, or edited."""
 
@@ -182,20 +178,14 @@ class WebhookTable(SideTables):
         """A transaction that enqueues one page of the log after position ``start``; the
         deliveries it inserts are held by ``claim`` for ``lease`` seconds. Raises
         :class:`PositionMoved` when the position is no longer ``start``."""
-        async with self._conn() as conn, conn.transaction():
-            row = await (await conn.execute(SQL(
-                "SELECT position FROM {} WHERE name = %s FOR UPDATE").format(self._t(STATE)),
-                (name,))).fetchone()
-            if row is None or row["position"] != start:
-                raise PositionMoved(name)
-            hooks = await (await conn.execute(SQL(
+        async with self._held(STATE, "name", name, start) as held:
+            hooks = await (await held.conn.execute(SQL(
                 "SELECT id::text AS id, url, events, secret, enabled FROM {}"
             ).format(self._t(WEBHOOKS)))).fetchall()
-            page = Page(conn, self._t, {h["id"]: h for h in hooks}, claim, lease)
+            page = Page(held.conn, self._t, {h["id"]: h for h in hooks}, claim, lease)
             yield page
             await page.flush()
-            await conn.execute(SQL("UPDATE {} SET position = %s WHERE name = %s").format(
-                self._t(STATE)), (page.position or start, name))
+            held.position = page.position or start
 
     # -- sending ----------------------------------------------------------------------------
 

@@ -75,6 +75,7 @@ from ipa.domain import (
 from ipa.domain.webhooks import MESSAGE_EVENTS
 from ipa.eventstore import (
     EventStore,
+    PositionMoved,
     RecordedEvent,
     StoreError,
     StoreUnavailable,
@@ -84,7 +85,6 @@ from ipa.eventstore.webhooks import (
     NewDelivery,
     Outcome,
     Page,
-    PositionMoved,
     SecretBox,
     SecretUnreadable,
     WebhookTable,

@@ -53,11 +53,12 @@ from ipa.domain import (
 )
 from ipa.eventstore import (
     EventStore,
+    PositionMoved,
     RecordedEvent,
     StoreError,
     StoreUnavailable,
 )
-from ipa.eventstore.memories import MODEL, MemoryTable, Page, PositionMoved, Recorded
+from ipa.eventstore.memories import MODEL, MemoryTable, Page, Recorded
 
 from .embedders import Embedder, EmbedderError, load, vectors
 from .follow import TableModel, follow

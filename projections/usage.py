@@ -31,12 +31,11 @@ import anyio
 from anyio.abc import TaskStatus
 
 from ipa.domain import BudgetSet, ChildFinished, TaskCreated, TaskLinked, UsageRecorded
-from ipa.eventstore import EventStore, RecordedEvent, StoreError, StoreUnavailable
+from ipa.eventstore import EventStore, PositionMoved, RecordedEvent, StoreError, StoreUnavailable
 from ipa.eventstore.usage import (
     GROUPS,
     MODEL,
     TIME_GROUPS,
-    PositionMoved,
     TaskFacts,
     UsageTable,
     Used,

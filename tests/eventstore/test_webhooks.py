@@ -10,11 +10,10 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
-from ipa.eventstore import AuditKey, EventStore
+from ipa.eventstore import AuditKey, EventStore, PositionMoved
 from ipa.eventstore.webhooks import (
     NewDelivery,
     Outcome,
-    PositionMoved,
     SecretBox,
     SecretUnreadable,
     WebhookTable,

@@ -30,9 +30,6 @@ import anyio
 
 from ipa.eventstore import DataDirInUse
 from ipa.eventstore.bundle import MAX_BUNDLE, MEDIA_TYPE, BundleRefused, TaskBundle
-from ipa.pods import RepositoryPolicy, RepositoryRefused, WorkspaceError, WorkspaceManager
-from ipa.pods.transfer import export_bundle, import_bundle
-from ipa.projections import TaskList
 
 from .client import ApiCallError
 from .runtime import Settings, open_store, running_server_url
@@ -92,6 +89,9 @@ def _sha256(text: str) -> str:
 
 
 async def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
+    from ipa.pods import WorkspaceError, WorkspaceManager  # here: pods load in ~0.7 s
+    from ipa.pods.transfer import export_bundle
+
     if args.output is None and sys.stdout.isatty():
         print("ipa: a bundle is binary: redirect it (ipa export TASK_ID > task.ipa) or give "
               "-o FILE", file=sys.stderr)
@@ -122,6 +122,8 @@ async def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    from ipa.pods import RepositoryRefused, WorkspaceError  # here: pods load in ~0.7 s
+
     data = await anyio.to_thread.run_sync(_read, args.file)
     digest = hashlib.sha256(data).hexdigest()
     if args.sha256 is not None and digest != args.sha256:
@@ -152,6 +154,10 @@ async def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
 async def _import_here(settings: Settings, args: argparse.Namespace,
                        data: bytes) -> dict[str, Any]:
     """Import on the data dir itself; through its server when one holds its lock."""
+    from ipa.pods import RepositoryPolicy
+    from ipa.pods.transfer import import_bundle
+    from ipa.projections import TaskList
+
     bundle = await anyio.to_thread.run_sync(TaskBundle.read, data)  # before the store opens
     try:
         async with open_store(settings, create=True, lock="ipa import") as store:

@@ -463,9 +463,15 @@ class Supervisor:
         slot = self._slots.get(task_id)
         if slot is None:
             raise PodNotRunning(task_id)
+        await self._stop(task_id, slot)
+
+    async def _stop(self, task_id: UUID, slot: _Slot) -> None:
+        """Cancel ``slot``'s pod and wait for it; a pod that ended meanwhile returns at once,
+        and a slot put in its place since (a restart) is left alone."""
         slot.scope.cancel()
         await slot.done.wait()
-        self._slots.pop(task_id, None)
+        if self._slots.get(task_id) is slot:
+            del self._slots[task_id]
 
     async def wait_stopped(self, task_id: UUID) -> None:
         """Return once the task's pod has ended (at once if it has none)."""
@@ -572,9 +578,11 @@ class Supervisor:
         with anyio.move_on_after(deadline):
             while any(pod.scheduler.running for pod in pods):
                 await anyio.sleep(0.05)
-        for task_id in list(self._slots):
+        # Pods may end on their own while others are being stopped (a task just cancelled):
+        # each slot is stopped as it was listed.
+        for task_id, slot in list(self._slots.items()):
             with anyio.CancelScope(shield=True):
-                await self.stop(task_id)
+                await self._stop(task_id, slot)
         for pod in pods:
             with anyio.CancelScope(shield=True):
                 try:

@@ -6,7 +6,12 @@ permissions of every parent directory of its data dir).
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -19,6 +24,48 @@ import pytest
 from ipa.eventstore import ConnectionParams, EventStore, StoreSettings, embedded_postgres
 
 from .eventstore.helpers import AUDIT_KEY
+
+# A test about to hit pytest-timeout prints the stack of every asyncio task first (its
+# "Captured stderr" shows what each one waits for): the timeout's own dump shows threads only.
+DUMP_BEFORE_TIMEOUT = 10.0
+
+
+def _dump_asyncio_tasks(signum: int, frame: object) -> None:
+    loop = asyncio._get_running_loop()
+    if loop is None:
+        return
+    tasks = asyncio.all_tasks(loop)
+    print(f"\n--- {len(tasks)} asyncio tasks, each with what it awaits ---", file=sys.stderr)
+    for task in tasks:
+        print(f"{task.get_name()}:", file=sys.stderr)
+        awaited = task.get_coro()
+        while awaited is not None:  # the coroutine chain: get_stack shows only its top
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+            if frame is not None:
+                print(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}",
+                      file=sys.stderr)
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGUSR1, _dump_asyncio_tasks)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    timeout = float(item.config.getini("timeout") or 0)
+    timer = None
+    if timeout > DUMP_BEFORE_TIMEOUT:
+        timer = threading.Timer(timeout - DUMP_BEFORE_TIMEOUT, os.kill,
+                                (os.getpid(), signal.SIGUSR1))
+        timer.daemon = True
+        timer.start()
+    try:
+        return (yield)
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 @pytest.fixture(scope="session")

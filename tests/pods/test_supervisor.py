@@ -109,6 +109,28 @@ async def test_shutdown_lets_running_steps_finish_and_snapshots_every_pod(
     assert [v for v, _ in await store.snapshots(pod.task_id)][-1] == state.version
 
 
+async def test_shutdown_stops_every_pod_while_others_end_on_their_own(
+    pod_env, create_task, store: EventStore
+) -> None:
+    supervisor = Supervisor(pod_env)
+    async with anyio.create_task_group() as tg:
+        await tg.start(supervisor.run)
+        busy = await supervisor.start(await create_task("busy"))
+        await busy.execute(QueueJob(job_id="long", agent="developer",
+                                    spec=python("import time; time.sleep(30)")))
+        await wait_for(busy, lambda s: job(s, "long").status.value == "running")
+        ending = [await supervisor.start(await create_task(f"ending {n}")) for n in range(5)]
+        for pod in ending:  # these pods end by themselves while the busy one is being stopped
+            await pod.execute(Cancel(reason="done with"))
+        await supervisor.shutdown(deadline=0)
+        assert supervisor.pods() == []
+        tg.cancel_scope.cancel()
+
+    assert job(await store.load(busy.task_id), "long").status.value != "running"
+    for pod in ending:
+        assert (await store.load(pod.task_id)).status is Status.cancelled
+
+
 async def test_after_sigkill_every_task_comes_back_and_interrupted_runs_are_retried(
     database, store: EventStore, create_task, tmp_path: Path
 ) -> None:

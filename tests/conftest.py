@@ -7,6 +7,8 @@ permissions of every parent directory of its data dir).
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import os
 import signal
 import sys
@@ -18,6 +20,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import anyio
 import psycopg
 import pytest
 
@@ -25,9 +28,12 @@ from ipa.eventstore import ConnectionParams, EventStore, StoreSettings, embedded
 
 from .eventstore.helpers import AUDIT_KEY
 
-# A test about to hit pytest-timeout prints the stack of every asyncio task first (its
-# "Captured stderr" shows what each one waits for): the timeout's own dump shows threads only.
+# Before pytest-timeout ends a test (it raises wherever the event loop happens to be, which
+# abandons an async test's tasks and can hang the teardown after it), the test prints the stack
+# of every asyncio task ("Captured stderr": what each one waits for), then an async test is
+# cancelled from inside, so its task groups and fixtures unwind as on any other failure.
 DUMP_BEFORE_TIMEOUT = 10.0
+CANCEL_BEFORE_TIMEOUT = 5.0
 
 
 def _dump_asyncio_tasks(signum: int, frame: object) -> None:
@@ -52,20 +58,39 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGUSR1, _dump_asyncio_tasks)
 
 
+def _timeout(item: pytest.Item) -> float:
+    marker = item.get_closest_marker("timeout")
+    if marker is not None and marker.args:
+        return float(marker.args[0])
+    return float(item.config.getini("timeout") or 0)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item):
-    timeout = float(item.config.getini("timeout") or 0)
+    timeout = _timeout(item)
     timer = None
     if timeout > DUMP_BEFORE_TIMEOUT:
         timer = threading.Timer(timeout - DUMP_BEFORE_TIMEOUT, os.kill,
                                 (os.getpid(), signal.SIGUSR1))
         timer.daemon = True
         timer.start()
+        test = getattr(item, "obj", None)
+        if inspect.iscoroutinefunction(test):
+            item.obj = _bounded(test, timeout - CANCEL_BEFORE_TIMEOUT)
     try:
         return (yield)
     finally:
         if timer is not None:
             timer.cancel()
+
+
+def _bounded(test, seconds: float):
+    @functools.wraps(test)
+    async def bounded(*args, **kwargs):
+        with anyio.fail_after(seconds):
+            return await test(*args, **kwargs)
+
+    return bounded
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,7 @@ import ssl
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 import anyio
 from standardwebhooks import Webhook
@@ -171,12 +172,31 @@ class AddressGuard:
 @dataclass(frozen=True)
 class Attempt:
     """How one attempt went: ``ok`` (a 2xx), the status code (``None``: no answer), the error
-    in one line, and how long it took."""
+    in one line, how long it took, and how long the receiver asked us to wait before the next
+    one (its ``Retry-After``, in seconds)."""
 
     ok: bool
     status_code: int | None
     error: str | None
     duration_ms: float
+    retry_after: float | None = None
+
+
+def retry_after_seconds(value: str | None, now: datetime) -> float | None:
+    """A ``Retry-After`` header (RFC 9110 §10.2.3: delay-seconds or an HTTP date) in seconds
+    from ``now``; ``None`` when absent or not one of the two forms (a date past is 0)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        at = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if at.tzinfo is None:  # "-0000": UTC, as HTTP dates are
+        at = at.replace(tzinfo=UTC)
+    return max(0.0, (at - now).total_seconds())
 
 
 def sign(secret: str, delivery_id: str, at: datetime, body: str) -> dict[str, str]:
@@ -208,8 +228,9 @@ class Courier:
         """Send ``delivery`` once; never raises for what the receiver or the network does."""
         started = time.perf_counter()
 
-        def done(ok: bool, code: int | None, error: str | None) -> Attempt:
-            return Attempt(ok, code, error, (time.perf_counter() - started) * 1000)
+        def done(ok: bool, code: int | None, error: str | None,
+                 retry_after: float | None = None) -> Attempt:
+            return Attempt(ok, code, error, (time.perf_counter() - started) * 1000, retry_after)
 
         try:
             with anyio.fail_after(self._timeout):
@@ -230,5 +251,6 @@ class Courier:
             return done(False, code, f"HTTP {code}: redirected to {answer.location or 'nowhere'}"
                         "; webhooks follow no redirects: register the final URL")
         text = " ".join(answer.body.decode("utf-8", "replace").split())
-        return done(False, code, f"HTTP {code}: {text or 'no body'}")
+        return done(False, code, f"HTTP {code}: {text or 'no body'}",
+                    retry_after_seconds(answer.retry_after, datetime.now(UTC)))
 

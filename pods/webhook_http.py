@@ -63,6 +63,8 @@ class Answer:
     location: str | None
     body: bytes
     """Its first :data:`KEPT_BYTES` bytes."""
+    retry_after: str | None = None
+    """Its ``Retry-After`` header as sent (seconds or an HTTP date), if any."""
 
 
 class PinnedResolver(AbstractResolver):
@@ -165,7 +167,9 @@ async def _answer(response: aiohttp.ClientResponse) -> Answer:
     except aiohttp.ClientPayloadError:
         pass
     location = response.headers.get("Location")
-    return Answer(response.status, None if location is None else location[:300], bytes(kept))
+    retry_after = response.headers.get("Retry-After")
+    return Answer(response.status, None if location is None else location[:300], bytes(kept),
+                  None if retry_after is None else retry_after[:100])
 
 
 def _unreachable(e: aiohttp.ClientConnectorError) -> str:

@@ -15,7 +15,8 @@
   senders; others (retries, those a stopped node held) are claimed when due. At most
   ``concurrency`` attempts run at once (:class:`~ipa.pods.webhook_delivery.Courier`). A failed
   attempt is tried again after an exponential backoff with jitter (``backoff_base`` doubling up
-  to ``backoff_cap``), until ``retry_for`` seconds after the event (a day), then the delivery
+  to ``backoff_cap``), or after the receiver's ``Retry-After`` when it asks for longer (up to
+  ``backoff_cap``), until ``retry_for`` seconds after the event (a day), then the delivery
   is ``failed``. ``max_failures`` failed attempts in a row disable the webhook
   (``WebhookDisabled``, by ``ipa``) until a person enables it: events in between are not
   delivered to it. Outcomes are written in batches; each is counted in
@@ -92,7 +93,7 @@ from ipa.eventstore.webhooks import (
 from ipa.projections.follow import follow
 from ipa.telemetry import WEBHOOK_DELIVERIES
 
-from .webhook_delivery import AddressGuard, Courier
+from .webhook_delivery import AddressGuard, Attempt, Courier
 
 log = logging.getLogger(__name__)
 
@@ -404,7 +405,7 @@ class Webhooks:
                     attempt = await courier.attempt(delivery, secret)
                     outcome = Outcome(delivery.id, delivery.webhook_id, attempt.ok,
                                       attempt.status_code, attempt.error, attempt.duration_ms,
-                                      0.0 if attempt.ok else self._delay(delivery))
+                                      0.0 if attempt.ok else self._delay(delivery, attempt))
                 if self._outcomes_in is not None:
                     self._outcomes_in.send_nowait(outcome)
                 self._held.pop(delivery.id, None)  # until then a stop releases it
@@ -414,9 +415,13 @@ class Webhooks:
         lease, timeout = self.settings.lease, self.settings.timeout
         return time.monotonic() + max(lease / 2, lease - timeout - 1)
 
-    def _delay(self, delivery: Claimed) -> float:
-        return retry_delay(delivery.attempts + 1, random.random(), self.settings.backoff_base,
-                           self.settings.backoff_cap)
+    def _delay(self, delivery: Claimed, attempt: Attempt | None = None) -> float:
+        """The wait before the next attempt: the backoff, or longer when the receiver asked
+        for longer (``Retry-After``), though never more than the longest backoff."""
+        backoff = retry_delay(delivery.attempts + 1, random.random(), self.settings.backoff_base,
+                              self.settings.backoff_cap)
+        asked = attempt.retry_after if attempt is not None else None
+        return backoff if asked is None else max(backoff, min(asked, self.settings.backoff_cap))
 
     def _secret(self, delivery: Claimed) -> str:
         secret = self._secrets.get(delivery.secret)

@@ -12,7 +12,7 @@ from standardwebhooks import Webhook
 
 from ipa.eventstore.webhooks import Claimed
 from ipa.pods import AddressGuard, AddressRefused
-from ipa.pods.webhook_delivery import Courier, refused_address, sign
+from ipa.pods.webhook_delivery import Courier, refused_address, retry_after_seconds, sign
 
 from .webhook_receiver import Receiver
 
@@ -170,3 +170,34 @@ async def test_no_receiver_listening_is_a_failure_without_a_status() -> None:
 
     assert not attempt.ok and attempt.status_code is None
     assert attempt.error.startswith("cannot connect")
+
+
+NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("header", "seconds"), [
+    (None, None),
+    ("120", 120.0),
+    (" 0 ", 0.0),
+    ("Sat, 21 Nov 2026 09:01:30 GMT", 90.0),
+    ("Sat, 21 Nov 2026 08:00:00 GMT", 0.0),  # a date past: at once
+    ("-5", None),
+    ("1.5", None),
+    ("soon", None),
+    ("١٢٠", None),  # digits, but not ASCII ones
+])
+def test_retry_after_is_read_as_seconds_or_an_http_date(
+    header: str | None, seconds: float | None,
+) -> None:
+    assert retry_after_seconds(header, NOW) == seconds
+
+
+async def test_an_answer_with_retry_after_says_how_long_to_wait() -> None:
+    courier = Courier(AddressGuard(allow_private=True), timeout=5.0)
+    try:
+        with Receiver(status=429, secret=SECRET, retry_after="7").running() as receiver:
+            attempt = await courier.attempt(_claimed(receiver.url), SECRET)
+    finally:
+        await courier.aclose()
+
+    assert (attempt.ok, attempt.status_code, attempt.retry_after) == (False, 429, 7.0)

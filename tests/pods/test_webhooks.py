@@ -129,6 +129,22 @@ async def test_a_receiver_that_fails_then_recovers_gets_the_message_with_the_sam
     assert WEBHOOK_DELIVERIES.labels(outcome="retrying")._value.get() - before == 3
 
 
+async def test_a_receivers_retry_after_is_waited_out_before_the_next_attempt(
+    store: EventStore,
+) -> None:
+    settings = replace(FAST, backoff_cap=30.0)  # the backoff alone would retry within 0.1 s
+    with Receiver(fail_first=1, fail_status=503, retry_after="1").running() as receiver:
+        async with running(Webhooks(store, settings=settings)) as webhooks:
+            hook, _ = await webhooks.register(receiver.url, ["*"], actor="user:alice")
+            await gate(store)
+            [row] = await until(lambda: _delivered(webhooks, hook["id"]))
+
+    first, second = receiver.received
+    assert (first.answered, second.answered) == (503, 200)
+    assert second.at - first.at >= 1.0
+    assert row["attempts"] == 2
+
+
 async def test_a_delivery_fails_for_good_once_its_retry_time_is_over(
     store: EventStore,
 ) -> None:

@@ -1,13 +1,14 @@
 """A webhook receiver for tests: a real HTTP server on 127.0.0.1 in a thread that checks each
 message's signature with the ``standardwebhooks`` package and counts messages by delivery id
-(``webhook-id``). It can answer failures first (``fail_first``), or always (``status``), and
-be told to recover (:meth:`Receiver.recover`)."""
+(``webhook-id``). It can answer failures first (``fail_first``), or always (``status``), with a
+``Retry-After`` (``retry_after``), and be told to recover (:meth:`Receiver.recover`)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ class Received:
     body: bytes
     verified: bool
     answered: int
+    at: float = 0.0
+    """When it came (``time.monotonic()``)."""
 
     @property
     def message(self) -> dict[str, Any]:
@@ -36,8 +39,10 @@ class Receiver:
     ``secret``: verify signatures with it (set it once the webhook's secret is known)."""
 
     def __init__(self, *, fail_first: int = 0, fail_status: int = 500, status: int = 200,
-                 secret: str | None = None, port: int = 0) -> None:
+                 secret: str | None = None, port: int = 0,
+                 retry_after: str | None = None) -> None:
         self.port = port
+        self.retry_after = retry_after  # sent with every failure
         self.fail_first = fail_first
         self.fail_status = fail_status
         self.status = status
@@ -77,7 +82,7 @@ class Receiver:
             failed_so_far = sum(1 for r in self.received if r.answered >= 300)
             answer = self.fail_status if failed_so_far < self.fail_first else self.status
             self.received.append(Received(headers.get("webhook-id", ""), headers, body,
-                                          verified, answer))
+                                          verified, answer, time.monotonic()))
         return answer
 
     @contextlib.contextmanager
@@ -93,6 +98,8 @@ class Receiver:
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 status = receiver._answer(headers, body)
                 self.send_response(status)
+                if status >= 300 and receiver.retry_after is not None:
+                    self.send_header("retry-after", receiver.retry_after)
                 self.send_header("content-length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")

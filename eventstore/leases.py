@@ -179,27 +179,30 @@ class Node:
         except psycopg.Error as e:
             raise StoreUnavailable(f"cannot reach the database at {self._describe}: "
                                    f"{one_line(e)}") from e
-        row = await self._one("SELECT pg_try_advisory_lock(hashtextextended(%s, 0)) AS ok",
-                              (_lock_key(self.id),))
-        if not row or not row["ok"]:
-            await self.close()
-            raise NodeIdTaken(self.id)
-        # A reconnection (the database restarted) keeps the node's start time and counts.
-        again = self._opened
-        await self._run(SQL(
-            "INSERT INTO {} (id, address, started_at, heartbeat_at, status, max_pods) "
-            "VALUES (%s, %s, now(), now(), 'up', %s) ON CONFLICT (id) DO UPDATE SET "
-            "address = EXCLUDED.address, heartbeat_at = now(), status = 'up', "
-            "max_pods = EXCLUDED.max_pods"
-            + ("" if again else ", started_at = now(), pods = 0, agents = 0")
-        ).format(self._nodes), (self.id, self.address, self.max_pods))
+        try:
+            row = await self._one("SELECT pg_try_advisory_lock(hashtextextended(%s, 0)) AS ok",
+                                  (_lock_key(self.id),))
+            if not row or not row["ok"]:
+                raise NodeIdTaken(self.id)
+            # A reconnection (the database restarted) keeps the node's start time and counts.
+            again = self._opened
+            await self._run(SQL(
+                "INSERT INTO {} (id, address, started_at, heartbeat_at, status, max_pods) "
+                "VALUES (%s, %s, now(), now(), 'up', %s) ON CONFLICT (id) DO UPDATE SET "
+                "address = EXCLUDED.address, heartbeat_at = now(), status = 'up', "
+                "max_pods = EXCLUDED.max_pods"
+                + ("" if again else ", started_at = now(), pods = 0, agents = 0")
+            ).format(self._nodes), (self.id, self.address, self.max_pods))
+        except BaseException:
+            await self.close()  # a node that did not open holds no connection
+            raise
         self._opened = True
 
     async def close(self) -> None:
-        await self.inbox.close()
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):  # closed even by a cancelled caller
+            await self.inbox.close()
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
                 await conn.close()
 
     async def heartbeat(self, *, pods: int, agents: int) -> str:

@@ -53,6 +53,34 @@ def _dump_asyncio_tasks(signum: int, frame: object) -> None:
             awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
 
 
+_server: list[ConnectionParams] = []  # the session's PostgreSQL, once started
+
+
+def _dump_database_activity() -> None:
+    """What every other connection to the session's PostgreSQL is doing (locks waited on,
+    transactions left open), printed beside the tasks' stacks."""
+    if not _server:
+        return
+    try:
+        with psycopg.connect(_server[0].conninfo(), autocommit=True, connect_timeout=5) as conn:
+            rows = conn.execute(
+                "SELECT pid, datname, state, wait_event_type, wait_event, "
+                "now() - xact_start, left(query, 200) FROM pg_stat_activity "
+                "WHERE pid <> pg_backend_pid() AND datname IS NOT NULL "
+                "AND state IS DISTINCT FROM 'idle'").fetchall()
+    except psycopg.Error as e:
+        print(f"--- no database activity: {e}", file=sys.stderr)
+        return
+    print(f"--- {len(rows)} database connections not idle ---", file=sys.stderr)
+    for row in rows:
+        print("  " + " | ".join(map(str, row)), file=sys.stderr)
+
+
+def _before_timeout() -> None:
+    _dump_database_activity()
+    os.kill(os.getpid(), signal.SIGUSR1)  # the tasks: printed on the event loop's thread
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGUSR1, _dump_asyncio_tasks)
@@ -70,8 +98,7 @@ def pytest_runtest_call(item: pytest.Item):
     timeout = _timeout(item)
     timer = None
     if timeout > DUMP_BEFORE_TIMEOUT:
-        timer = threading.Timer(timeout - DUMP_BEFORE_TIMEOUT, os.kill,
-                                (os.getpid(), signal.SIGUSR1))
+        timer = threading.Timer(timeout - DUMP_BEFORE_TIMEOUT, _before_timeout)
         timer.daemon = True
         timer.start()
         test = getattr(item, "obj", None)
@@ -103,6 +130,7 @@ def postgres_server() -> Iterator[ConnectionParams]:
     """The embedded PostgreSQL, started once for the session."""
     with tempfile.TemporaryDirectory(prefix="ipa-test-pg-") as tmp:
         with embedded_postgres(Path(tmp)) as params:
+            _server.append(params)
             yield params
 
 

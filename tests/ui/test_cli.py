@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import os
 import pty
@@ -81,9 +82,19 @@ def environment(**extra: str) -> dict[str, str]:
             "IPA_DATA_DIR": DATA_DIR, **extra}
 
 
+CLI_TIMEOUT = 90.0
+
+
 async def ipa(*args: str, **env: str) -> Run:
+    """Run the ``ipa`` command to its end (killed after :data:`CLI_TIMEOUT`).
+
+    Through ``subprocess.run`` in a worker thread, not the event loop's pipes: in a test whose
+    live server had just stopped, ``anyio.run_process`` sometimes waited forever for the end of
+    a pipe of a command that had exited (no process held the pipe's other end)."""
     assert IPA is not None, "the ipa console script is not installed in this environment"
-    done = await anyio.run_process([IPA, *args], check=False, env=environment(**env))
+    done = await anyio.to_thread.run_sync(functools.partial(
+        subprocess.run, [IPA, *args], capture_output=True, env=environment(**env),
+        timeout=CLI_TIMEOUT, check=False))
     return Run(done.returncode, done.stdout.decode(), done.stderr.decode())
 
 

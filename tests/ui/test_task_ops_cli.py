@@ -17,8 +17,6 @@ from .test_cli import ipa, url_of
 pytestmark = pytest.mark.anyio
 
 
-@pytest.mark.skip(reason="hangs when run after the rest of the suite (passes alone in ~15 s): "
-                  "skipped until the cause is found, so that the suite cannot hang CI")
 async def test_archive_clone_and_fork_from_the_command_line(
     store: EventStore, tmp_path: Path, database
 ) -> None:

@@ -16,11 +16,13 @@ import contextlib
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import anyio
 import psycopg
 
 from .errors import StoreUnavailable
@@ -73,6 +75,21 @@ class ConnectionParams:
         if self.host.startswith("/"):  # a unix socket directory
             return f"postgresql://{self.user}@/{self.dbname}?host={self.host}"
         return f"postgresql://{self.user}@{self.host}:{self.port}/{self.dbname}"
+
+
+@contextlib.asynccontextmanager
+async def connected(conninfo: str, **options: Any) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """An ``AsyncConnection`` closed on the way out, even by a cancelled caller.
+
+    ``async with await AsyncConnection.connect(...)`` leaves it open when cancelled: on an error
+    its ``__aexit__`` first awaits a rollback, the cancellation strikes again there, and
+    ``close()`` is never reached (psycopg warns "deleted while still open" later)."""
+    conn = await psycopg.AsyncConnection.connect(conninfo, **options)
+    try:
+        yield conn
+    finally:
+        with anyio.CancelScope(shield=True):
+            await conn.close()
 
 
 def redact(url: str) -> str:

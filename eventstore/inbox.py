@@ -33,6 +33,7 @@ from anyio.abc import TaskStatus
 from psycopg.rows import dict_row
 from psycopg.sql import SQL, Identifier
 
+from .database import connected
 from .errors import StoreError, StoreUnavailable, one_line
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ class Inbox:
             self._tg = tg
             while True:
                 try:
-                    async with await psycopg.AsyncConnection.connect(
+                    async with connected(
                             self._conninfo, autocommit=True) as listener:
                         await listener.execute(f"LISTEN {REQUESTS}")
                         await listener.execute(f"LISTEN {ANSWERS}")

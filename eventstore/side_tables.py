@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 from psycopg.sql import SQL, Identifier
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from .database import ConnectionParams
+from .database import ConnectionParams, connected
 from .errors import StoreError, StoreUnavailable, one_line
 
 SCHEMA_LOCK = "SELECT pg_advisory_{}(hashtextextended('ipa-schema', 0))"
@@ -73,7 +73,7 @@ class SideTables:
         if self._opened:
             return
         try:
-            async with await psycopg.AsyncConnection.connect(self._conninfo,
+            async with connected(self._conninfo,
                                                              autocommit=True) as conn:
                 await conn.execute(SCHEMA_LOCK.format("lock"))
                 try:

@@ -31,6 +31,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from psycopg.sql import SQL, Identifier
 
 from .codec import RecordedEvent
+from .database import connected
 from .errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,7 @@ class LiveTail:
         delay = 0.5
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(
+                async with connected(
                     conninfo, autocommit=True
                 ) as conn:
                     await conn.execute(SQL("LISTEN {}").format(Identifier(channel)))

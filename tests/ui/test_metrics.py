@@ -149,7 +149,11 @@ async def test_a_task_created_run_and_cancelled_moves_its_figures(app) -> None:
     running = await scrape(app)
     await app.post(f"{url}/cancel", json={"reason": "enough"})
     await listed(app, task["id"], "cancelled")
-    last = await scrape(app)
+    # The cancel is recorded before the pod has stopped the slow job's process: the gauge
+    # falls once it has.
+    with anyio.fail_after(20):
+        while get(last := await scrape(app), "ipa_agents_running", agent=agent) != 0:
+            await anyio.sleep(0.05)
 
     assert get(running, "ipa_tasks", status="running") == get(first, "ipa_tasks",
                                                               status="running") + 1

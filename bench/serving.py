@@ -12,37 +12,45 @@ from pathlib import Path
 
 
 @contextlib.asynccontextmanager
-async def private_ipa() -> AsyncIterator[tuple]:
+async def private_ipa(*, node: bool = False) -> AsyncIterator[tuple]:
     """``(store, task_list, supervisor)`` on a fresh store (no automatic snapshots); the
-    caller runs the task list and the supervisor."""
+    caller runs the task list and the supervisor. ``node``: the supervisor is a node of the
+    store, as under ``ipa serve`` (leases; the API's views carry each task's node)."""
     from ipa.eventstore import EventStore, StoreSettings, embedded_postgres
     from ipa.pods import PodEnvironment, WorkspaceManager, runner_for
     from ipa.projections import TaskList
-    from ipa.supervisor import Supervisor
+    from ipa.supervisor import Membership, Supervisor
 
     with tempfile.TemporaryDirectory(prefix="ipa-bench-") as tmp:
         with embedded_postgres(Path(tmp) / "pg") as params:
             settings = replace(StoreSettings(), snapshot_interval=0)
             async with EventStore.open(params, settings) as store:
+                member = store.node("bench") if node else None
+                if member is not None:
+                    await member.open()  # closed by the supervisor
                 supervisor = Supervisor(PodEnvironment(
                     store=store, workspaces=WorkspaceManager(Path(tmp) / "ws"),
-                    scratch=Path(tmp) / "scratch", runner_for=runner_for))
+                    scratch=Path(tmp) / "scratch", runner_for=runner_for),
+                    node=member, membership=Membership())
                 yield store, TaskList(store), supervisor
 
 
 @contextlib.asynccontextmanager
-async def served(tg, *apps) -> AsyncIterator[list[int]]:
+async def served(tg, *apps, like_serve: bool = False) -> AsyncIterator[list[int]]:
     """Serve each app on its own port on 127.0.0.1 (in ``tg``) until the block ends; yields
-    the ports once every server has started."""
+    the ports once every server has started. ``like_serve``: uvicorn configured as ``ipa
+    serve`` configures it (``server_config``: its protocol, limits and keep-alive)."""
     import uvicorn
 
+    from ipa.ui.connections import Limits, server_config
     from ipa.ui.serve import _Server, listen
 
     servers, ports = [], []
     for app in apps:
         sock = listen("127.0.0.1", 0)
-        server = _Server(uvicorn.Config(app, lifespan="off", log_level="error",
-                                        timeout_graceful_shutdown=1, backlog=4096))
+        options = dict(log_level="error", timeout_graceful_shutdown=1, backlog=4096)
+        server = _Server(server_config(app, Limits(), **options) if like_serve
+                         else uvicorn.Config(app, lifespan="off", **options))
         tg.start_soon(server.serve, [sock])
         servers.append(server)
         ports.append(sock.getsockname()[1])

@@ -91,7 +91,7 @@ async def client_main(port: int, paths: list[str], count: int) -> None:
     stats = {"ready": 0, "closed": 0, "latencies": []}
     loop = asyncio.get_running_loop()
     for i in range(count):
-        request = (f"GET {paths[i % len(paths)]} HTTP/1.1\r\nHost: b\r\n"
+        request = (f"GET {paths[i % len(paths)]} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                    "Accept: text/event-stream\r\n\r\n").encode()
         await loop.create_connection(lambda r=request: _Reader(r, stats), "127.0.0.1", port)
     while stats["ready"] < count:
@@ -275,9 +275,10 @@ async def run_scenarios(args, store, Task, port: int, bare_port: int, broadcast)
     if "b" in args.only:
         await many_tasks(args, store, Task, port, targets)
     print("targets:")
-    for label, met, value in targets:
+    for label, met, value, *why in targets:
         shown = "-" if value is None else f"{value:.2f}"
-        print(f"  {label:<24} {shown:>10}   {'met' if met else 'NOT met'}")
+        note = f"   ({why[0]})" if why else ""
+        print(f"  {label:<24} {shown:>10}   {'met' if met else 'NOT met'}{note}")
 
 
 async def one_task(args, store, Task, port: int, bare_port: int, broadcast, targets) -> None:
@@ -299,29 +300,57 @@ async def one_task(args, store, Task, port: int, bare_port: int, broadcast, targ
         clients.close()
         return
     print(f"(c) {n} clients on one task, rising rates (delivery = frames/s over clients)")
-    best_ipa = 0.0
+    best_ipa, ipa_p99 = 0.0, []
     for rate in args.rates:
         result = await measure(clients, seconds, lambda stop, rate=rate: paced(
             rate, stop, lambda: task.step(store)))
         print(line(f"ipa at {rate} events/s", result))
+        if result["p99"] is not None:
+            ipa_p99.append((result["p99"], rate))
         if result["p99"] is not None and result["p99"] <= 100:
             best_ipa = max(best_ipa, result["rate"])
     clients.close()
 
     bare_clients = Clients(bare_port, ["/bare"], n)
     await bare_clients.ready(broadcast)
-    best_bare = 0.0
+    best_bare, bare_p99 = 0.0, []
     for rate in args.rates:
         result = await measure(bare_clients, seconds, lambda stop, rate=rate: paced(
             rate, stop, broadcast))
         print(line(f"bare sse-starlette at {rate} msg/s", result))
+        if result["p99"] is not None:
+            bare_p99.append((result["p99"], rate))
         if result["p99"] is not None and result["p99"] <= 100:
             best_bare = max(best_bare, result["rate"])
     bare_clients.close()
-    ratio = best_ipa / best_bare if best_bare else float("nan")
-    print(f"  highest delivery with p99 <= 100 ms: ipa {best_ipa:,.0f} frames/s, "
-          f"bare {best_bare:,.0f} frames/s, ratio {ratio:.2f}")
-    targets.append(("(c) ipa/bare >= 0.7", ratio >= 0.7, ratio))
+    targets.append(compare_c(best_ipa, best_bare, ipa_p99, bare_p99))
+
+
+def compare_c(best_ipa: float, best_bare: float, ipa_p99: list, bare_p99: list) -> tuple:
+    """The (c) line and target: ipa/bare when both held p99 <= 100 ms at some rate; when only
+    ipa did, it is ahead of a baseline that never met its own bar (met, no ratio to print);
+    when ipa never did, not met (with each side's best p99)."""
+
+    def best(p99s: list, unit: str) -> str:
+        if not p99s:
+            return "no frame received"
+        p99, rate = min(p99s)
+        return f"its best p99: {p99:.1f} ms at {rate} {unit}"
+
+    if best_ipa and best_bare:
+        ratio = best_ipa / best_bare
+        print(f"  highest delivery with p99 <= 100 ms: ipa {best_ipa:,.0f} frames/s, "
+              f"bare {best_bare:,.0f} frames/s, ratio {ratio:.2f}")
+        return ("(c) ipa/bare >= 0.7", ratio >= 0.7, ratio)
+    if best_ipa:
+        print(f"  ipa held p99 <= 100 ms up to {best_ipa:,.0f} frames/s; the bare sse-starlette "
+              f"baseline never did ({best(bare_p99, 'msg/s')})")
+        return ("(c) ipa/bare >= 0.7", True, None, "ipa held, the baseline never did")
+    print(f"  ipa never held p99 <= 100 ms ({best(ipa_p99, 'events/s')}); the bare "
+          + (f"sse-starlette baseline did up to {best_bare:,.0f} frames/s" if best_bare else
+             f"sse-starlette baseline never did either ({best(bare_p99, 'msg/s')})"))
+    return ("(c) ipa/bare >= 0.7", False, 0.0 if best_bare else None,
+            "ipa never held p99 <= 100 ms")
 
 
 

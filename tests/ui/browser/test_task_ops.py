@@ -31,7 +31,9 @@ def test_archiving_a_finished_task_takes_it_off_the_list_until_the_filter_asks(
     expect(page.locator(f"tr.task[data-id='{kept['id']}']")).to_be_visible()
     assert server.task(done["id"])["archived"] is True
     page.reload()
-    expect(page.locator(f"tr.task[data-id='{done['id']}']")).to_have_count(0)
+    # Not shown: left out of the page, or (when the list's read model had not yet applied the
+    # archive as the page was read) hidden as the stream delivers it.
+    expect(page.locator(f"tr.task[data-id='{done['id']}']")).to_be_hidden()
 
     page.check("#filter-archived")
     expect(page).to_have_url(re.compile(r"\?archived=1$"))

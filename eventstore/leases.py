@@ -24,6 +24,7 @@ This module keeps the rows and the node's own session; what runs where is the su
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass
@@ -203,6 +204,11 @@ class Node:
             await self.inbox.close()
             if self._conn is not None:
                 conn, self._conn = self._conn, None
+                # A closed socket frees the session lock only once the backend has noticed and
+                # exited, a moment later; a node that leaves lets go of it itself, so a watcher
+                # sees it gone at once (a crashed one is seen by the next sweep).
+                with contextlib.suppress(psycopg.Error):
+                    await conn.execute("SELECT pg_advisory_unlock_all()")
                 await conn.close()
 
     async def heartbeat(self, *, pods: int, agents: int) -> str:

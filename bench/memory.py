@@ -15,13 +15,15 @@ What is measured, on a private embedded PostgreSQL in a fresh temp dir, for N me
    vectors; its HNSW indexes built again after the copy, as a bulk load does) so that 2-4 run
    on all N. Baselines in the same run, on the same memories: the
    embedding alone (``vectors()`` in pages of 1,000, like the fold), a binary ``COPY`` into a
-   table made ``LIKE`` the memory table (same indexes: HNSW m=16, ef_construction=64, scope
+   table made ``LIKE`` the memory table (same indexes: HNSW as ``HNSW`` builds them, scope
    b-tree, GIN; the rows the fold reached are copied and timed first, for a like-for-like
    ratio), and the same ``COPY`` into a table without the HNSW index, built afterwards.
 2. **Search latency**, top-10: ``MemoryTable.nearest`` given the query's vector, and
    ``Memory.search`` (embeds the query, reads 40 candidates, ranks them), beside the same calls
    with ``exact=True`` (a full scan). The table is ``ANALYZE``d first, as autovacuum does soon
-   after a bulk change (so every run plans alike).
+   after a bulk change (so every run plans alike). Before 2-4 the process calls ``tune_gc()``
+   as ``ipa serve`` does once started (the set-up's objects frozen, out of full collections'
+   reach); the full collections during 2-4 are counted and printed.
 3. **Recall@10** of the index: the ids ``nearest(limit=10)`` returns against those of the exact
    scan, for the same queries on the same table; then the same query in plain SQL, planned for
    its values (not prepared), at several ``hnsw.ef_search`` values (among them the one
@@ -30,7 +32,8 @@ What is measured, on a private embedded PostgreSQL in a fresh temp dir, for N me
    share of each scope's memories it finds, against the exact scan.
 4. **The context builder's added time per run**: ``Memory.recall(state, job)`` for jobs of tasks
    on the same repository (states built with domain commands), beside its index query alone
-   (``nearest`` with 40 candidates, the query's vector given); and that query's recall against
+   (``nearest`` with 40 candidates at recall's ``RECALL_EF_SEARCH``, the query's vector
+   given); and that query's recall against
    the exact scan (a job's text is nearest other tasks' episodes, not the repository's
    learnings, so the index walk has many rows to pass over).
 
@@ -44,6 +47,7 @@ and the end. Read the targets lines last; performance never makes this script fa
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import random
 import secrets
@@ -77,21 +81,23 @@ from ipa.domain import (
     scopes_of,
 )
 from ipa.eventstore import AuditKey, ConnectionParams, EventStore, StoreSettings, embedded_postgres
-from ipa.eventstore.memories import COLUMNS, FAMILIES, TABLE
+from ipa.eventstore.memories import COLUMNS, FAMILIES, HNSW, TABLE
 from ipa.eventstore.memories import EF_SEARCH as NEAREST_EF_SEARCH
 from ipa.projections import Memory, MemorySettings
 from ipa.projections.embedders import Embedder, load, vectors
-from ipa.projections.memory import query_text
+from ipa.projections.memory import RECALL_EF_SEARCH, query_text
+from ipa.ui.serve import tune_gc
 
 REPO = "/src/shop"
 SCOPE = f"repo:{REPO}"
 REFLECTIONS_PER_RUN = 4
 LEARNINGS_PER_REFLECTION = 5
 PAGE = 1000  # the fold's page of the log, and the embedding baseline's batch
-EF_SEARCH = sorted({40, 80, NEAREST_EF_SEARCH, 200, 400})
+EF_SEARCH = sorted({40, 80, 100, 120, 140, NEAREST_EF_SEARCH, 200, 400})
 RECALL_STATES = 20
 SMALL_SCOPES = 100
 WARMUP = 50
+HNSW_WITH = ", ".join(f"{key} = {value}" for key, value in HNSW.items())
 
 # -- realistic texts ------------------------------------------------------------------------
 
@@ -347,7 +353,8 @@ async def baselines(params: ConnectionParams, embedder: Embedder, rows: list[tup
         await conn.execute("SET maintenance_work_mem = '256MB'")  # as MemoryTable.add_index
         for family in FAMILIES:  # as MemoryTable.add_index
             await conn.execute("CREATE INDEX ON bench_plain USING hnsw (embedding "
-                               f"vector_cosine_ops) WHERE scope LIKE '{family}:%'")
+                               f"vector_cosine_ops) WITH ({HNSW_WITH}) "
+                               f"WHERE scope LIKE '{family}:%'")
         build_s = time.perf_counter() - start
         await conn.execute("DROP TABLE bench_hnsw, bench_plain")
     return Baselines(embed_s, copy_hnsw_s, copy_s, build_s)
@@ -477,13 +484,15 @@ async def recalls(memory: Memory, states: list[TaskState], count: int) -> Recall
         raise RuntimeError(f"recall failed: {problems}")
     query_lat, _ = await timed([
         lambda i=i: memory.table.nearest(memory.model, found[i % len(states)],
-                                         scopes_of(picks[i]), limit)
+                                         scopes_of(picks[i]), limit,
+                                         ef_search=RECALL_EF_SEARCH)
         for i in range(count)])
     by_index, truth = [], []
     for state, vector in zip(states, found, strict=True):
         for exact, into in ((False, by_index), (True, truth)):
             into.append(await memory.table.nearest(memory.model, vector, scopes_of(state),
-                                                   limit, exact=exact))
+                                                   limit, exact=exact,
+                                                   ef_search=RECALL_EF_SEARCH))
     return Recalls(recall_lat, query_lat, statistics.mean(len(r.memories) for r in results),
                    recall_at(ids(by_index), ids(truth), 10),
                    recall_at(ids(by_index), ids(truth), limit))
@@ -501,6 +510,8 @@ async def measure(params: ConnectionParams, args: argparse.Namespace) -> None:
     print(f"memories: {args.count:,} learnings in {SCOPE}; {os.cpu_count()} CPUs, load "
           f"average {load_average()} (other work on the machine shows in every figure)",
           flush=True)
+    print(f"HNSW indexes built with {HNSW_WITH}; searched at hnsw.ef_search "
+          f"{NEAREST_EF_SEARCH}", flush=True)
     rng = random.Random(16)
     ctx = Context(actor="bench", now=datetime.now(UTC), correlation_id="bench")
     tasks = histories(args.count, ctx, rng)
@@ -522,17 +533,32 @@ async def measure(params: ConnectionParams, args: argparse.Namespace) -> None:
             print(f"(folded for {inserted.fold_s:,.0f} s; measuring the baselines)", flush=True)
             base = await baselines(params, embedder, rows, inserted.folded)
             await conn.execute(f"ANALYZE {TABLE}")
+            index_mb = {family: (await (await conn.execute(
+                "SELECT pg_relation_size(%s) / 1048576.0", (f"{TABLE}_embedding_{family}",)
+            )).fetchone())[0] for family in FAMILIES}
+            # As ``ipa serve`` does once it has started: what the set-up made (here the
+            # histories of N memories) is frozen, out of reach of full collections.
+            tune_gc()
+            full_collections = [0]
+
+            def count(phase: str, info: dict[str, int]) -> None:
+                full_collections[0] += phase == "start" and info["generation"] == 2
+
+            gc.callbacks.append(count)
             searched = await search(params, memory, queries, args.exact_queries)
             small = await small_scopes(memory, tasks, queries)
             recalled = await recalls(memory, states, args.recalls)
+            gc.callbacks.remove(count)
         finally:
             await table.close()
-    report(inserted, base, searched, small, recalled)
+    print(f"(full garbage collections during 2-4, after tune_gc(): {full_collections[0]})")
+    report(inserted, base, searched, small, recalled, index_mb)
     print(f"\nload average at the end {load_average()}; "
           f"bench time {time.perf_counter() - started:,.1f} s")
 
 
-def report(ins: Inserted, base: Baselines, s: Searched, small: Small, r: Recalls) -> None:
+def report(ins: Inserted, base: Baselines, s: Searched, small: Small, r: Recalls,
+           index_mb: dict[str, float]) -> None:
     n, k = ins.memories, ins.folded
     fold_rate = k / ins.fold_s
     raw_rate = k / (base.embed_s + base.copy_hnsw_s)
@@ -555,6 +581,8 @@ def report(ins: Inserted, base: Baselines, s: Searched, small: Small, r: Recalls
     for label, count, seconds in lines:
         print(f"   {label:<44}{count:>10,}{seconds:>9.1f}{count / seconds:>12,.0f}")
     print(f"   fold / (embedding + COPY with HNSW), memories/s: {fold_rate / raw_rate:.2f}")
+    print(f"   HNSW indexes ({HNSW_WITH}): " + ", ".join(
+        f"{family} {mb:,.0f} MB" for family, mb in index_mb.items()))
 
     print(f"\n2. search, top 10, {len(s.nearest.samples):,} queries "
           f"({len(s.nearest_exact.samples):,} exact); the table ANALYZEd first")
@@ -582,10 +610,11 @@ def report(ins: Inserted, base: Baselines, s: Searched, small: Small, r: Recalls
 
     print(f"\n4. Memory.recall(state, job), {len(r.recall.samples):,} runs over "
           f"{RECALL_STATES} tasks ({r.memories:.1f} memories each)")
-    print(f"   {'':<44}{'p50 ms':>8}{'p99 ms':>8}")
+    print(f"   {'':<56}{'p50 ms':>8}{'p99 ms':>8}")
     for label, latency in (("Memory.recall", r.recall),
-                           ("baseline: nearest(limit=40), vector given", r.query)):
-        print(f"   {label:<44}{latency.ms(50):>8.2f}{latency.ms(99):>8.2f}")
+                           (f"baseline: nearest(limit=40, ef_search={RECALL_EF_SEARCH}), "
+                            "vector given", r.query)):
+        print(f"   {label:<56}{latency.ms(50):>8.2f}{latency.ms(99):>8.2f}")
     print(f"   recall / baseline, p50: {r.recall.ms(50) / r.query.ms(50):.2f}")
     print(f"   its candidates against the exact scan: recall@10 {r.found_10:.3f}, "
           f"recall@40 {r.found_40:.3f}")

@@ -50,9 +50,18 @@ them: 17% of a task's own memories at 100,000 rows)."""
 
 SIZES_TTL = 30.0
 
-EF_SEARCH = 200
-"""The HNSW candidate list of a search: recall@10 0.954-0.965 at 200 against an exact scan of
-100,000 memories (``bench/memory.py``; 0.943 at 160)."""
+HNSW = {"m": 16, "ef_construction": 200}
+"""How each HNSW index is built. A graph built with a candidate list of 200 rather than
+pgvector's default 64 reaches the same recall with a shorter search (:data:`EF_SEARCH`): at
+100,000 memories (``bench/memory.py``) recall@10 0.96 takes ef_search 120 and ~3,050 index
+pages read, against 200 and ~4,450 on the default graph (140 and ~3,400 at 128; 110 and
+~2,850 at 256); inserts are ~1.5x slower. A larger ``m`` needs fewer pages read, but its index
+of 100,000 256-float vectors outgrows PostgreSQL's default 128 MB of shared buffers (156 MB at
+m = 24 against 130 MB) and was slower."""
+
+EF_SEARCH = 120
+"""The HNSW candidate list of a search (set on each of the pool's connections): recall@10 0.96
+against an exact scan of 100,000 memories on the graph :data:`HNSW` builds."""
 
 FAMILIES = ("repo", "project", "task")
 """The kinds of scope. Each has an HNSW index of its own rows only (partial: ``WHERE scope LIKE
@@ -106,6 +115,10 @@ class MemoryTable(SideTables):
     async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
         await register_vector_async(conn)
         await conn.set_autocommit(True)
+        # How a search walks an HNSW index (:meth:`nearest`): set once for the connection,
+        # not in a transaction of each search (three round trips more: ~1.5 ms of 9).
+        await conn.execute("SELECT set_config('hnsw.iterative_scan', 'strict_order', false), "
+                           "set_config('hnsw.ef_search', %s, false)", (str(EF_SEARCH),))
 
     async def _create(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """The extension and the state table (each model's table comes with :meth:`create`)."""
@@ -165,12 +178,13 @@ class MemoryTable(SideTables):
                 "dimensions = EXCLUDED.dimensions").format(self._t(STATE_TABLE)),
                 (model, embedder, dimensions))
 
-    async def _add_index(self, conn: psycopg.AsyncConnection[Any], table: str) -> None:
+    async def _add_index(self, conn: psycopg.AsyncConnection[Any], table: str,
+                         suffix: str = "") -> None:
         for family in FAMILIES:
             await conn.execute(SQL(
                 "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_cosine_ops) "
-                "WHERE " + _family(family, with_params=False)
-            ).format(Identifier(f"{table}_embedding_{family}"), self._t(table)))
+                "WITH (" + _HNSW_WITH + ") WHERE " + _family(family, with_params=False)
+            ).format(Identifier(f"{table}_embedding_{family}{suffix}"), self._t(table)))
 
     async def add_index(self, model: str) -> None:
         """Build ``model``'s HNSW indexes (after a bulk load), dropping the single index over
@@ -183,15 +197,43 @@ class MemoryTable(SideTables):
                 Identifier(self._schema), Identifier(f"{table}_embedding")))
 
     async def upgrade_index(self, model: str) -> None:
-        """Give a table made before :data:`FAMILIES` had an index each its indexes (a table
-        made since has them: nothing to do)."""
+        """Give a table made before its indexes were built as they are now (one index over
+        every scope, before :data:`FAMILIES` had one each; or a graph built otherwise than
+        :data:`HNSW`) its indexes, built again from its rows (a table made since has them:
+        nothing to do). The new indexes are built beside the old ones, which are swapped out
+        at the end: reads go on meanwhile, writes wait. Two processes upgrading at once take
+        turns; the second finds it done."""
         table = self.table_of(model)
         async with self._conn() as conn:
-            found = await (await conn.execute(
-                "SELECT 1 FROM pg_indexes WHERE schemaname = %s AND indexname = %s",
-                (self._schema, f"{table}_embedding_{FAMILIES[-1]}"))).fetchone()
-        if found is None:
-            await self.add_index(model)
+            if await self._indexed(conn, table):
+                return
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                                   (f"{self._schema}.{table}.embedding",))
+                if await self._indexed(conn, table):
+                    return
+                await conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
+                await self._add_index(conn, table, "_new")
+                for old in ("", *(f"_{family}" for family in FAMILIES)):
+                    await conn.execute(SQL("DROP INDEX IF EXISTS {}.{}").format(
+                        Identifier(self._schema), Identifier(f"{table}_embedding{old}")))
+                for family in FAMILIES:
+                    await conn.execute(SQL("ALTER INDEX {}.{} RENAME TO {}").format(
+                        Identifier(self._schema), Identifier(f"{table}_embedding_{family}_new"),
+                        Identifier(f"{table}_embedding_{family}")))
+
+    async def _indexed(self, conn: psycopg.AsyncConnection[Any], table: str) -> bool:
+        """Whether ``table`` has its family's indexes built as :data:`HNSW` says, and not the
+        one index over every scope."""
+        cursor = await conn.execute(
+            "SELECT c.relname, c.reloptions FROM pg_class c JOIN pg_namespace n ON "
+            "n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = ANY(%s)",
+            (self._schema, [f"{table}_embedding{suffix}" for suffix in
+                            ("", *(f"_{family}" for family in FAMILIES))]))
+        options = {r["relname"]: set(r["reloptions"] or ()) for r in await cursor.fetchall()}
+        wanted = {f"{key}={value}" for key, value in HNSW.items()}
+        return f"{table}_embedding" not in options and all(
+            options.get(f"{table}_embedding_{family}") == wanted for family in FAMILIES)
 
     async def swap(self, model: str, staging: str) -> None:
         """Make ``staging``'s table and state ``model``'s, in one transaction."""
@@ -232,13 +274,17 @@ class MemoryTable(SideTables):
     # -- reading ----------------------------------------------------------------------------
 
     async def nearest(self, model: str, vector: np.ndarray, scopes: Sequence[str] | None,
-                      limit: int, *, exact: bool = False) -> list[dict[str, Any]]:
+                      limit: int, *, exact: bool = False,
+                      ef_search: int | None = None) -> list[dict[str, Any]]:
         """Up to ``limit`` rows of ``scopes`` (``None``: of every scope) nearest ``vector``
         (``similarity`` = cosine), best first: the scopes of fewer than :data:`EXACT_UNDER`
         rows by an exact scan of their rows, the others through their family's HNSW index
-        (``exact``: all by scans, for checking the indexes)."""
+        with a candidate list of ``ef_search`` (default :data:`EF_SEARCH`), at least twice
+        ``limit`` (``exact``: all by scans, for checking the indexes)."""
         table = self._t(self.table_of(model))
-        async with self._conn() as conn, conn.transaction():
+        ef_search = max(ef_search or EF_SEARCH, limit * 2)
+        async with self._conn() as conn, (conn.transaction() if ef_search != EF_SEARCH
+                                          else contextlib.nullcontext()):
             if exact:
                 small, large = scopes, []
             elif scopes is None:
@@ -257,9 +303,9 @@ class MemoryTable(SideTables):
                     (vector, small, small, limit), prepare=False)
                 rows += await cursor.fetchall()
             if large is None or large:
-                await conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
-                await conn.execute(SQL("SET LOCAL hnsw.ef_search = {}").format(
-                    Literal(max(EF_SEARCH, limit * 2))))
+                if ef_search != EF_SEARCH:  # the connection's is EF_SEARCH (``_configure``)
+                    await conn.execute(SQL("SET LOCAL hnsw.ef_search = {}").format(
+                        Literal(ef_search)))
                 for family, group in _by_family(large).items():  # each on its own index
                     cursor = await conn.execute(SQL(
                         "SELECT " + COLUMNS + ", 1 - (embedding <=> %s) AS similarity FROM {} "
@@ -452,6 +498,9 @@ class Page:
         await self._conn.execute(SQL(
             "DELETE FROM {} WHERE id = ANY(%s::uuid[]) OR merged_ids && %s::uuid[]"
         ).format(self._table), (list(ids), list(ids)))
+
+
+_HNSW_WITH = ", ".join(f"{key} = {int(value)}" for key, value in HNSW.items())
 
 
 def _family(family: str, *, with_params: bool = True) -> str:

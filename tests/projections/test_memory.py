@@ -364,3 +364,44 @@ async def test_a_table_of_one_index_over_every_scope_gets_an_index_per_family(st
     [best] = await memory.search("how do I run the tests", ["repo:/src/app"])
     assert best["text"] == "the tests need the --no-cov flag"
     await memory.close()
+
+
+async def test_indexes_of_another_graph_are_built_again_when_memory_opens(store, table) -> None:
+    """A table whose HNSW indexes were built otherwise than ``HNSW`` says gets them built
+    again at open, by one of two processes opening it at once; search finds the same."""
+    from ipa.eventstore.memories import HNSW
+
+    task = await Task(store).start()
+    await task.learn("the tests need the --no-cov flag", "the API client lives in src/net/")
+    memory = await memory_of(store, table)
+    await memory.catch_up()
+    before = await memory.search("how do I run the tests", ["repo:/src/app"])
+    async with table._conn() as conn:  # the indexes as memory built them before
+        for family in ("repo", "project", "task"):
+            await conn.execute(f"DROP INDEX ipa_memories_embedding_{family}")
+            await conn.execute(f"CREATE INDEX ipa_memories_embedding_{family} ON ipa_memories "
+                               "USING hnsw (embedding vector_cosine_ops) WHERE scope LIKE "
+                               f"'{family}:%%'")
+    await memory.close()
+
+    opened: list[Memory] = []
+
+    async def open_one() -> None:
+        opened.append(await memory_of(store, store.memory_table()))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(open_one)
+        group.start_soon(open_one)
+    async with opened[0].table._conn() as conn:
+        rows = await (await conn.execute(
+            "SELECT c.relname, c.reloptions FROM pg_index i JOIN pg_class c ON "
+            "c.oid = i.indexrelid WHERE i.indrelid = 'ipa_memories'::regclass AND "
+            "c.relname LIKE 'ipa_memories_embedding%%'")).fetchall()
+    assert {r["relname"]: set(r["reloptions"] or ()) for r in rows} == {
+        f"ipa_memories_embedding_{family}": {f"{k}={v}" for k, v in HNSW.items()}
+        for family in ("repo", "project", "task")}
+    for other in opened:
+        assert [m["id"] for m in await other.search("how do I run the tests",
+                                                    ["repo:/src/app"])] == \
+            [m["id"] for m in before]
+        await other.close()

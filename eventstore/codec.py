@@ -132,11 +132,10 @@ def chain_digest(
 ) -> bytes:
     """The hex digest that seals one event to its predecessor: keyed with ``key``, or the
     plain SHA-256 of an event stored before its store was keyed."""
-    head = f"{stream_id}\n{version}\n{topic}\n".encode()
-    h = hmac.new(key.secret, head, hashlib.sha256) if key else hashlib.sha256(head)
-    h.update(prev)
-    h.update(body)
-    return h.hexdigest().encode()
+    message = b"".join((f"{stream_id}\n{version}\n{topic}\n".encode(), prev, body))
+    if key:  # one-shot: a third of hmac.new() with two updates, on every append
+        return hmac.digest(key.secret, message, "sha256").hex().encode()
+    return hashlib.sha256(message).hexdigest().encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +197,8 @@ class EventCodec(Mapper[UUID]):
                 event.originator_id, plain.originator_version, plain.topic, prev, plain.state,
                 self.key,
             )
-            sealed.append(replace(plain, state=prev + digest + plain.state))
+            sealed.append(StoredEvent(plain.originator_id, plain.originator_version,
+                                      plain.topic, prev + digest + plain.state))
             prev = digest
         return sealed, prev.decode()
 

@@ -20,8 +20,10 @@ What is measured, on a private embedded PostgreSQL in a fresh temp dir, for N me
    ratio), and the same ``COPY`` into a table without the HNSW index, built afterwards.
 2. **Search latency**, top-10: ``MemoryTable.nearest`` given the query's vector, and
    ``Memory.search`` (embeds the query, reads 40 candidates, ranks them), beside the same calls
-   with ``exact=True`` (a full scan). The table is ``ANALYZE``d first, as autovacuum does soon
-   after a bulk change (so every run plans alike). Before 2-4 the process calls ``tune_gc()``
+   with ``exact=True`` (a full scan). The table is vacuumed and analyzed first, as autovacuum
+   does soon after a bulk change (so every run plans alike, and no vacuum of the HNSW indexes
+   takes a core meanwhile; the autovacuum workers at work are counted). Before 2-4 the process
+   calls ``tune_gc()``
    as ``ipa serve`` does once started (the set-up's objects frozen, out of full collections'
    reach); the full collections during 2-4 are counted and printed.
 3. **Recall@10** of the index: the ids ``nearest(limit=10)`` returns against those of the exact
@@ -327,6 +329,13 @@ async def insert(params: ConnectionParams, store: EventStore, memory: Memory,
     return inserted, rows
 
 
+async def autovacuums(conn: psycopg.AsyncConnection) -> int:
+    """Autovacuum workers at work now (each takes a core from the searches)."""
+    cursor = await conn.execute("SELECT count(*) FROM pg_stat_activity "
+                                "WHERE backend_type = 'autovacuum worker'")
+    return (await cursor.fetchone())[0]
+
+
 @dataclass(frozen=True)
 class Baselines:
     embed_s: float  # the memories the fold reached
@@ -390,7 +399,7 @@ class Searched:
 
 
 async def search(params: ConnectionParams, memory: Memory, queries: list[str],
-                 exact_queries: int) -> Searched:
+                 exact_queries: int, explain: bool = False) -> Searched:
     assert memory.embedder is not None
     table, model = memory.table, memory.model
     found = vectors(memory.embedder, queries)
@@ -426,6 +435,13 @@ async def search(params: ConnectionParams, memory: Memory, queries: list[str],
 
             latency, got = await timed([lambda i=i: at_ef(i) for i in checked])
             sweep.append((ef, recall_at(got, ids(truth), 10), latency))
+        if explain:
+            async with conn.transaction():
+                await conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
+                await conn.execute(f"SET LOCAL hnsw.ef_search = {NEAREST_EF_SEARCH}")
+                plan = await (await conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + query,
+                                                 ([SCOPE], found[0]), prepare=False)).fetchall()
+            print("\n".join(["the first query's plan:", *(f"   {row[0]}" for row in plan)]))
     return Searched(nearest_lat, exact_lat, search_lat, search_exact_lat,
                     recall_at(ids(by_index), ids(truth), 10),
                     recall_at(ids(search_by_index), ids(search_truth), 10), sweep)
@@ -532,7 +548,9 @@ async def measure(params: ConnectionParams, args: argparse.Namespace) -> None:
             inserted, rows = await insert(params, store, memory, tasks, args.fold_limit)
             print(f"(folded for {inserted.fold_s:,.0f} s; measuring the baselines)", flush=True)
             base = await baselines(params, embedder, rows, inserted.folded)
-            await conn.execute(f"ANALYZE {TABLE}")
+            # What autovacuum does soon after a bulk change, done before the clock starts (a
+            # vacuum of the HNSW indexes running meanwhile takes one of the two cores).
+            await conn.execute(f"VACUUM (ANALYZE) {TABLE}")
             index_mb = {family: (await (await conn.execute(
                 "SELECT pg_relation_size(%s) / 1048576.0", (f"{TABLE}_embedding_{family}",)
             )).fetchone())[0] for family in FAMILIES}
@@ -545,13 +563,16 @@ async def measure(params: ConnectionParams, args: argparse.Namespace) -> None:
                 full_collections[0] += phase == "start" and info["generation"] == 2
 
             gc.callbacks.append(count)
-            searched = await search(params, memory, queries, args.exact_queries)
+            vacuums = [await autovacuums(conn)]
+            searched = await search(params, memory, queries, args.exact_queries, args.explain)
             small = await small_scopes(memory, tasks, queries)
             recalled = await recalls(memory, states, args.recalls)
+            vacuums.append(await autovacuums(conn))
             gc.callbacks.remove(count)
         finally:
             await table.close()
-    print(f"(full garbage collections during 2-4, after tune_gc(): {full_collections[0]})")
+    print(f"(full garbage collections during 2-4, after tune_gc(): {full_collections[0]}; "
+          f"autovacuum workers at work as 2 began and as 4 ended: {vacuums[0]}, {vacuums[1]})")
     report(inserted, base, searched, small, recalled, index_mb)
     print(f"\nload average at the end {load_average()}; "
           f"bench time {time.perf_counter() - started:,.1f} s")
@@ -585,7 +606,7 @@ def report(ins: Inserted, base: Baselines, s: Searched, small: Small, r: Recalls
         f"{family} {mb:,.0f} MB" for family, mb in index_mb.items()))
 
     print(f"\n2. search, top 10, {len(s.nearest.samples):,} queries "
-          f"({len(s.nearest_exact.samples):,} exact); the table ANALYZEd first")
+          f"({len(s.nearest_exact.samples):,} exact); the table VACUUMed and ANALYZEd first")
     print(f"   {'':<38}{'p50 ms':>8}{'p99 ms':>8}{'exact p50':>11}{'exact p99':>11}"
           f"{'exact/index p50':>17}")
     plain = next(latency for ef, _, latency in s.sweep if ef == NEAREST_EF_SEARCH)
@@ -646,6 +667,8 @@ def main() -> None:
     parser.add_argument("--exact-queries", type=int, default=200,
                         help="of those, searched exactly too (latency baseline and recall)")
     parser.add_argument("--recalls", type=int, default=500, help="Memory.recall calls timed")
+    parser.add_argument("--explain", action="store_true",
+                        help="print the plan of one search (EXPLAIN ANALYZE, BUFFERS)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 5,000 memories")
     args = parser.parse_args()
     if args.quick:

@@ -26,7 +26,7 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from .database import ConnectionParams
 from .errors import StoreUnavailable
-from .recorder import EVENTS_TABLE, SNAPSHOTS_TABLE
+from .recorder import EVENTS_TABLE, SNAPSHOTS_TABLE, version_range
 
 ATTEMPTS = 3
 RETRY_WAIT = 0.2
@@ -93,23 +93,12 @@ class StreamReader:
             await anyio.sleep(RETRY_WAIT)
         raise AssertionError("unreachable")
 
-    @staticmethod
-    def _range(query: Composable, params: list[Any], gt: int | None, lte: int | None
-               ) -> Composable:
-        if gt is not None:
-            query += SQL(" AND originator_version > %s")
-            params.append(gt)
-        if lte is not None:
-            query += SQL(" AND originator_version <= %s")
-            params.append(lte)
-        return query
-
     async def stream(self, stream_id: UUID, *, gt: int | None = None, lte: int | None = None,
                      limit: int | None = None) -> list[Notification]:
         """Rows of one stream with version in ``(gt, lte]``, in version order, each with its
         global position (``id``)."""
         params: list[Any] = [stream_id]
-        query = self._range(self._stream, params, gt, lte) + SQL(" ORDER BY originator_version")
+        query = version_range(self._stream, params, gt, lte) + SQL(" ORDER BY originator_version")
         if limit is not None:
             query += SQL(" LIMIT %s")
             params.append(limit)
@@ -121,7 +110,7 @@ class StreamReader:
                    ) -> list[Row]:
         """(version, topic, state) of one stream's rows in ``(gt, lte]``, in version order."""
         params: list[Any] = [stream_id]
-        query = self._range(self._rows, params, gt, lte) + SQL(" ORDER BY originator_version")
+        query = version_range(self._rows, params, gt, lte) + SQL(" ORDER BY originator_version")
         return await self._fetch(query, params)  # type: ignore[return-value]
 
     async def log(self, after: int, limit: int) -> list[Notification]:
@@ -143,7 +132,7 @@ class StreamReader:
     async def snapshot(self, task_id: UUID, lte: int | None = None) -> StoredEvent | None:
         """The task's newest snapshot at or below version ``lte`` (any: ``None``)."""
         params: list[Any] = [task_id]
-        query = self._range(self._snapshot, params, None, lte)
+        query = version_range(self._snapshot, params, None, lte)
         query += SQL(" ORDER BY originator_version DESC LIMIT 1")
         rows = await self._fetch(query, params)
         if not rows:

@@ -16,6 +16,7 @@ positions, a stream's head, and the list of streams.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 from uuid import UUID
 
 import psycopg
@@ -26,7 +27,7 @@ from eventsourcing.postgres import (
     PostgresDatastore,
 )
 from eventsourcing.utils import retry
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composable, Identifier
 from psycopg_pool import PoolTimeout
 
 from .database import ConnectionParams
@@ -189,14 +190,8 @@ class EventRecorder(PostgresApplicationRecorder):
         desc: bool = False,
     ) -> Sequence[Notification]:
         """Rows of one stream in version order, each with its global position (``id``)."""
-        statement = self._select_stream
         params: list[object] = [stream_id]
-        if gt is not None:
-            statement += SQL(" AND originator_version > %s")
-            params.append(gt)
-        if lte is not None:
-            statement += SQL(" AND originator_version <= %s")
-            params.append(lte)
+        statement = version_range(self._select_stream, params, gt, lte)
         statement += SQL(" ORDER BY originator_version DESC" if desc else
                          " ORDER BY originator_version ASC")
         if limit is not None:
@@ -233,3 +228,16 @@ class SnapshotRecorder(PostgresAggregateRecorder):
 
     def __init__(self, datastore: PostgresDatastore) -> None:
         super().__init__(datastore, events_table_name=SNAPSHOTS_TABLE)
+
+
+def version_range(query: Composable, params: list[Any], gt: int | None,
+                  lte: int | None) -> Composable:
+    """``query`` (a stream's rows, ending in its ``WHERE``) narrowed to versions after ``gt``
+    and up to ``lte`` when given, their values appended to ``params``."""
+    if gt is not None:
+        query += SQL(" AND originator_version > %s")
+        params.append(gt)
+    if lte is not None:
+        query += SQL(" AND originator_version <= %s")
+        params.append(lte)
+    return query

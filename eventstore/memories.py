@@ -283,8 +283,7 @@ class MemoryTable(SideTables):
         ``limit`` (``exact``: all by scans, for checking the indexes)."""
         table = self._t(self.table_of(model))
         ef_search = max(ef_search or EF_SEARCH, limit * 2)
-        async with self._conn() as conn, (conn.transaction() if ef_search != EF_SEARCH
-                                          else contextlib.nullcontext()):
+        async with self._conn() as conn:
             if exact:
                 small, large = scopes, []
             elif scopes is None:
@@ -303,16 +302,20 @@ class MemoryTable(SideTables):
                     (vector, small, small, limit), prepare=False)
                 rows += await cursor.fetchall()
             if large is None or large:
-                if ef_search != EF_SEARCH:  # the connection's is EF_SEARCH (``_configure``)
-                    await conn.execute(SQL("SET LOCAL hnsw.ef_search = {}").format(
-                        Literal(ef_search)))
-                for family, group in _by_family(large).items():  # each on its own index
-                    cursor = await conn.execute(SQL(
-                        "SELECT " + COLUMNS + ", 1 - (embedding <=> %s) AS similarity FROM {} "
-                        "WHERE " + _family(family) + " AND (%s::text[] IS NULL OR "
-                        + _SCOPE_UNINDEXED + " = ANY(%s)) ORDER BY embedding <=> %s LIMIT %s"
-                    ).format(table), (vector, group, group, vector, limit), prepare=False)
-                    rows += await cursor.fetchall()
+                # The connection searches at EF_SEARCH (``_configure``); another candidate
+                # list is set for the index walks alone, in a transaction of their own.
+                async with (conn.transaction() if ef_search != EF_SEARCH
+                            else contextlib.nullcontext()):
+                    if ef_search != EF_SEARCH:
+                        await conn.execute(SQL("SET LOCAL hnsw.ef_search = {}").format(
+                            Literal(ef_search)))
+                    for family, group in _by_family(large).items():  # each on its own index
+                        cursor = await conn.execute(SQL(
+                            "SELECT " + COLUMNS + ", 1 - (embedding <=> %s) AS similarity "
+                            "FROM {} WHERE " + _family(family) + " AND (%s::text[] IS NULL OR "
+                            + _SCOPE_UNINDEXED + " = ANY(%s)) ORDER BY embedding <=> %s LIMIT %s"
+                        ).format(table), (vector, group, group, vector, limit), prepare=False)
+                        rows += await cursor.fetchall()
         rows.sort(key=lambda r: -r["similarity"])
         return [_row(r) for r in rows[:limit]]
 

@@ -70,7 +70,16 @@ from .events import (
     VerificationFailed,
     VerificationPassed,
 )
-from .state import Artifact, Job, JobStatus, Learning, Question, TaskState, UsageTotals
+from .state import (
+    Artifact,
+    Job,
+    JobStatus,
+    Learning,
+    Question,
+    TaskState,
+    UsageTotals,
+    changed,
+)
 from .workflows import Status
 
 LEARNING_OUTPUT_CHARS = 2000
@@ -338,7 +347,7 @@ DECIDERS: dict[type[Command], Callable[[TaskState, Any, Draft], None]] = {
 def _job_changed(state: TaskState, job_id: str, **changes: Any) -> dict[str, Any]:
     if job_id not in state.jobs:
         raise ValueError(f"event of job {job_id!r}, which was never queued")
-    return {"jobs": state.jobs.with_item(job_id, replace(state.jobs[job_id], **changes))}
+    return {"jobs": state.jobs.with_item(job_id, changed(state.jobs[job_id], changes))}
 
 
 def _nothing(event: TaskEvent, state: TaskState) -> dict[str, Any]:

@@ -37,9 +37,7 @@ general check (``jobs.dependency_cycle``) so that rule cannot silently break.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -80,7 +78,7 @@ from .events import (
     TaskEvent,
 )
 from .jobs import backoff_delay, dependency_cycle, is_due, waiting_for
-from .state import Job, JobStatus, TaskState
+from .state import Job, JobStatus, TaskState, changed, json_copy
 from .workflows import Status, get_workflow
 from .workspaces import advance_branch, conflict_learning
 
@@ -378,7 +376,7 @@ def _queued(event: JobQueued, state: TaskState) -> dict[str, Any]:
         depends_on=tuple(event.depends_on),
         timeout_seconds=float(event.timeout_seconds),
         max_attempts=event.max_attempts,
-        spec=copy.deepcopy(event.spec),
+        spec=json_copy(event.spec),
         queued_seq=event.originator_version,
         queued_at=event.timestamp,
     )
@@ -389,7 +387,7 @@ def _changed(state: TaskState, event: TaskEvent, job_id: str, **changes: Any) ->
     """The ``jobs`` of ``state`` with ``changes`` made to the job ``job_id``."""
     if job_id not in state.jobs:
         raise ValueError(f"{type(event).__name__} of job {job_id!r}, which was never queued")
-    return {"jobs": state.jobs.with_item(job_id, replace(state.jobs[job_id], **changes))}
+    return {"jobs": state.jobs.with_item(job_id, changed(state.jobs[job_id], changes))}
 
 
 def _started(event: JobStarted, state: TaskState) -> dict[str, Any]:
@@ -413,7 +411,7 @@ def _succeeded(event: JobSucceeded, state: TaskState) -> dict[str, Any]:
         event,
         event.job_id,
         status=JobStatus.succeeded,
-        result=copy.deepcopy(event.result),
+        result=json_copy(event.result),
         rate_limits=0,
         finished_at=event.timestamp,
     )

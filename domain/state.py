@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
@@ -25,6 +25,47 @@ from .outbox import Outbox
 from .workflows import Status
 
 V = TypeVar("V")
+R = TypeVar("R")
+
+_FIELDS: dict[type, frozenset[str]] = {}
+
+
+def changed(record: R, changes: Mapping[str, Any]) -> R:
+    """``dataclasses.replace(record, **changes)``, several times as fast, for the state's
+    plain frozen records (``TaskState``, ``Job``: no ``__post_init__``, no ``__slots__``, no
+    field outside ``__init__``, no cached values; ``tests/domain/test_fold.py`` holds them to
+    that): a copy of its fields with ``changes`` over them. A load folds every event through
+    here (``replace`` passes each field to ``__init__`` by keyword: 28 against 4.7 µs for
+    ``TaskState``'s 38 fields)."""
+    cls = type(record)
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = frozenset(f.name for f in fields(cls))  # type: ignore[arg-type]
+    unknown = changes.keys() - names
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field {', '.join(sorted(unknown))}")
+    new = object.__new__(cls)
+    attributes = new.__dict__  # (a frozen dataclass refuses setattr, not its __dict__)
+    attributes.update(record.__dict__)
+    attributes.update(changes)
+    return new
+
+
+def json_copy(value: Any) -> Any:
+    """A copy of a JSON value (dicts, lists, str, int, float, bool, None) that shares nothing
+    mutable with it, as ``copy.deepcopy`` makes, at a third of its cost; anything else in it
+    is deep-copied."""
+    kind = type(value)
+    if kind is dict:
+        return {k: v if type(v) in _ATOMS else json_copy(v) for k, v in value.items()}
+    if kind is list:
+        return [v if type(v) in _ATOMS else json_copy(v) for v in value]
+    if kind in _ATOMS:
+        return value
+    return copy.deepcopy(value)
+
+
+_ATOMS = frozenset({str, int, float, bool, type(None)})
 
 
 class FrozenMap(Mapping[str, V], Generic[V]):
@@ -147,7 +188,7 @@ class Job:
             "depends_on": list(self.depends_on),
             "timeout_seconds": self.timeout_seconds,
             "max_attempts": self.max_attempts,
-            "spec": copy.deepcopy(self.spec),
+            "spec": json_copy(self.spec),
             "queued_seq": self.queued_seq,
             "queued_at": self.queued_at.isoformat(),
             "status": self.status.value,
@@ -156,7 +197,7 @@ class Job:
             "started_at": _iso(self.started_at),
             "retry_at": _iso(self.retry_at),
             "last_error": self.last_error,
-            "result": copy.deepcopy(self.result),
+            "result": json_copy(self.result),
             "rate_limits": self.rate_limits,
             "awaiting": self.awaiting,
             "finished_at": _iso(self.finished_at),
@@ -173,7 +214,7 @@ class Job:
             depends_on=tuple(data["depends_on"]),
             timeout_seconds=float(data["timeout_seconds"]),
             max_attempts=data["max_attempts"],
-            spec=copy.deepcopy(data["spec"]),
+            spec=json_copy(data["spec"]),
             queued_seq=data["queued_seq"],
             queued_at=datetime.fromisoformat(data["queued_at"]),
             status=JobStatus(data["status"]),
@@ -182,7 +223,7 @@ class Job:
             started_at=_from_iso(data["started_at"]),
             retry_at=_from_iso(data["retry_at"]),
             last_error=data["last_error"],
-            result=copy.deepcopy(data["result"]),
+            result=json_copy(data["result"]),
             rate_limits=data.get("rate_limits", 0),
             awaiting=data.get("awaiting"),
             finished_at=_from_iso(data.get("finished_at")),

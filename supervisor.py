@@ -148,6 +148,9 @@ class Supervisor:
         self._tg: TaskGroup | None = None
         self._accepting = True
         self._lost: set[UUID] = set()  # pods being stopped because their lease was lost
+        # The heartbeat loop, while it runs: a drain ends it before the node lets go.
+        self._leaving: anyio.Event | None = None
+        self._beating: anyio.Event | None = None  # set when the loop has ended
         self._creating: set[UUID] = set()  # tasks being created here (leased, no event yet)
 
     @property
@@ -164,6 +167,7 @@ class Supervisor:
                     watchdog.beat(self._alive)
                 await self.recover()
                 if self.node is not None:
+                    self._leaving, self._beating = anyio.Event(), anyio.Event()
                     tg.start_soon(self._keep_membership)
                 task_status.started()
                 await anyio.sleep_forever()
@@ -276,18 +280,28 @@ class Supervisor:
 
     async def _keep_membership(self) -> None:
         """Heartbeat, failure detection, claims and lease checks, every ``heartbeat``
-        seconds until cancelled (see the module doc). A database that went away is retried
-        on the next beat; the node reconnects (its lock and row are taken again)."""
-        assert self.node is not None
-        while True:
-            await anyio.sleep(self.membership.heartbeat)
-            try:
-                await self._beat()
-            except StoreUnavailable as e:
-                log.warning("node %s: %s; reconnecting", self.node.id, e)
-                await self._reconnect()
-            except StoreError as e:
-                log.warning("node %s: heartbeat: %s", self.node.id, e)
+        seconds until cancelled or until a drain's end (see the module doc). A database that
+        went away is retried on the next beat; the node reconnects (its lock and row are
+        taken again), unless it is leaving."""
+        assert self.node is not None and self._leaving is not None
+        assert self._beating is not None
+        try:
+            while True:
+                with anyio.move_on_after(self.membership.heartbeat):
+                    await self._leaving.wait()
+                if self._leaving.is_set():
+                    return
+                try:
+                    await self._beat()
+                except StoreUnavailable as e:
+                    if self._leaving.is_set():
+                        return
+                    log.warning("node %s: %s; reconnecting", self.node.id, e)
+                    await self._reconnect()
+                except StoreError as e:
+                    log.warning("node %s: heartbeat: %s", self.node.id, e)
+        finally:
+            self._beating.set()
 
     async def _beat(self) -> None:
         node = self.node
@@ -590,8 +604,14 @@ class Supervisor:
                 except StoreError as e:
                     log.warning("shutdown: no snapshot of %s: %s", pod.task_id, e)
         if self.node is not None:
-            # The drain's end: the leases go back; the other nodes take them at once.
+            # The drain's end: the heartbeat stops (a beat under way finishes first: none
+            # may run on, or reconnect, once the node has let go); the leases go back; the
+            # other nodes take them at once.
             with anyio.CancelScope(shield=True):
+                if self._leaving is not None and self._beating is not None:
+                    self._leaving.set()
+                    with anyio.move_on_after(5):  # else the close below ends the beat
+                        await self._beating.wait()
                 try:
                     await self.node.release(list(self.node.fences.held()))
                     await self.node.set_status("left")

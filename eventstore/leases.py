@@ -408,9 +408,10 @@ class Node:
         return await cursor.fetchall() if cursor.description else []
 
     async def _execute(self, statement: Any, params: Any) -> Any:
-        if self._conn is None:
-            raise StoreUnavailable(f"node {self.id} is not connected to the store")
         async with self._lock:
+            # Looked at under the lock: a close may have come while this waited for it.
+            if self._conn is None:
+                raise StoreUnavailable(f"node {self.id} is not connected to the store")
             try:
                 return await self._conn.execute(statement, params)
             except psycopg.OperationalError as e:

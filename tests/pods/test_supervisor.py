@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
+import psycopg
 import pytest
 
 from ipa.domain import Cancel, Context, QueueJob, Status, decide
@@ -220,3 +221,53 @@ async def test_after_sigkill_leftover_worktrees_are_removed_and_the_users_are_ke
     assert git(repo, "branch", "--list", "mine").strip()
     removed = [e for e in await store.read(task_id) if e.type == "WorkspaceRemoved"]
     assert removed[-1].data["reason"] == "ipa stopped while its run was in flight"
+
+
+async def test_a_drain_ends_the_heartbeat_before_the_node_lets_go(
+    database, store: EventStore, tmp_path: Path
+) -> None:
+    # A beat under way when the drain ended used to go on on the closed node (an
+    # AttributeError ended `ipa serve` with status 1), or reconnect it after it had left.
+    from ipa.supervisor import Membership
+
+    node = store.node("draining")
+    await node.open()
+    supervisor = Supervisor(PodEnvironment(
+        store=store, workspaces=WorkspaceManager(tmp_path / "workspaces"),
+        scratch=tmp_path / "scratch", runner_for=lambda spec: CommandRunner()),
+        node=node, membership=Membership(lease_ttl=5, heartbeat=0.02))
+    looked, gate = anyio.Event(), anyio.Event()
+    real_mine = node.mine
+
+    async def held_mine():  # the beat's lease check, held between its query and its use
+        answer = await real_mine()
+        looked.set()
+        await gate.wait()
+        return answer
+
+    async def status() -> str:
+        async with await psycopg.AsyncConnection.connect(database.conninfo()) as conn:
+            cursor = await conn.execute("SELECT status FROM ipa_nodes WHERE id = 'draining'")
+            return (await cursor.fetchone())[0]
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            await tg.start(supervisor.run)
+            node.mine = held_mine  # type: ignore[method-assign]
+            await looked.wait()
+            drained = anyio.Event()
+
+            async def drain() -> None:
+                await supervisor.shutdown(deadline=0)
+                drained.set()
+
+            tg.start_soon(drain)
+            await anyio.sleep(0.3)  # fifteen heartbeats: the drain waits for the beat
+            assert not drained.is_set()
+            assert await status() == "draining"
+            gate.set()
+            await drained.wait()
+            await anyio.sleep(0.3)  # no beat, no reconnection after the node left
+            assert await status() == "left"
+            assert node._conn is None
+            tg.cancel_scope.cancel()

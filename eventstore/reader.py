@@ -21,6 +21,7 @@ whose connection broke is tried again on another, three times in all, as a strea
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -43,8 +44,6 @@ Row = tuple[int, str, bytes]
 
 _Range = tuple[UUID, int | None, int | None, int | None]
 """A read of a stream's rows: (stream, after version, up to version, at most rows)."""
-_Positioned = tuple[int, int, str, bytes]
-"""A stream's row with its global position: (position, version, topic, state)."""
 
 _NO_UPPER = 2**63 - 1  # "up to" no version: the largest bigint
 
@@ -60,7 +59,10 @@ class StreamReader:
         events = SQL("{}.{}").format(Identifier(schema), Identifier(EVENTS_TABLE))
         snapshots = SQL("{}.{}").format(Identifier(schema), Identifier(SNAPSHOTS_TABLE))
         columns = SQL("notification_id, originator_id, originator_version, topic, state")
-        self._stream = SQL("SELECT {} FROM {} WHERE originator_id = %s").format(columns, events)
+        self._stream = SQL(
+            "SELECT notification_id, originator_version, topic, state FROM {} "
+            "WHERE originator_id = %s"
+        ).format(events)
         self._rows = SQL(
             "SELECT originator_version, topic, state FROM {} WHERE originator_id = %s"
         ).format(events)
@@ -76,15 +78,20 @@ class StreamReader:
             "SELECT originator_version, topic, state FROM {} WHERE originator_id = %s"
         ).format(snapshots)
         # The same reads for many at once: r.i is each read's place in the batch.
-        self._ranges = SQL(
-            "SELECT r.i, e.notification_id, e.originator_version, e.topic, e.state "
+        ranges = (
             "FROM unnest(%s::uuid[], %s::bigint[], %s::bigint[], %s::bigint[]) "
             "WITH ORDINALITY AS r(id, gt, lte, lim, i) CROSS JOIN LATERAL ("
-            "SELECT notification_id, originator_version, topic, state FROM {} "
+            "SELECT {columns} FROM {events} "
             "WHERE originator_id = r.id AND originator_version > r.gt "
             "AND originator_version <= r.lte ORDER BY originator_version LIMIT r.lim) AS e "
             "ORDER BY r.i, e.originator_version"
-        ).format(events)
+        )
+        self._ranges = SQL(
+            "SELECT r.i, e.notification_id, e.originator_version, e.topic, e.state " + ranges
+        ).format(columns=SQL("notification_id, originator_version, topic, state"), events=events)
+        self._ranges_rows = SQL(
+            "SELECT r.i, e.originator_version, e.topic, e.state " + ranges
+        ).format(columns=SQL("originator_version, topic, state"), events=events)
         self._heads = SQL(
             "SELECT (SELECT max(originator_version) FROM {} WHERE originator_id = r.id) "
             "FROM unnest(%s::uuid[]) WITH ORDINALITY AS r(id, i) ORDER BY r.i"
@@ -97,14 +104,19 @@ class StreamReader:
             "ORDER BY originator_version DESC LIMIT 1) AS s"
         ).format(snapshots)
         slots = Slots(pool_size)
-        self._range_reads = Coalescer(slots, self._range, self._many_ranges)
+        # A stream's rows with their positions (pages, the audit), and without (loads: no
+        # column a replay of 100,000 rows would decode for nothing).
+        self._range_reads = Coalescer(slots, partial(self._range, self._stream),
+                                      partial(self._many_ranges, self._ranges))
+        self._rows_reads = Coalescer(slots, partial(self._range, self._rows),
+                                     partial(self._many_ranges, self._ranges_rows))
         self._head_reads = Coalescer(slots, self._head_of, self._many_heads)
         self._snapshot_reads = Coalescer(slots, self._snapshot_of, self._many_snapshots)
 
     @property
     def queries(self) -> int:
         """Queries the coalesced reads ran so far."""
-        return sum(c.queries for c in (self._range_reads, self._head_reads,
+        return sum(c.queries for c in (self._range_reads, self._rows_reads, self._head_reads,
                                         self._snapshot_reads))
 
     async def open(self) -> None:
@@ -155,8 +167,7 @@ class StreamReader:
         read = _range(stream_id, gt, lte, None)
         if read is None:
             return []
-        return [(version, topic, state)
-                for _, version, topic, state in await self._range_reads.get(read)]
+        return await self._rows_reads.get(read)  # type: ignore[return-value]
 
     async def log(self, after: int, limit: int) -> list[Notification]:
         """Rows of every stream after global position ``after``, in position order."""
@@ -186,26 +197,28 @@ class StreamReader:
 
     # One read alone, and many at once ------------------------------------------------------
 
-    async def _range(self, read: _Range) -> list[_Positioned]:
+    async def _range(self, query: Composable, read: _Range) -> list[tuple[Any, ...]]:
+        """``query``'s rows of one read (its stream's, in version order)."""
         stream_id, gt, lte, limit = read
         params: list[Any] = [stream_id]
-        query = version_range(self._stream, params, gt or None, lte)
+        query = version_range(query, params, gt or None, lte)
         query += SQL(" ORDER BY originator_version")
         if limit is not None:
             query += SQL(" LIMIT %s")
             params.append(limit)
-        return [(position, version, topic, state)
-                for position, _, version, topic, state in await self._fetch(query, params)]
+        return await self._fetch(query, params)
 
-    async def _many_ranges(self, reads: Sequence[_Range]) -> list[list[_Positioned]]:
+    async def _many_ranges(self, query: Composable, reads: Sequence[_Range]
+                           ) -> list[list[tuple[Any, ...]]]:
+        """``query``'s rows of many reads, each read's apart (its place first in each row)."""
         ids, gts, ltes, limits = zip(*reads, strict=True)
-        rows = await self._fetch(self._ranges, (
+        rows = await self._fetch(query, (
             list(ids), list(gts), [_NO_UPPER if lte is None else lte for lte in ltes],
             list(limits),
         ))
-        found: list[list[_Positioned]] = [[] for _ in reads]
-        for i, position, version, topic, state in rows:
-            found[i - 1].append((position, version, topic, state))
+        found: list[list[tuple[Any, ...]]] = [[] for _ in reads]
+        for row in rows:
+            found[row[0] - 1].append(row[1:])
         return found
 
     async def _head_of(self, stream_id: UUID) -> int:

@@ -285,14 +285,8 @@ def evolve(state: TaskState | None, event: TaskEvent) -> TaskState:
             f"task {state.id} is at version {state.version}; "
             f"cannot apply version {event.originator_version}"
         )
-    return _next_state(state, {**_changes(event, state), "version": event.originator_version,
+    return changed(state, {**_changes(event, state), "version": event.originator_version,
                                "updated_at": event.timestamp})
-
-
-def _next_state(state: TaskState, changes: dict[str, Any]) -> TaskState:
-    """``dataclasses.replace(state, **changes)`` through :func:`.state.changed`: every load
-    folds its events through here, one copy per event."""
-    return changed(state, changes)
 
 
 def fold(events: Iterable[TaskEvent], state: TaskState | None = None) -> TaskState | None:

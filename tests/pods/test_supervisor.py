@@ -262,12 +262,15 @@ async def test_a_drain_ends_the_heartbeat_before_the_node_lets_go(
                 drained.set()
 
             tg.start_soon(drain)
-            await anyio.sleep(0.3)  # fifteen heartbeats: the drain waits for the beat
-            assert not drained.is_set()
+            assert supervisor._leaving is not None and supervisor._beating is not None
+            await supervisor._leaving.wait()  # the drain has come to its end ...
+            await anyio.wait_all_tasks_blocked()
+            assert not drained.is_set()  # ... and waits for the beat under way
             assert await status() == "draining"
             gate.set()
             await drained.wait()
-            await anyio.sleep(0.3)  # no beat, no reconnection after the node left
+            assert supervisor._beating.is_set()  # no beat, no reconnection after it left
+            await anyio.wait_all_tasks_blocked()
             assert await status() == "left"
             assert node._conn is None
             tg.cancel_scope.cancel()

@@ -13,9 +13,9 @@ PostgreSQL is the only channel between nodes. Two tables:
   its epoch. A task is free when it has no row, no node, or a dead node.
 
 **Fencing.** Every append a node makes to a task it holds carries ``(task, node, epoch)``
-(:meth:`Fences.of`); the insert function (:mod:`.recorder`) checks, in the append's own
-transaction and under a share lock on the lease row, that the row still says so, and refuses
-the whole append otherwise (SQLSTATE ``IPA01``, :class:`LeaseLost`). A node that lost a lease
+(:meth:`Fences.of`); the append's statement (:mod:`.recorder`) checks, in the append's own
+transaction and under a share lock on the lease row, that the row still says so, and writes
+nothing otherwise (the writer then raises :class:`LeaseLost`). A node that lost a lease
 (paused past the TTL, cut off from the database) can therefore write nothing more to that task,
 whatever it believes; a claim waits for an append in flight and bumps the epoch after it.
 
@@ -47,8 +47,6 @@ NODES_TABLE = "ipa_nodes"
 LEASES_TABLE = "ipa_leases"
 SESSIONS_TABLE = "ipa_sessions"
 """Log-in sessions every node honours (``ui/sessions.py`` keeps and checks them)."""
-LEASE_LOST = "IPA01"
-"""The SQLSTATE the insert functions raise when an append's lease is not the node's any more."""
 
 NODE_STATUSES = ("up", "draining", "dead", "left")
 

@@ -3,7 +3,7 @@
 - ``audit_manifest``: one row per stream, ``(stream_id, version, mac)``, where ``mac`` is the
   audit key's MAC of the stream id, its version and the digest of the event at that version
   (:meth:`.AuditKey.manifest_mac`). The append upserts it in the same call, so the same
-  transaction, as the events (``ipa_insert_events`` in :mod:`.recorder`); a row never moves
+  transaction, as the events (``insert_statement`` in :mod:`.recorder`); a row never moves
   back. A stream whose events end before its row's version lost its tail; a row whose stream
   is gone is a deleted task; a row whose MAC fails was forged; a stream without a row was
   not written by ipa.
@@ -136,6 +136,8 @@ class ManifestRecorder(PostgresRecorder):
         record = self.keyed_from()
         if record is None:
             with self.datastore.transaction(commit=True) as curs:
+                # Every append holds the table's row-exclusive lock from its start: once this
+                # lock is granted, no append is in flight and none starts before the commit.
                 curs.execute(self._lock_events)
                 curs.execute(self._select_keyed_from)  # another process may have keyed it
                 if not curs.fetchall():

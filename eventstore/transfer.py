@@ -146,18 +146,21 @@ async def import_bundle(store: EventStore, bundle: TaskBundle) -> Imported:
 
 def _insert(store: EventStore, rows: list[tuple[UUID, int, str, bytes]],
             macs: list[tuple[UUID, int, str]], snapshots: list) -> list[int]:
-    """One transaction: the events and manifest rows through the append function (which
-    takes the events table's lock and notifies), then the snapshots."""
+    """One transaction: the events and manifest rows through the append statement (which
+    takes the append lock and notifies), then the snapshots."""
     datastore = store._datastore
     insert_snapshot = SQL(
         "INSERT INTO {}.{} (originator_id, originator_version, topic, state) "
         "VALUES (%s, %s, %s, %s)"
     ).format(Identifier(datastore.schema), Identifier(SNAPSHOTS_TABLE))
     with datastore.transaction(commit=True) as curs:
-        curs.execute(store._events.insert_statement, (
-            [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
-            [r[3] for r in rows], [m[0] for m in macs], [m[1] for m in macs],
-            [m[2] for m in macs], [], [], []))
+        curs.execute(SQL("SET LOCAL lock_timeout = {}").format(f"{datastore.lock_timeout}s"))
+        curs.execute(store._events.insert_statement, {
+            "ids": [r[0] for r in rows], "versions": [r[1] for r in rows],
+            "topics": [r[2] for r in rows], "states": [r[3] for r in rows],
+            "heads": [m[0] for m in macs], "head_versions": [m[1] for m in macs],
+            "macs": [m[2] for m in macs],
+            "fence_tasks": [], "fence_nodes": [], "fence_epochs": []})
         positions = [row[next(iter(row))] for row in curs.fetchall()]
         for snapshot in snapshots:
             curs.execute(insert_snapshot, (snapshot.originator_id, snapshot.originator_version,

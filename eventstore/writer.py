@@ -3,7 +3,7 @@
 One writer task per store drains every append waiting at that moment into a batch, seals each
 request's events onto its stream's hash chain (and MACs its stream's new manifest row, when the
 store is keyed), and inserts the whole batch with one statement
-on the writer's own async connection (one transaction, one table lock, one NOTIFY, one round
+on the writer's own async connection (one transaction, one append lock, one NOTIFY, one round
 trip; no worker thread). While a batch commits the
 next one gathers, so the batch size follows the load: one event alone when a single writer
 appends (committed inline by the appending task itself, when nothing else is in flight), up
@@ -44,7 +44,7 @@ from ipa.telemetry import APPEND_BATCH_EVENTS, APPEND_COMMIT_SECONDS, EVENTS_APP
 
 from .codec import GENESIS, EventCodec, Seal
 from .errors import StoreError, StoreUnavailable, UnstorableEvent, VersionConflict, one_line
-from .leases import LEASE_LOST, LeaseLost
+from .leases import LeaseLost
 from .recorder import EventRecorder
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,7 @@ class BatchWriter:
         self._insert = recorder.insert_statement
         self._insert_one = recorder.insert_one_statement
         self._select_head = recorder.select_head_statement
+        self._lock_timeout = int(recorder.datastore.lock_timeout)
         self._codec = codec
         self._on_commit = on_commit
         self._max_batch = max_batch
@@ -222,7 +223,9 @@ class BatchWriter:
         if self._conn is None or self._conn.closed:
             try:
                 self._conn = await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True, connect_timeout=5
+                    self._conninfo, autocommit=True, connect_timeout=5,
+                    # How long an append waits for the append lock or a lease row.
+                    options=f"-c lock_timeout={self._lock_timeout}s",
                 )
             except psycopg.Error as e:
                 raise StoreUnavailable(f"could not append: {one_line(e)}") from e
@@ -234,15 +237,12 @@ class BatchWriter:
             return
         try:
             positions = await self._insert_rows(ready)
-        except psycopg.errors.UniqueViolation:
+        except (psycopg.errors.UniqueViolation, _FenceFailed):
+            # A stream moved on elsewhere, or a lease was lost: each alone finds which.
             for request in ready:
                 await self._commit_one(request)
             return
         except (psycopg.Error, StoreUnavailable) as e:
-            if isinstance(e, psycopg.Error) and e.sqlstate == LEASE_LOST:
-                for request in ready:  # one of them lost its lease: it alone fails
-                    await self._commit_one(request)
-                return
             for request in ready:
                 request.error = _unavailable(e)
             return
@@ -264,47 +264,53 @@ class BatchWriter:
                 return
             request.error = VersionConflict(request.stream_id, request.expected_version, current)
             return
+        except _FenceFailed:
+            self._heads.forget(request.stream_id)
+            request.error = (StoreUnavailable("the append wrote nothing") if request.fence is None
+                             else LeaseLost(request.fence[0], request.fence[1]))
+            return
         except (psycopg.Error, StoreUnavailable) as e:
-            if isinstance(e, psycopg.Error) and e.sqlstate == LEASE_LOST and request.fence:
-                self._heads.forget(request.stream_id)
-                request.error = LeaseLost(request.fence[0], request.fence[1])
-                return
             request.error = _unavailable(e)
             return
         self._acknowledge(request, positions)
 
     async def _insert_rows(self, requests: list[_Request]) -> list[int]:
-        """Insert the requests' events and upsert their streams' manifest rows, in one call
-        (one transaction); return the events' positions."""
+        """Insert the requests' events and upsert their streams' manifest rows, in one
+        statement (one transaction); return the events' positions. :class:`_FenceFailed`
+        when one of their fences did not hold (nothing was written)."""
         conn = await self._connection()
         stored = [s for r in requests for s in r.stored]
+        params: dict[str, Any]
         if len(stored) == 1:
             [event] = stored
             statement = self._insert_one
             fence = requests[0].fence or (None, None, None)
-            params: tuple[Any, ...] = (
-                event.originator_id, event.originator_version, event.topic, event.state,
-                requests[0].manifest_mac, *fence,
-            )
+            params = {
+                "id": event.originator_id, "version": event.originator_version,
+                "topic": event.topic, "state": event.state, "mac": requests[0].manifest_mac,
+                "fence_task": fence[0], "fence_node": fence[1], "fence_epoch": fence[2],
+            }
         else:
             statement = self._insert
             keyed = [r for r in requests if r.manifest_mac is not None]
             fences = [r.fence for r in requests if r.fence is not None]
-            params = (
-                [e.originator_id for e in stored],
-                [e.originator_version for e in stored],
-                [e.topic for e in stored],
-                [e.state for e in stored],
-                [r.stream_id for r in keyed],
-                [r.expected_version + len(r.events) for r in keyed],
-                [r.manifest_mac for r in keyed],
-                [f[0] for f in fences],
-                [f[1] for f in fences],
-                [f[2] for f in fences],
-            )
+            params = {
+                "ids": [e.originator_id for e in stored],
+                "versions": [e.originator_version for e in stored],
+                "topics": [e.topic for e in stored],
+                "states": [e.state for e in stored],
+                "heads": [r.stream_id for r in keyed],
+                "head_versions": [r.expected_version + len(r.events) for r in keyed],
+                "macs": [r.manifest_mac for r in keyed],
+                "fence_tasks": [f[0] for f in fences],
+                "fence_nodes": [f[1] for f in fences],
+                "fence_epochs": [f[2] for f in fences],
+            }
         started = time.perf_counter()
         cursor = await conn.execute(statement, params, prepare=True)
         positions = [row[0] for row in await cursor.fetchall()]
+        if len(positions) != len(stored):
+            raise _FenceFailed()
         # Once per transaction, not per append: a few microseconds beside a commit's hundreds.
         APPEND_COMMIT_SECONDS.observe(time.perf_counter() - started)
         APPEND_BATCH_EVENTS.observe(len(stored))
@@ -365,6 +371,10 @@ class BatchWriter:
         version = request.expected_version + len(request.events)
         self._heads.put(request.stream_id, version, request.digest)
         request.result = Appended(request.stream_id, version, tuple(positions))
+
+
+class _FenceFailed(Exception):
+    """An insert wrote nothing: one of its fences did not hold (a lease was lost)."""
 
 
 def _unavailable(error: BaseException) -> StoreError:

@@ -6,9 +6,11 @@ import uuid
 from dataclasses import replace
 
 import anyio
+import psycopg
 import pytest
 
-from ipa.eventstore import EventStore, StoreSettings, VersionConflict
+from ipa.eventstore import ConnectionParams, EventStore, StoreSettings, VersionConflict
+from ipa.eventstore.codec import GENESIS
 
 from .helpers import task_history
 
@@ -123,3 +125,64 @@ async def test_first_append_to_an_existing_stream_conflicts(store: EventStore) -
 
 async def test_version_of_unknown_stream_is_zero(store: EventStore) -> None:
     assert await store.version(uuid.uuid4()) == 0
+
+
+async def test_each_append_of_a_batch_gets_the_positions_of_its_own_events(
+    store: EventStore,
+) -> None:
+    histories = [task_history(n) for n in (1, 3, 2, 1, 4)]  # one statement, rows of unequal runs
+    appended = {}
+
+    async def write(task_id, events) -> None:
+        appended[task_id] = await store.append(task_id, events, 0)
+
+    async with anyio.create_task_group() as tg:
+        for task_id, events in histories:
+            tg.start_soon(write, task_id, events)
+
+    for task_id, events in histories:
+        recorded = await store.read(task_id)
+        assert [r.version for r in recorded] == list(range(1, len(events) + 1))
+        assert list(appended[task_id].positions) == [r.position for r in recorded]
+
+
+async def test_an_append_waits_for_one_in_flight_so_positions_commit_in_order(
+    store: EventStore, database: ConnectionParams
+) -> None:
+    # An append held open in another transaction (as another process's would be, between
+    # drawing its position and committing) must make the next append wait: were the next one
+    # to commit first, a reader following the log by position (the tail, every read model)
+    # would pass the held position before it became visible and never see it.
+    (held_id, held), (next_id, following) = task_history(1), task_history(1)
+    [row], _ = store._codec.seal(held, GENESIS)
+    async with await psycopg.AsyncConnection.connect(database.conninfo()) as conn:
+        cursor = await conn.execute(store._events.insert_one_statement, {
+            "id": row.originator_id, "version": 1, "topic": row.topic, "state": row.state,
+            "mac": None, "fence_task": None, "fence_node": None, "fence_epoch": None})
+        [(held_position,)] = await cursor.fetchall()  # drawn, not committed
+        appended = None
+
+        async def append_next() -> None:
+            nonlocal appended
+            appended = await store.append(next_id, following, 0)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(append_next)
+            # Either the append blocks on the held transaction's lock, or it commits first.
+            while appended is None and not await waiting_for_a_lock(conn):
+                await anyio.sleep(0.01)
+            assert appended is None, "an append committed past a position still in flight"
+            await conn.commit()
+    assert appended is not None and appended.positions[0] > held_position
+    assert [r.stream_id for r in await store.read_log(0)] == [held_id, next_id]
+
+
+async def waiting_for_a_lock(conn: psycopg.AsyncConnection) -> bool:
+    """Whether another backend of this database waits for a lock (seen from ``conn``'s
+    transaction's own snapshot of the activity view: asked afresh each call)."""
+    cursor = await conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'")
+    row = await cursor.fetchone()
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    return bool(row and row[0])

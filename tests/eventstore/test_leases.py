@@ -134,3 +134,40 @@ async def test_a_released_lease_is_claimed_by_another_node_and_the_old_epoch_is_
     await b.append(task_id, events, 0)
     with pytest.raises(VersionConflict):
         await b.append(task_id, events, 0)
+
+
+async def test_streams_fenced_by_one_task_share_a_batch_and_fail_together(
+    open_store, node_of
+) -> None:
+    # A task's stream and two more fenced by the task (its runs'): the first commits alone,
+    # the other two in one statement, where one lease row answers both fences; once the lease
+    # is lost, none is written.
+    a, b = await open_store(), await open_store()
+    old, new = await node_of(a, "old"), await node_of(b, "new")
+    streams = [task_history(2) for _ in range(3)]
+    task_id = streams[0][0]
+    await old.assign(task_id, "old")
+
+    async def append_all(expected: int) -> list[object]:
+        results: list[object] = [None] * len(streams)
+
+        async def one(i: int, stream_id, events) -> None:
+            try:
+                results[i] = await a.append(stream_id, events[expected:expected + 1], expected,
+                                            fence=task_id)
+            except LeaseLost as e:
+                results[i] = e
+
+        async with anyio.create_task_group() as tg:
+            for i, (stream_id, events) in enumerate(streams):
+                tg.start_soon(one, i, stream_id, events)
+        return results
+
+    commits = a.commits
+    assert not any(isinstance(r, LeaseLost) for r in await append_all(0))
+    assert a.commits == commits + 2  # one alone, then two fenced by one lease together
+
+    await old.set_status("dead")
+    await new.claim([task_id])
+    assert all(isinstance(r, LeaseLost) for r in await append_all(1))
+    assert [len(await a.read(s)) for s, _ in streams] == [1, 1, 1]

@@ -45,8 +45,8 @@ async def test_every_append_moves_its_streams_manifest_row(
     histories = [task_history(5) for _ in range(20)]
 
     async def write(task_id, events) -> None:
-        await store.append(task_id, events[:1], 0)  # a single event (ipa_insert_event)
-        await store.append(task_id, events[1:], 1)  # several (ipa_insert_events)
+        await store.append(task_id, events[:1], 0)  # a single event (insert_one_statement)
+        await store.append(task_id, events[1:], 1)  # several (insert_statement)
 
     async with anyio.create_task_group() as tg:
         for task_id, events in histories:

@@ -12,7 +12,6 @@ with its stream id), so one kind's MAC never verifies as another's.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import secrets
@@ -48,7 +47,7 @@ class AuditKey:
 
     def mac(self, message: bytes) -> str:
         """HMAC-SHA256 of ``message`` in hex (64 characters)."""
-        return hmac.new(self.secret, message, hashlib.sha256).hexdigest()
+        return hmac.digest(self.secret, message, "sha256").hex()  # one-shot: a third of new()
 
     @property
     def key_id(self) -> str:

@@ -127,15 +127,15 @@ class EventRecorder(PostgresApplicationRecorder):
             # Each fence is a (task, node, epoch) the lease row must still say, read under a
             # share lock so that a claim waits for this append; one that does not: no row.
             fence=SQL(
-                "SELECT count(*) = cardinality(%(fence_tasks)s::uuid[]) AS held FROM "
-                "(SELECT FROM {} AS l JOIN unnest(%(fence_tasks)s::uuid[], "
-                "%(fence_nodes)s::text[], %(fence_epochs)s::bigint[]) AS f(t, n, e) "
+                "SELECT count(*) = cardinality(%(fence_tasks)b::uuid[]) AS held FROM "
+                "(SELECT FROM {} AS l JOIN unnest(%(fence_tasks)b::uuid[], "
+                "%(fence_nodes)b::text[], %(fence_epochs)b::bigint[]) AS f(t, n, e) "
                 "ON l.task_id = f.t AND l.node_id = f.n AND l.epoch = f.e FOR SHARE OF l) AS h"
             ).format(leases),
-            rows=SQL("SELECT * FROM unnest(%(ids)s::uuid[], %(versions)s::bigint[], "
-                     "%(topics)s::text[], %(states)s::bytea[])"),
-            manifest_rows=SQL("SELECT * FROM unnest(%(heads)s::uuid[], "
-                              "%(head_versions)s::bigint[], %(macs)s::text[]) WHERE true"),
+            rows=SQL("SELECT * FROM unnest(%(ids)b::uuid[], %(versions)b::bigint[], "
+                     "%(topics)b::text[], %(states)b::bytea[])"),
+            manifest_rows=SQL("SELECT * FROM unnest(%(heads)b::uuid[], "
+                              "%(head_versions)b::bigint[], %(macs)b::text[]) WHERE true"),
         ).as_bytes(None)
         """Insert events given as four arrays (``ids``, ``versions``, ``topics``, ``states``)
         and upsert manifest rows given as three (``heads``, ``head_versions``, ``macs``),

@@ -126,6 +126,7 @@ class BatchWriter:
         self._heads = _Heads()
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._busy = False  # a batch is being committed (by the writer task or inline)
+        self._solo = True  # the last batch was one append: the next may commit inline
         self._closed = False
         self.commits = 0
         """Transactions committed so far (appends per commit = the batching achieved)."""
@@ -143,8 +144,9 @@ class BatchWriter:
             raise StoreUnavailable("the event store is closed")
         _check_versions(stream_id, events, expected_version)
         request = _Request(stream_id, events, expected_version, fence=fence)
-        if self._busy or self._pending:
-            # Others are committing: join the next batch.
+        if self._busy or self._pending or not self._solo:
+            # Others are committing, or were (the appenders of the last batch are about to
+            # append again, each as it resumes): join the next batch.
             self._pending.append(request)
             self._wakeup.set()
             await request.done.wait()
@@ -182,6 +184,7 @@ class BatchWriter:
         """Commit ``batch`` on the one connection (never two at once) and release its
         requests. Shielded: once sent, a batch's outcome is awaited and reported."""
         self._busy = True
+        self._solo = len(batch) == 1
         try:
             with anyio.CancelScope(shield=True):
                 await self._commit(batch)

@@ -49,6 +49,9 @@ from .recorder import EventRecorder
 
 log = logging.getLogger(__name__)
 
+MIN_SHARE = 16
+"""Fewer appends than this per free connection wait in one batch rather than being split."""
+
 
 @dataclass(frozen=True, slots=True)
 class Appended:
@@ -112,6 +115,7 @@ class BatchWriter:
         *,
         on_commit: Callable[[Sequence[Committed]], None] = lambda committed: None,
         max_batch: int = 500,
+        depth: int = 2,
     ) -> None:
         self._conninfo = conninfo
         self._insert = recorder.insert_statement
@@ -124,8 +128,10 @@ class BatchWriter:
         self._pending: deque[_Request] = deque()
         self._wakeup = anyio.Event()
         self._heads = _Heads()
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-        self._busy = False  # a batch is being committed (by the writer task or inline)
+        self._depth = depth
+        self._conns: list[psycopg.AsyncConnection[Any] | None] = [None] * depth
+        self._free = list(range(depth))  # connections no batch is committing on
+        self._streams_in_flight: set[UUID] = set()
         self._solo = True  # the last batch was one append: the next may commit inline
         self._closed = False
         self.commits = 0
@@ -144,7 +150,7 @@ class BatchWriter:
             raise StoreUnavailable("the event store is closed")
         _check_versions(stream_id, events, expected_version)
         request = _Request(stream_id, events, expected_version, fence=fence)
-        if self._busy or self._pending or not self._solo:
+        if self._streams_in_flight or self._pending or not self._solo:
             # Others are committing, or were (the appenders of the last batch are about to
             # append again, each as it resumes): join the next batch.
             self._pending.append(request)
@@ -152,9 +158,7 @@ class BatchWriter:
             await request.done.wait()
         else:
             # Nothing else in flight: commit right here, sparing two task switches.
-            await self._commit_batch([request])
-            if self._pending:
-                self._wakeup.set()  # what arrived meanwhile goes to the writer task
+            await self._commit_batch([request], self._begin([request]))
         if request.error is not None:
             raise request.error
         assert request.result is not None
@@ -163,31 +167,46 @@ class BatchWriter:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Commit batches until cancelled; then fail whatever is still waiting."""
         try:
-            await self._connection()
+            await self._connection(0)
             task_status.started()
-            while True:
-                await self._wakeup.wait()
-                self._wakeup = anyio.Event()
-                while self._pending and not self._busy:
-                    await self._commit_batch(self._take_batch())
+            async with anyio.create_task_group() as commits:
+                while True:
+                    await self._wakeup.wait()
+                    self._wakeup = anyio.Event()
+                    while self._pending and self._free:
+                        batch = self._take_batch()
+                        if not batch:
+                            break  # each waiting append's stream is committing: wait for it
+                        commits.start_soon(self._commit_batch, batch, self._begin(batch))
         finally:
             self._closed = True
             while self._pending:
                 request = self._pending.popleft()
                 request.error = StoreUnavailable("the event store closed before the append")
                 request.done.set()
-            if self._conn is not None:
-                with anyio.CancelScope(shield=True):
-                    await self._conn.close()
+            with anyio.CancelScope(shield=True):
+                for conn in self._conns:
+                    if conn is not None:
+                        await conn.close()
 
-    async def _commit_batch(self, batch: list[_Request]) -> None:
-        """Commit ``batch`` on the one connection (never two at once) and release its
-        requests. Shielded: once sent, a batch's outcome is awaited and reported."""
-        self._busy = True
+    def _begin(self, batch: list[_Request]) -> int:
+        """Mark ``batch`` in flight; the connection it commits on."""
+        self._streams_in_flight.update(request.stream_id for request in batch)
         self._solo = len(batch) == 1
+        return self._free.pop()
+
+    def _end(self, batch: list[_Request], line: int) -> None:
+        self._streams_in_flight.difference_update(request.stream_id for request in batch)
+        self._free.append(line)
+        if self._pending:
+            self._wakeup.set()  # what arrived meanwhile goes to the writer task
+
+    async def _commit_batch(self, batch: list[_Request], line: int) -> None:
+        """Commit ``batch`` (begun on connection ``line``) and release its requests.
+        Shielded: once sent, a batch's outcome is awaited and reported."""
         try:
             with anyio.CancelScope(shield=True):
-                await self._commit(batch)
+                await self._commit(batch, line)
         except Exception as e:
             # A fault of this batch (a bug, not the database) fails its unanswered appends
             # and nothing else: the writer goes on with the next batch.
@@ -196,7 +215,7 @@ class BatchWriter:
                 if request.result is None and request.error is None:
                     request.error = StoreUnavailable(f"the append failed: {one_line(e)}")
         finally:
-            self._busy = False
+            self._end(batch, line)
             for request in batch:
                 if request.result is None and request.error is None:
                     request.error = StoreUnavailable("the append was interrupted")
@@ -209,10 +228,15 @@ class BatchWriter:
             log.exception("observer of a committed append failed")
 
     def _take_batch(self) -> list[_Request]:
+        """The next batch: waiting appends, at most one per stream and none to a stream that
+        is committing. Many waiting and a connection free beside this one: a share of them,
+        so that one batch is sealed while the other commits."""
+        share = math.ceil(len(self._pending) / len(self._free))
+        size = min(self._max_batch, len(self._pending) if share < MIN_SHARE else share)
         batch: list[_Request] = []
-        streams: set[UUID] = set()
+        streams = set(self._streams_in_flight)
         held_back: list[_Request] = []
-        while self._pending and len(batch) < self._max_batch:
+        while self._pending and len(batch) < size:
             request = self._pending.popleft()
             if request.stream_id in streams:
                 held_back.append(request)
@@ -222,28 +246,29 @@ class BatchWriter:
         self._pending.extendleft(reversed(held_back))
         return batch
 
-    async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        if self._conn is None or self._conn.closed:
+    async def _connection(self, line: int) -> psycopg.AsyncConnection[Any]:
+        conn = self._conns[line]
+        if conn is None or conn.closed:
             try:
-                self._conn = await psycopg.AsyncConnection.connect(
+                conn = self._conns[line] = await psycopg.AsyncConnection.connect(
                     self._conninfo, autocommit=True, connect_timeout=5,
                     # How long an append waits for the append lock or a lease row.
                     options=f"-c lock_timeout={self._lock_timeout}s",
                 )
             except psycopg.Error as e:
                 raise StoreUnavailable(f"could not append: {one_line(e)}") from e
-        return self._conn
+        return conn
 
-    async def _commit(self, batch: list[_Request]) -> None:
-        ready = [request for request in batch if await self._prepare(request)]
+    async def _commit(self, batch: list[_Request], line: int) -> None:
+        ready = [request for request in batch if await self._prepare(request, line)]
         if not ready:
             return
         try:
-            positions = await self._insert_rows(ready)
+            positions = await self._insert_rows(ready, line)
         except (psycopg.errors.UniqueViolation, _FenceFailed):
             # A stream moved on elsewhere, or a lease was lost: each alone finds which.
             for request in ready:
-                await self._commit_one(request)
+                await self._commit_one(request, line)
             return
         except (psycopg.Error, StoreUnavailable) as e:
             for request in ready:
@@ -255,13 +280,13 @@ class BatchWriter:
             self._acknowledge(request, positions[offset : offset + n])
             offset += n
 
-    async def _commit_one(self, request: _Request) -> None:
+    async def _commit_one(self, request: _Request, line: int) -> None:
         try:
-            positions = await self._insert_rows([request])
+            positions = await self._insert_rows([request], line)
         except psycopg.errors.UniqueViolation:
             self._heads.forget(request.stream_id)
             try:
-                current = (await self._read_head(request.stream_id))[0]
+                current = (await self._read_head(request.stream_id, line))[0]
             except (psycopg.Error, StoreUnavailable) as e:
                 request.error = _unavailable(e)
                 return
@@ -277,11 +302,11 @@ class BatchWriter:
             return
         self._acknowledge(request, positions)
 
-    async def _insert_rows(self, requests: list[_Request]) -> list[int]:
+    async def _insert_rows(self, requests: list[_Request], line: int) -> list[int]:
         """Insert the requests' events and upsert their streams' manifest rows, in one
         statement (one transaction); return the events' positions. :class:`_FenceFailed`
         when one of their fences did not hold (nothing was written)."""
-        conn = await self._connection()
+        conn = await self._connection(line)
         stored = [s for r in requests for s in r.stored]
         params: dict[str, Any]
         if len(stored) == 1:
@@ -321,10 +346,10 @@ class BatchWriter:
         self.commits += 1
         return positions
 
-    async def _prepare(self, request: _Request) -> bool:
+    async def _prepare(self, request: _Request, line: int) -> bool:
         """Check the expected version and seal the events; False if the request failed."""
         try:
-            version, digest = await self._head_for(request)
+            version, digest = await self._head_for(request, line)
             if version != request.expected_version:
                 request.error = VersionConflict(
                     request.stream_id, request.expected_version, version
@@ -348,7 +373,7 @@ class BatchWriter:
             return False
         return True
 
-    async def _head_for(self, request: _Request) -> tuple[int, str]:
+    async def _head_for(self, request: _Request, line: int) -> tuple[int, str]:
         cached = self._heads.get(request.stream_id)
         if cached is not None and cached[0] == request.expected_version:
             return cached
@@ -356,10 +381,10 @@ class BatchWriter:
             # A new stream (the usual case for version 0): if it exists after all, the
             # insert fails on the primary key and the request is retried alone.
             return 0, GENESIS
-        return await self._read_head(request.stream_id)
+        return await self._read_head(request.stream_id, line)
 
-    async def _read_head(self, stream_id: UUID) -> tuple[int, str]:
-        conn = await self._connection()
+    async def _read_head(self, stream_id: UUID, line: int) -> tuple[int, str]:
+        conn = await self._connection(line)
         cursor = await conn.execute(self._select_head, (stream_id,), prepare=True)
         row = await cursor.fetchone()
         if row is None:

@@ -1,26 +1,30 @@
 """Group commit: concurrent appends to different streams share one database transaction.
 
-One writer task per store drains every append waiting at that moment into a batch, seals each
+One writer task per store drains the appends waiting at that moment into a batch, seals each
 request's events onto its stream's hash chain (and MACs its stream's new manifest row, when the
-store is keyed), and inserts the whole batch with one statement
-on the writer's own async connection (one transaction, one append lock, one NOTIFY, one round
-trip; no worker thread). While a batch commits the
-next one gathers, so the batch size follows the load: one event alone when a single writer
-appends (committed inline by the appending task itself, when nothing else is in flight), up
-to ``max_batch`` under load. An append returns only after its transaction
-committed: an acknowledged event is durable.
+store is keyed), and inserts the whole batch with one statement on one of the writer's own async
+connections (one transaction, one append lock, one NOTIFY, one round trip; no worker thread).
+Two batches can be in flight, each on its own connection: one is sealed and sent while the
+other commits, so the Python work of one overlaps the database work of the other (the append
+lock still commits them one after the other, positions in order). With many appends waiting
+and a connection free beside the one about to be used, a batch takes a share of them, so that
+the two alternate. Batch size follows the load: one event alone when a single writer appends
+(committed inline by the appending task itself, when nothing else is in flight and the last
+batch was one append), up to ``max_batch`` under load. An append returns only after its
+transaction committed: an acknowledged event is durable.
 
 Expected versions are checked against an in-memory head cache (version and digest per stream),
 filled from the database on a miss or a mismatch; the database's primary key is the final
 judge. When a batch fails on a duplicate version (another process wrote one of its streams),
 its requests are retried one by one so only the stale one fails, with a
 :class:`VersionConflict` that carries the stream's real version. Two appends to the same
-stream never share a batch: the second waits for the first to commit, then is checked.
+stream are never in flight at once: the second waits for the first to commit, then is checked
+against the head it wrote.
 
 Each committed transaction is timed and its events counted (``ipa_append_commit_seconds``,
 ``ipa_append_batch_events``, ``ipa_events_appended_total``: :mod:`ipa.telemetry`); then
 ``on_commit`` gets the batch's acknowledged appends with their events, before any of their
-callers resumes.
+callers resumes (a stream's appends in their order; two streams' in either).
 """
 
 from __future__ import annotations

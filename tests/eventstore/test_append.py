@@ -186,3 +186,30 @@ async def waiting_for_a_lock(conn: psycopg.AsyncConnection) -> bool:
     row = await cursor.fetchone()
     await conn.execute("SELECT pg_stat_clear_snapshot()")
     return bool(row and row[0])
+
+
+async def test_an_append_waits_while_its_stream_commits_in_the_other_batch(
+    store: EventStore,
+) -> None:
+    # Two batches commit at once (one sealed while the other commits). The second append to a
+    # stream, sent before the first is acknowledged, must not be sealed against the head the
+    # first has not yet written: it waits for that batch, then commits.
+    task_id, events = task_history(2)
+    others = [task_history(1) for _ in range(40)]
+    results: dict[object, object] = {}
+
+    async def append(key, stream_id, batch, expected) -> None:
+        try:
+            results[key] = await store.append(stream_id, batch, expected)
+        except VersionConflict as e:
+            results[key] = e
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(append, "first", task_id, events[:1], 0)
+        for other_id, other in others:
+            tg.start_soon(append, other_id, other_id, other, 0)
+        tg.start_soon(append, "second", task_id, events[1:], 1)
+
+    assert not [r for r in results.values() if isinstance(r, VersionConflict)]
+    assert [r.version for r in await store.read(task_id)] == [1, 2]
+    assert store.commits >= 3  # the first alone, then the others beside the second

@@ -10,7 +10,8 @@ Each append carries one event, so events/s is also appends/s; latency is the tim
 share a transaction). The baseline runs in the same process on the same server: single-row
 ``INSERT``s, one row per transaction (autocommit), into a table with the store's columns and
 keys and a payload of the store's mean stored size, with psycopg 3 ``AsyncConnection``s, one
-connection per writer, on the same event loop. It takes no lock and sends no NOTIFY, and
+connection per writer, on the same event loop (the garbage collector set up as ``ipa serve``
+sets it, ``tune_gc``, for both). It takes no lock and sends no NOTIFY, and
 has no hash chain, manifest or JSON encoding: "store/baseline" is what the store's whole path
 costs (keyed with a fresh audit key, as ``ipa serve`` keys a new store) relative to the plain
 insert. For (b) a second baseline, the **batch ceiling**: the same W x E rows inserted 100 rows
@@ -51,6 +52,7 @@ import psycopg
 
 from ipa.domain import Context, CreateTask, Pause, Resume, StartTask, TaskEvent, decide, evolve
 from ipa.eventstore import AuditKey, ConnectionParams, EventStore, StoreSettings, embedded_postgres
+from ipa.ui.serve import tune_gc
 
 BASELINE_TABLE = "bench_baseline_events"
 TOPIC = "ipa.domain.events:TaskPaused"
@@ -236,6 +238,7 @@ async def measure(params: ConnectionParams, ctx: Context, args: argparse.Namespa
         size = round(statistics.mean(len(row.state) for row in rows))
         payload = os.urandom(size)
         await create_baseline_table(params)
+        tune_gc()  # as ipa serve does, once started: both sides run under it
         async with await psycopg.AsyncConnection.connect(
             params.conninfo(), autocommit=True
         ) as conn:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,13 @@ class _Slot:
     done: anyio.Event
 
 
+def _crashed(slot: _Slot | None) -> Attention | None:
+    """The crash attention of a slot whose pod crashed and gave up, else ``None``."""
+    if slot is not None and slot.pod.status is PodStatus.failed:
+        return crash_attention(slot.pod.last_error)
+    return None
+
+
 class Supervisor:
     """Runs a pod per unfinished task; use inside ``async with`` or via :meth:`run`."""
 
@@ -145,6 +153,7 @@ class Supervisor:
         never race (or deadlock) saving the same rows."""
         self.membership = membership
         self._slots: dict[UUID, _Slot] = {}
+        self._slots_by_text: dict[str, _Slot] = {}  # the same, by the id's text (the list's)
         self._tg: TaskGroup | None = None
         self._accepting = True
         self._lost: set[UUID] = set()  # pods being stopped because their lease was lost
@@ -443,11 +452,11 @@ class Supervisor:
         pod = Pod(task_id, self.env, state=state)
         scope = anyio.CancelScope()
         done = anyio.Event()
-        self._slots[task_id] = _Slot(pod, scope, done)
+        self._put_slot(task_id, _Slot(pod, scope, done))
         try:
             await self._tg.start(self._supervise, pod, scope, done)
         except BaseException:
-            self._slots.pop(task_id, None)
+            self._drop_slot(task_id)
             raise
         return pod
 
@@ -465,7 +474,7 @@ class Supervisor:
             done.set()
             slot = self._slots.get(pod.task_id)
             if slot is not None and slot.pod is pod and pod.status is not PodStatus.failed:
-                del self._slots[pod.task_id]
+                self._drop_slot(pod.task_id)
             if pod.status is not PodStatus.failed:
                 pod.status = PodStatus.stopped
             if self.node is not None and pod.status is PodStatus.stopped:
@@ -485,7 +494,7 @@ class Supervisor:
         slot.scope.cancel()
         await slot.done.wait()
         if self._slots.get(task_id) is slot:
-            del self._slots[task_id]
+            self._drop_slot(task_id)
 
     async def wait_stopped(self, task_id: UUID) -> None:
         """Return once the task's pod has ended (at once if it has none)."""
@@ -520,10 +529,24 @@ class Supervisor:
     def attention(self, task_id: UUID) -> Attention | None:
         """What the supervisor knows and the task's state cannot: its pod crashed and gave up
         (``crashed``), even when the failure could not be recorded. ``None`` otherwise."""
-        slot = self._slots.get(task_id)
-        if slot is not None and slot.pod.status is PodStatus.failed:
-            return crash_attention(slot.pod.last_error)
-        return None
+        return _crashed(self._slots.get(task_id))
+
+    def attention_of_each(self, task_ids: Sequence[str]) -> list[Attention | None]:
+        """:meth:`attention` of each task whose id is written as in ``task_ids`` (as the task
+        list writes them): for every row of a list page on every request, so one lookup by
+        text per row and no call."""
+        slots, failed = self._slots_by_text, PodStatus.failed
+        return [crash_attention(slot.pod.last_error)
+                if (slot := slots.get(task_id)) is not None and slot.pod.status is failed
+                else None for task_id in task_ids]
+
+    def _put_slot(self, task_id: UUID, slot: _Slot) -> None:
+        self._slots[task_id] = slot
+        self._slots_by_text[str(task_id)] = slot
+
+    def _drop_slot(self, task_id: UUID) -> None:
+        self._slots.pop(task_id, None)
+        self._slots_by_text.pop(str(task_id), None)
 
     def get(self, task_id: UUID) -> Pod:
         """The task's running pod, or :class:`PodNotRunning`."""

@@ -33,7 +33,6 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -240,12 +239,12 @@ class Api:
             raise BadRequest(f"archived {archived[:40]!r}: expected 0 (leave archived tasks "
                              "out), 1 (with them) or only")
 
-        def kind(row: dict[str, Any]) -> str | None:
-            crashed = self.supervisor.attention(task_uuid(row["id"])) if row["id"] else None
-            return crashed.kind if crashed is not None else row.get("attention")
+        def needs_a_person(row: dict[str, Any]) -> bool:
+            [crashed] = self.supervisor.attention_of_each([row["id"]])
+            return crashed is not None or row.get("attention") is not None
 
         def wanted(row: dict[str, Any]) -> bool:
-            return ((needs_person != "1" or kind(row) is not None)
+            return ((needs_person != "1" or needs_a_person(row))
                     and (parent is None or row.get("parent_id") == str(parent))
                     and ARCHIVED[archived](bool(row.get("archived"))))
 
@@ -257,7 +256,10 @@ class Api:
         page = kept if kept is not None else (
             self.task_list.page(after=cursor, limit=limit + 1, where=where))  # from memory
         owners = await self.owners() if page else {}
-        marks = [(kind(row), owners.get(row["id"])) for row in page[:limit]]  # as of now
+        rows = page[:limit]
+        crashes = self.supervisor.attention_of_each([row["id"] for row in rows])
+        marks = [(crashed.kind if crashed is not None else row.get("attention"),  # as of now
+                  owners.get(row["id"])) for row, crashed in zip(rows, crashes, strict=True)]
         if kept is not None and (body := self.pages.body(key, kept, marks)) is not None:
             return Response(body, media_type="application/json")
         next_cursor = page[limit - 1]["id"] if len(page) > limit else None
@@ -615,13 +617,6 @@ class Api:
         name = f"ipa-{state.id.hex[:8]}.patch"
         return Response(patch, media_type="text/x-patch",
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
-
-
-@lru_cache(maxsize=65536)
-def task_uuid(text: str) -> UUID:
-    """A task id of the task list (text) as a UUID, parsed once (the list asks for every row
-    of a page on every request)."""
-    return UUID(text)
 
 
 async def node_items(supervisor: Supervisor) -> list[dict[str, Any]]:

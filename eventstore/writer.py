@@ -264,7 +264,12 @@ class BatchWriter:
         return conn
 
     async def _commit(self, batch: list[_Request], line: int) -> None:
-        ready = [request for request in batch if await self._prepare(request, line)]
+        ready = []
+        for request in batch:
+            # The head from memory when it is known (no coroutine per append), else read.
+            head = self._known_head(request) or await self._read_head_for(request, line)
+            if head is not None and self._seal(request, head):
+                ready.append(request)
         if not ready:
             return
         try:
@@ -350,20 +355,23 @@ class BatchWriter:
         self.commits += 1
         return positions
 
-    async def _prepare(self, request: _Request, line: int) -> bool:
-        """Check the expected version and seal the events; False if the request failed."""
+    async def _read_head_for(self, request: _Request, line: int) -> tuple[int, str] | None:
+        """The stream's head read from the database; ``None`` (the request failed) when it
+        cannot be read."""
         try:
-            version, digest = await self._head_for(request, line)
-            if version != request.expected_version:
-                request.error = VersionConflict(
-                    request.stream_id, request.expected_version, version
-                )
-                return False
+            return await self._read_head(request.stream_id, line)
         except StoreError as e:
             request.error = e
-            return False
         except psycopg.Error as e:
             request.error = _unavailable(e)
+        return None
+
+    def _seal(self, request: _Request, head: tuple[int, str]) -> bool:
+        """Check the expected version against the stream's ``head`` (version, digest) and
+        seal the events; False if the request failed."""
+        version, digest = head
+        if version != request.expected_version:
+            request.error = VersionConflict(request.stream_id, request.expected_version, version)
             return False
         try:
             request.stored, request.digest = self._codec.seal(request.events, digest)
@@ -377,7 +385,9 @@ class BatchWriter:
             return False
         return True
 
-    async def _head_for(self, request: _Request, line: int) -> tuple[int, str]:
+    def _known_head(self, request: _Request) -> tuple[int, str] | None:
+        """The stream's head (version, digest) when memory can tell it for this request;
+        ``None``: read it."""
         cached = self._heads.get(request.stream_id)
         if cached is not None and cached[0] == request.expected_version:
             return cached
@@ -385,7 +395,7 @@ class BatchWriter:
             # A new stream (the usual case for version 0): if it exists after all, the
             # insert fails on the primary key and the request is retried alone.
             return 0, GENESIS
-        return await self._read_head(request.stream_id, line)
+        return None
 
     async def _read_head(self, stream_id: UUID, line: int) -> tuple[int, str]:
         conn = await self._connection(line)

@@ -9,7 +9,13 @@ import anyio
 import psycopg
 import pytest
 
-from ipa.eventstore import ConnectionParams, EventStore, StoreSettings, VersionConflict
+from ipa.eventstore import (
+    ConnectionParams,
+    EventStore,
+    StoreSettings,
+    StoreUnavailable,
+    VersionConflict,
+)
 from ipa.eventstore.codec import GENESIS
 
 from .helpers import task_history
@@ -213,3 +219,28 @@ async def test_an_append_waits_while_its_stream_commits_in_the_other_batch(
     assert not [r for r in results.values() if isinstance(r, VersionConflict)]
     assert [r.version for r in await store.read(task_id)] == [1, 2]
     assert store.commits >= 3  # the first alone, then the others beside the second
+
+
+async def test_appends_recover_after_the_writers_connections_are_cut(
+    store: EventStore, database: ConnectionParams
+) -> None:
+    # A PostgreSQL restart or a proxy cutting idle connections: an append on a cut connection
+    # fails with StoreUnavailable (its outcome is not known to the writer, so it is not
+    # retried), at most one per connection of the writer; the next ones reconnect.
+    histories = [task_history(1) for _ in range(40)]
+    async with anyio.create_task_group() as tg:  # both of the writer's connections in use
+        for task_id, events in histories[:20]:
+            tg.start_soon(store.append, task_id, events, 0)
+    with psycopg.connect(database.conninfo(), autocommit=True) as conn:
+        cut = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchone()
+    assert cut and cut[0] >= 1
+    failed = 0
+    for task_id, events in histories[20:]:
+        try:
+            await store.append(task_id, events, 0)
+        except StoreUnavailable:
+            failed += 1
+    assert failed <= 2
+    assert await store.version(histories[-1][0]) == 1

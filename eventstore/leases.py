@@ -34,7 +34,7 @@ from uuid import UUID
 
 import anyio
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import RowFactory, dict_row, tuple_row
 from psycopg.sql import SQL, Identifier
 
 from .database import ConnectionParams
@@ -160,6 +160,8 @@ class Node:
         self._describe = params.describe()
         self._nodes = SQL("{}.{}").format(Identifier(schema), Identifier(NODES_TABLE))
         self._leases = SQL("{}.{}").format(Identifier(schema), Identifier(LEASES_TABLE))
+        self._owners = SQL("SELECT task_id::text, node_id FROM {} WHERE node_id IS NOT NULL"
+                           ).format(self._leases).as_bytes(None)
         self._sessions = SQL("{}.{}").format(Identifier(schema), Identifier(SESSIONS_TABLE))
         self._conn: psycopg.AsyncConnection[dict[str, Any]] | None = None
         self._lock = anyio.Lock()
@@ -334,11 +336,13 @@ class Node:
             "WHERE l.task_id = %s").format(self._leases, self._nodes), (task_id,))
         return None if row is None else (row["id"], row["status"], row["address"])
 
-    async def owners(self) -> dict[UUID, str]:
-        """Every leased task's node."""
-        rows = await self._all(SQL("SELECT task_id, node_id FROM {} WHERE node_id IS NOT NULL"
-                                   ).format(self._leases))
-        return {row["task_id"]: row["node_id"] for row in rows}
+    async def owners(self) -> dict[str, str]:
+        """Every leased task's node, by the task id's text (as the task list writes it).
+
+        Read for every wave of API requests: the ids come as text from the database and the
+        rows as tuples (dict rows and ``str(UUID)`` cost ~1 ms of Python per 600 leases)."""
+        cursor = await self._execute(self._owners, None, tuple_row)
+        return dict(await cursor.fetchall())
 
     async def least_loaded(self) -> str | None:
         """The live node with the fewest leases under its ``max_pods`` (``None``: all full)."""
@@ -405,13 +409,15 @@ class Node:
         cursor = await self._execute(statement, params)
         return await cursor.fetchall() if cursor.description else []
 
-    async def _execute(self, statement: Any, params: Any) -> Any:
+    async def _execute(self, statement: Any, params: Any,
+                       row_factory: RowFactory[Any] = dict_row) -> Any:
         async with self._lock:
             # Looked at under the lock: a close may have come while this waited for it.
             if self._conn is None:
                 raise StoreUnavailable(f"node {self.id} is not connected to the store")
             try:
-                return await self._conn.execute(statement, params)
+                return await self._conn.cursor(row_factory=row_factory).execute(
+                    statement, params)
             except psycopg.OperationalError as e:
                 raise StoreUnavailable(f"node {self.id}: the database at {self._describe}: "
                                        f"{one_line(e)}") from e

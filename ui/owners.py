@@ -33,16 +33,9 @@ class _Read:
     def __init__(self) -> None:
         self.wanted: set[Any] = set()
         self.done = anyio.Event()
-        self.owners: dict[UUID, str] = {}
-        self._by_text: dict[str, str] | None = None
+        self.owners: dict[str, str] = {}  # by the task id's text, as the task list writes it
         self.error: BaseException | None = None
         self.abandoned = False  # its request was cancelled mid-query: the others read again
-
-    def by_text(self) -> dict[str, str]:
-        """The owners by task id as text (made once, for the first request of the list)."""
-        if self._by_text is None:
-            self._by_text = {str(task_id): node for task_id, node in self.owners.items()}
-        return self._by_text
 
 
 class Owners:
@@ -58,13 +51,13 @@ class Owners:
         """The id of the node that holds the task's lease now."""
         if self.supervisor.node is None:
             return None
-        return (await self._read(task_id)).owners.get(task_id)
+        return (await self._read(task_id)).owners.get(str(task_id))
 
     async def every(self) -> dict[str, str]:
         """Every leased task's node, by task id as the task list writes it."""
         if self.supervisor.node is None:
             return {}
-        return (await self._read(EVERY)).by_text()
+        return (await self._read(EVERY)).owners
 
     async def _read(self, wanted: Any) -> _Read:
         while True:
@@ -104,7 +97,7 @@ class Owners:
             read.done.set()
         return read
 
-    async def _query(self, wanted: set[Any]) -> dict[UUID, str]:
+    async def _query(self, wanted: set[Any]) -> dict[str, str]:
         node = self.supervisor.node
         if node is None:
             return {}
@@ -113,7 +106,7 @@ class Owners:
             if len(wanted) == 1 and EVERY not in wanted:
                 [task_id] = wanted
                 owner = await self.supervisor.owner_of(task_id)
-                return {} if owner is None else {task_id: owner}
+                return {} if owner is None else {str(task_id): owner}
             return await node.owners()
         except StoreUnavailable:
             return {}

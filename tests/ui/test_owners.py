@@ -63,8 +63,7 @@ async def test_a_task_names_its_lease_holder_and_the_list_every_lease(
     assert await owners.of(theirs) == "there"
     assert await owners.of(free) is None
     assert await owners.every() == {str(mine): "here", str(theirs): "there"}
-    assert await owners.every() == {str(task_id): node
-                                    for task_id, node in (await here.owners()).items()}
+    assert await owners.every() == await here.owners()
 
 
 async def test_requests_that_arrive_together_share_one_read(

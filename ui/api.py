@@ -257,17 +257,17 @@ class Api:
             self.task_list.page(after=cursor, limit=limit + 1, where=where))  # from memory
         owners = await self.owners() if page else {}
         rows = page[:limit]
-        crashes = self.supervisor.attention_of_each([row["id"] for row in rows])
-        marks = [(crashed.kind if crashed is not None else row.get("attention"),  # as of now
-                  owners.get(row["id"])) for row, crashed in zip(rows, crashes, strict=True)]
-        if kept is not None and (body := self.pages.body(key, kept, marks)) is not None:
+        crashes = self.supervisor.attention_of_each([row["id"] for row in rows])  # as of now
+        if kept is not None and (body := self.pages.body(key, kept, (owners, crashes))):
             return Response(body, media_type="application/json")
         next_cursor = page[limit - 1]["id"] if len(page) > limit else None
-        items = [{**row, "attention": attention, "node": node}
-                 for row, (attention, node) in zip(page[:limit], marks, strict=True)]
+        items = [{**row,
+                  "attention": crashed.kind if crashed is not None else row.get("attention"),
+                  "node": owners.get(row["id"])}
+                 for row, crashed in zip(rows, crashes, strict=True)]
         response = JSONResponse({"items": items, "next_cursor": next_cursor})
         if key is not None:
-            self.pages.put(key, position, page, marks, response.body)
+            self.pages.put(key, position, page, (owners, crashes), response.body)
         return response
 
     async def create_task(self, request: Request) -> JSONResponse:

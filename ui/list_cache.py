@@ -8,7 +8,9 @@ page is served only when, at the new request:
   and the page's first and last rows are still the very objects the list holds (a reload of
   the list, after a rebuild or when another process moved its saved position, makes every
   row anew, even at the same position); an empty page is not kept;
-- every row's ``attention`` and ``node`` are the same as in the kept page.
+- every row's ``attention`` and ``node`` are the same as in the kept page: the same crash
+  marks from the supervisor, and the very same owners map (``Owners.every`` hands out the same
+  object while no lease changed), so no row has to be looked at.
 
 So an answer from here is the one the request would have rendered; what it saves is copying
 the rows and encoding them. Pages filtered on attention (``?attention=1``) are not kept (which
@@ -26,6 +28,10 @@ from ipa.projections import TaskList
 
 DEFAULT_SIZE = 256
 
+Marks = tuple[dict[str, str], list[Any]]
+"""What a page shows beside its rows: the owners map it was rendered with (by identity) and
+each row's crash mark from the supervisor (by value)."""
+
 
 class ListCache:
     """Bodies of the list's pages by their query, with what each was rendered from."""
@@ -35,8 +41,8 @@ class ListCache:
         self.size = size
         self.hits = 0
         self.misses = 0
-        # key -> (list position, the page's rows, each shown row's marks, body)
-        self._entries: OrderedDict[Hashable, tuple[int, list[dict[str, Any]], list[Any], bytes]]
+        # key -> (list position, the page's rows, the owners and crash marks it shows, body)
+        self._entries: OrderedDict[Hashable, tuple[int, list[dict[str, Any]], Marks, bytes]]
         self._entries = OrderedDict()
 
     def rows(self, key: Hashable) -> list[dict[str, Any]] | None:
@@ -55,17 +61,18 @@ class ListCache:
             return None
         return rows
 
-    def body(self, key: Hashable, rows: Sequence[dict[str, Any]], marks: list[Any]) -> bytes | None:
+    def body(self, key: Hashable, rows: Sequence[dict[str, Any]], marks: Marks) -> bytes | None:
         """The kept body of ``key`` if it was rendered from ``rows`` with these ``marks``."""
         entry = self._entries.get(key)
-        if entry is None or entry[2] != marks or not _same(entry[1], rows):
+        if (entry is None or entry[2][0] is not marks[0] or entry[2][1] != marks[1]
+                or (entry[1] is not rows and not _same(entry[1], rows))):
             self.misses += 1
             return None
         self._entries.move_to_end(key)
         self.hits += 1
         return entry[3]
 
-    def put(self, key: Hashable, position: int, rows: list[dict[str, Any]], marks: list[Any],
+    def put(self, key: Hashable, position: int, rows: list[dict[str, Any]], marks: Marks,
             body: bytes) -> None:
         """Keep ``body``, rendered from ``rows`` (read at list ``position``) and ``marks``."""
         if not rows:

@@ -26,6 +26,9 @@ from ipa.supervisor import Supervisor
 EVERY = "*"
 """What a read of the list asks for: every lease."""
 
+NO_OWNERS: dict[str, str] = {}
+"""The owners of a process that is no node: one object, never changed (see ``every``)."""
+
 
 class _Read:
     """One query, for every request that joined it before it started."""
@@ -46,6 +49,7 @@ class Owners:
         self.queries = 0
         self._next: _Read | None = None
         self._running: _Read | None = None
+        self._every: dict[str, str] = {}  # the last read of every lease
 
     async def of(self, task_id: UUID) -> str | None:
         """The id of the node that holds the task's lease now."""
@@ -56,7 +60,7 @@ class Owners:
     async def every(self) -> dict[str, str]:
         """Every leased task's node, by task id as the task list writes it."""
         if self.supervisor.node is None:
-            return {}
+            return NO_OWNERS
         return (await self._read(EVERY)).owners
 
     async def _read(self, wanted: Any) -> _Read:
@@ -107,6 +111,12 @@ class Owners:
                 [task_id] = wanted
                 owner = await self.supervisor.owner_of(task_id)
                 return {} if owner is None else {str(task_id): owner}
-            return await node.owners()
+            owners = await node.owners()
+            if owners == self._every:
+                # The same object while nothing changed: a list page rendered with it is
+                # known to show the same nodes (:mod:`.list_cache`), without a look per row.
+                return self._every
+            self._every = owners
+            return owners
         except StoreUnavailable:
             return {}

@@ -156,3 +156,22 @@ async def test_no_node_or_a_node_cut_off_from_the_store_names_no_one(
     assert await alone.of(task_id) is None and await alone.every() == {}
     assert alone.queries == 0
     assert await cut_off.of(task_id) is None and await cut_off.every() == {}
+
+
+async def test_the_list_gets_the_same_owners_object_until_a_lease_changes(
+        store: EventStore, nodes, tmp_path: Path) -> None:
+    # A kept page of the list is served again only with the very owners map it was rendered
+    # with (ui/list_cache.py): equal reads hand out one object, a changed lease a new one.
+    here, _ = nodes
+    await here.assign(uuid.uuid4(), "here")
+    owners = Owners(supervisor_of(store, tmp_path, here))
+
+    first = await owners.every()
+    again = await owners.every()
+    await here.assign(uuid.uuid4(), "there")
+    changed = await owners.every()
+
+    assert again is first
+    assert changed is not first and len(changed) == 2
+    assert await Owners(supervisor_of(store, tmp_path, None)).every() is \
+        await Owners(supervisor_of(store, tmp_path, None)).every()

@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import hmac
 import json
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -206,10 +205,10 @@ class EventCodec(Mapper[UUID]):
 
     def _stored(self, event: DomainEvent) -> StoredEvent:
         """The library's stored form of ``event`` (unsealed), its body written by ``orjson``
-        when every field is a plain value (text, integer, finite number, boolean, null) or a
-        datetime: the same bytes as the library's JSON, in 2 us instead of 5. Any other field
-        (a list, a dict, a UUID, a NaN), or a value ``orjson`` refuses (a lone surrogate, an
-        integer past 64 bits), goes the library's way."""
+        when every field is a plain value (text, integer, boolean, null) or a datetime: the
+        same bytes as the library's JSON, in 2 us instead of 5. Any other field (a list, a
+        dict, a UUID, a float: ``orjson`` writes ``1e-06`` as ``1e-6``), or a value ``orjson``
+        refuses (a lone surrogate, an integer past 64 bits), goes the library's way."""
         cls = type(event)
         state = dict(vars(event))
         stream_id = state.pop("originator_id")
@@ -217,7 +216,7 @@ class EventCodec(Mapper[UUID]):
         body = None
         for value in state.values():
             kind = type(value)
-            if not (kind in _PLAIN or kind is datetime or kind is float and math.isfinite(value)):
+            if not (kind in _PLAIN or kind is datetime):
                 break
         else:
             class_version = getattr(cls, "class_version", 1)
@@ -351,6 +350,41 @@ class EventCodec(Mapper[UUID]):
 
     def records(self, notifications: Sequence[Notification]) -> list[RecordedEvent]:
         return [self.record(n) for n in notifications]
+
+    def record_json(self, notification: Notification) -> dict[str, Any]:
+        """``self.record(notification).to_json()``, without the domain event when the row
+        allows: a body of the class's current version whose only typed value is its timestamp
+        (the rows ``decode`` reads fast) becomes its JSON straight from the parsed body, in a
+        third of the time. Any other row goes through :meth:`record`."""
+        state = notification.state
+        body = state[_SEAL_LEN:]
+        topic = notification.topic
+        known = self._classes.get(topic)
+        if (known is None or len(state) < _SEAL_LEN or _ESCAPE in body
+                or body.count(_TYPED) != 1
+                or _LONG_DIGITS in body.translate(_AS_DIGIT_RUNS)):
+            return self.record(notification).to_json()
+        try:
+            data = orjson.loads(body)
+            stamp = data["timestamp"]
+            if (type(stamp) is not dict or len(stamp) != 2
+                    or stamp.get("_type_") != DatetimeAsISO.name
+                    or data.get("class_version", 1) != known[1]):
+                return self.record(notification).to_json()
+            timestamp = self._datetime.decode(stamp["_data_"]).isoformat()
+        except Exception:
+            return self.record(notification).to_json()
+        return {
+            "stream_id": str(notification.originator_id),
+            "version": notification.originator_version,
+            "position": notification.id,
+            "type": topic.rpartition(":")[2].rpartition(".")[2],
+            "timestamp": timestamp,
+            "actor": data.get("actor", "unknown"),
+            "correlation_id": data.get("correlation_id", ""),
+            "causation_id": data.get("causation_id"),
+            "data": {k: v for k, v in data.items() if k not in METADATA_FIELDS},
+        }
 
 
 _PLAIN = frozenset({str, int, bool, type(None)})

@@ -347,6 +347,14 @@ class EventStore:
         rows = await self._reader.stream(stream_id, gt=after, lte=upto, limit=limit)
         return self._codec.records(rows)
 
+    async def read_json(
+        self, stream_id: UUID, *, after: int = 0, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """``[e.to_json() for e in await self.read(...)]``, made without the domain events
+        where the rows allow (:meth:`EventCodec.record_json`): the API's events pages."""
+        rows = await self._reader.stream(stream_id, gt=after, limit=limit)
+        return [self._codec.record_json(row) for row in rows]
+
     async def _read_stream_page(
         self, stream_id: UUID, after: int, limit: int
     ) -> list[RecordedEvent]:

@@ -318,14 +318,13 @@ class Api:
         return await self.cached(("events", task_id, after, limit), version, page)
 
     async def _events_page(self, stream_id: UUID, after: int, limit: int, what: str) -> dict:
-        page = await self.store.read(stream_id, after=after, limit=limit + 1)
+        page = await self.store.read_json(stream_id, after=after, limit=limit + 1)
         if not page and await self.store.version(stream_id) == 0:
             if what == "task":
                 raise StreamNotFound(stream_id)
             raise NotFound("run_not_found", f"run {stream_id} has no events")
-        items = [recorded.to_json() for recorded in page[:limit]]
-        next_cursor = str(page[limit - 1].version) if len(page) > limit else None
-        return {"items": items, "next_cursor": next_cursor}
+        next_cursor = str(page[limit - 1]["version"]) if len(page) > limit else None
+        return {"items": page[:limit], "next_cursor": next_cursor}
 
     async def task_version(self, request: Request) -> JSONResponse:
         """The state as of version N, what changed from N-1, and the event N itself."""

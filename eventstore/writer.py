@@ -133,7 +133,6 @@ class BatchWriter:
         self._pending: deque[_Request] = deque()
         self._wakeup = anyio.Event()
         self._heads = _Heads()
-        self._depth = depth
         self._conns: list[psycopg.AsyncConnection[Any] | None] = [None] * depth
         self._free = list(range(depth))  # connections no batch is committing on
         self._streams_in_flight: set[UUID] = set()

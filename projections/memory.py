@@ -385,17 +385,32 @@ class Memory(TableModel):
         """The memories a run of ``job`` should start from (see the module doc); never
         raises: a problem is returned instead, and the run goes on without memories."""
         started = time.perf_counter()
-        try:
-            rows = await self.search(query_text(state, job), scopes_of(state),
-                                     limit=4 * self.settings.recall_limit,
-                                     ef_search=RECALL_EF_SEARCH)
-        except (MemoryUnavailable, EmbedderError, StoreError) as e:
-            return Recalled([], str(e), time.perf_counter() - started)
+        rows: list[dict[str, Any]] = []
+        pinned: list[dict[str, Any]] = []
+        problem = None
+
+        async def read_pinned() -> None:
+            pinned.extend(await self._pinned(state))
+
+        # The scopes' pinned memories are read meanwhile, on another connection: one round
+        # trip less to wait for.
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read_pinned)
+            try:
+                rows = await self.search(query_text(state, job), scopes_of(state),
+                                         limit=4 * self.settings.recall_limit,
+                                         ef_search=RECALL_EF_SEARCH)
+            except (MemoryUnavailable, EmbedderError, StoreError) as e:
+                problem = str(e)
+                tg.cancel_scope.cancel()
+        if problem is not None:
+            return Recalled([], problem, time.perf_counter() - started)
         quotas = dict(self.settings.quotas)
         # A pinned memory of the task's scopes goes to every run, however far its meaning.
         chosen = [row for row in rows if row["pinned"]]
-        pinned = await self._pinned(state, {row["id"] for row in chosen})
-        chosen = sorted([*chosen, *pinned], key=lambda r: -r["score"])[:PINNED_MAX]
+        seen = {row["id"] for row in chosen}
+        chosen = sorted([*chosen, *(row for row in pinned if row["id"] not in seen)],
+                        key=lambda r: -r["score"])[:PINNED_MAX]
         for row in rows:
             if row["pinned"]:
                 continue
@@ -409,15 +424,14 @@ class Memory(TableModel):
                 break
         return Recalled(chosen, None, time.perf_counter() - started)
 
-    async def _pinned(self, state: TaskState, seen: set[str]) -> list[dict[str, Any]]:
+    async def _pinned(self, state: TaskState) -> list[dict[str, Any]]:
         try:
             rows = await self._table.rows(self.model, scopes=scopes_of(state), pinned=True,
                                           limit=PINNED_MAX)
         except StoreError:
             return []
         now = _now()
-        return [{**row, "similarity": 0.0, "score": self.score(row, now)}
-                for row in rows if row["id"] not in seen]
+        return [{**row, "similarity": 0.0, "score": self.score(row, now)} for row in rows]
 
     async def get(self, memory_id: str) -> dict[str, Any]:
         """The memory ``memory_id`` (or the one it was merged into); :class:`MemoryNotFound`."""

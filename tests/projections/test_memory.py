@@ -405,3 +405,13 @@ async def test_indexes_of_another_graph_are_built_again_when_memory_opens(store,
                                                     ["repo:/src/app"])] == \
             [m["id"] for m in before]
         await other.close()
+
+
+async def test_recall_with_the_database_gone_is_a_problem_not_an_error(store, table) -> None:
+    task = await Task(store).start()
+    await task.learn("the tests need the --no-cov flag")
+    memory = await memory_of(store, table)
+    await memory.catch_up()
+    await table.close()  # both reads (the search and the pinned memories) now fail
+    recalled = await memory.recall(task.state, task.state.jobs["a"])
+    assert recalled.memories == [] and recalled.problem

@@ -164,6 +164,13 @@ class EventRecorder(PostgresApplicationRecorder):
             "ORDER BY originator_version DESC LIMIT 1"
         ).format(table)
         """A stream's newest row (version, topic, state)."""
+        self.select_written_statement = SQL(
+            "SELECT w.i, e.notification_id, e.topic, e.state FROM unnest(%(ids)s::uuid[], "
+            "%(versions)s::bigint[]) WITH ORDINALITY AS w(id, version, i) JOIN {} e "
+            "ON e.originator_id = w.id AND e.originator_version = w.version"
+        ).format(table)
+        """The rows at (``ids``, ``versions``) that exist: (place in the lists, from 1;
+        position, topic, state)."""
         self._select_stream = SQL(
             "SELECT * FROM {} WHERE originator_id = %s"
         ).format(table)

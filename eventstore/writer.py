@@ -126,6 +126,7 @@ class BatchWriter:
         self._insert = recorder.insert_statement
         self._insert_one = recorder.insert_one_statement
         self._select_head = recorder.select_head_statement
+        self._select_written = recorder.select_written_statement
         self._lock_timeout = int(recorder.datastore.lock_timeout)
         self._codec = codec
         self._on_commit = on_commit
@@ -134,6 +135,7 @@ class BatchWriter:
         self._wakeup = anyio.Event()
         self._heads = _Heads()
         self._conns: list[psycopg.AsyncConnection[Any] | None] = [None] * depth
+        self._pids = [0] * depth  # each connection's server process, as it connected
         self._free = list(range(depth))  # connections no batch is committing on
         self._streams_in_flight: set[UUID] = set()
         self._solo = True  # the last batch was one append: the next may commit inline
@@ -261,6 +263,7 @@ class BatchWriter:
                 )
             except psycopg.Error as e:
                 raise StoreUnavailable(f"could not append: {one_line(e)}") from e
+            self._pids[line] = conn.info.backend_pid
         return conn
 
     async def _commit(self, batch: list[_Request], line: int) -> None:
@@ -273,7 +276,7 @@ class BatchWriter:
         if not ready:
             return
         try:
-            positions = await self._insert_rows(ready, line)
+            positions = await self._insert_resolved(ready, line)
         except (psycopg.errors.UniqueViolation, _FenceFailed):
             # A stream moved on elsewhere, or a lease was lost: each alone finds which.
             for request in ready:
@@ -291,7 +294,7 @@ class BatchWriter:
 
     async def _commit_one(self, request: _Request, line: int) -> None:
         try:
-            positions = await self._insert_rows([request], line)
+            positions = await self._insert_resolved([request], line)
         except psycopg.errors.UniqueViolation:
             self._heads.forget(request.stream_id)
             try:
@@ -310,6 +313,51 @@ class BatchWriter:
             request.error = _unavailable(e)
             return
         self._acknowledge(request, positions)
+
+    def _broken(self, line: int) -> bool:
+        """Whether the connection of ``line`` broke (rather than PostgreSQL answering with an
+        error): what it was sending may or may not have reached the server."""
+        conn = self._conns[line]
+        return conn is not None and conn.broken
+
+    async def _insert_resolved(self, requests: list[_Request], line: int) -> list[int]:
+        """:meth:`_insert_rows`; when the connection broke under it (a PostgreSQL restart, a
+        proxy cutting it), the statement may or may not have committed: its rows are looked
+        for on a new connection. All there, byte for byte, it did (their positions); else it
+        did not, and it is sent once more. Only when that cannot be told either does the
+        append fail."""
+        try:
+            return await self._insert_rows(requests, line)
+        except psycopg.OperationalError:
+            if not self._broken(line):
+                raise  # PostgreSQL refused it on a working connection: nothing was written
+        positions = await self._written(requests, line)
+        if positions is not None:
+            return positions
+        return await self._insert_rows(requests, line)
+
+    async def _written(self, requests: list[_Request], line: int) -> list[int] | None:
+        """The positions of the requests' rows when the database holds all of them as they
+        were sent (one statement wrote them all or none); ``None`` otherwise."""
+        stored = [s for r in requests for s in r.stored]
+        broken = self._pids[line]
+        conn = await self._connection(line)  # a new one: the broken one is closed
+        # The broken connection's server process may still be running the statement (the
+        # network was cut, the server did not restart): it is ended first, waiting up to 5 s,
+        # so that what is found is what stays.
+        await conn.execute("SELECT pg_terminate_backend(%s, 5000)", (broken,))
+        cursor = await conn.execute(self._select_written, {
+            "ids": [s.originator_id for s in stored],
+            "versions": [s.originator_version for s in stored]}, prepare=True)
+        found = {i: (position, topic, bytes(state))
+                 for i, position, topic, state in await cursor.fetchall()}
+        positions = []
+        for i, event in enumerate(stored, start=1):
+            row = found.get(i)
+            if row is None or row[1:] != (event.topic, event.state):
+                return None
+            positions.append(row[0])
+        return positions
 
     async def _insert_rows(self, requests: list[_Request], line: int) -> list[int]:
         """Insert the requests' events and upsert their streams' manifest rows, in one
@@ -398,9 +446,12 @@ class BatchWriter:
         return None
 
     async def _read_head(self, stream_id: UUID, line: int) -> tuple[int, str]:
-        conn = await self._connection(line)
-        cursor = await conn.execute(self._select_head, (stream_id,), prepare=True)
-        row = await cursor.fetchone()
+        try:
+            row = await self._head_row(stream_id, line)
+        except psycopg.OperationalError:
+            if not self._broken(line):
+                raise
+            row = await self._head_row(stream_id, line)  # a read: asked again, reconnected
         if row is None:
             return 0, GENESIS
         version, topic, state = row
@@ -408,6 +459,11 @@ class BatchWriter:
         digest = Seal.of(head).digest
         self._heads.put(stream_id, version, digest)
         return version, digest
+
+    async def _head_row(self, stream_id: UUID, line: int) -> tuple[Any, ...] | None:
+        conn = await self._connection(line)
+        cursor = await conn.execute(self._select_head, (stream_id,), prepare=True)
+        return await cursor.fetchone()
 
     def _acknowledge(self, request: _Request, positions: Sequence[int]) -> None:
         version = request.expected_version + len(request.events)

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import shutil
+import tempfile
 import uuid
 from dataclasses import replace
+from pathlib import Path
 
 import anyio
 import psycopg
 import pytest
 
+from ipa.domain import CreateTask, decide
 from ipa.eventstore import (
     ConnectionParams,
     EventStore,
     StoreSettings,
-    StoreUnavailable,
     VersionConflict,
 )
 from ipa.eventstore.codec import GENESIS
 
-from .helpers import task_history
+from .helpers import ctx, task_history
 
 pytestmark = pytest.mark.anyio
 
@@ -224,23 +229,86 @@ async def test_an_append_waits_while_its_stream_commits_in_the_other_batch(
 async def test_appends_recover_after_the_writers_connections_are_cut(
     store: EventStore, database: ConnectionParams
 ) -> None:
-    # A PostgreSQL restart or a proxy cutting idle connections: an append on a cut connection
-    # fails with StoreUnavailable (its outcome is not known to the writer, so it is not
-    # retried), at most one per connection of the writer; the next ones reconnect.
+    # A PostgreSQL restart or a proxy cutting idle connections: an append sent on a cut
+    # connection is looked for on a new one (not there: sent again) and none fails.
     histories = [task_history(1) for _ in range(40)]
     async with anyio.create_task_group() as tg:  # both of the writer's connections in use
         for task_id, events in histories[:20]:
             tg.start_soon(store.append, task_id, events, 0)
+    # A stream this store's writer has not seen: its head is read on a cut connection.
+    elsewhere_id, elsewhere = task_history(2)
+    async with EventStore.open(database, store.settings) as other:
+        await other.append(elsewhere_id, elsewhere[:1], 0)
     with psycopg.connect(database.conninfo(), autocommit=True) as conn:
         cut = conn.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchone()
     assert cut and cut[0] >= 1
-    failed = 0
+    await store.append(elsewhere_id, elsewhere[1:], 1)
     for task_id, events in histories[20:]:
+        await store.append(task_id, events, 0)
+    for task_id, _ in histories:
+        assert await store.version(task_id) == 1
+    assert await store.version(elsewhere_id) == 2
+
+
+class CutAfterAnswer:
+    """A proxy in front of PostgreSQL's socket: the statement whose bytes carry ``marker``
+    goes through, and its connection is then closed instead of the server's answer being
+    passed on (once): the statement ran, and the client never hears how it ended."""
+
+    def __init__(self, upstream: str, marker: bytes) -> None:
+        self.upstream, self.marker, self.cut = upstream, marker, False
+
+    async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        from_server, to_server = await asyncio.open_unix_connection(self.upstream)
+        marked = False
+
+        async def up() -> None:
+            nonlocal marked
+            with contextlib.suppress(OSError):
+                while chunk := await reader.read(65536):
+                    marked = marked or (self.marker in chunk and not self.cut)
+                    to_server.write(chunk)
+                    await to_server.drain()
+
+        relay = asyncio.ensure_future(up())
         try:
-            await store.append(task_id, events, 0)
-        except StoreUnavailable:
-            failed += 1
-    assert failed <= 2
-    assert await store.version(histories[-1][0]) == 1
+            while chunk := await from_server.read(65536):
+                if marked:
+                    self.cut = True
+                    break
+                writer.write(chunk)
+                await writer.drain()
+        except OSError:
+            pass  # the client went away
+        finally:
+            relay.cancel()
+            writer.close()
+            to_server.close()
+
+
+async def test_an_append_whose_answer_was_lost_is_acknowledged_once(
+    database: ConnectionParams, store_settings: StoreSettings
+) -> None:
+    # The connection broke after PostgreSQL ran the append and before its answer came: the
+    # writer finds the rows on a new connection and acknowledges them (before, the append
+    # failed with StoreUnavailable though its events were stored).
+    marker = f"cut-{uuid.uuid4().hex}"
+    sockets = Path(tempfile.mkdtemp(prefix="ipa-cut-"))  # short: a socket path has 107 bytes
+    proxy = CutAfterAnswer(f"{database.host}/.s.PGSQL.{database.port}", marker.encode())
+    server = await asyncio.start_unix_server(
+        proxy.session, path=str(sockets / f".s.PGSQL.{database.port}"))
+    async with server:
+        async with EventStore.open(replace(database, host=str(sockets)), store_settings) as store:
+            task_id = uuid.uuid4()
+            events = list(decide(None, CreateTask(title=marker, description="d"), ctx(), task_id))
+            appended = await store.append(task_id, events, 0)
+            assert proxy.cut
+            [row] = await store.read(task_id)
+            assert (appended.version, appended.positions) == (1, (row.position,))
+            assert row.event == events[0]
+            _, more = task_history(2, task_id)
+            await store.append(task_id, more[1:], 1)  # the head the writer keeps is right
+            assert await store.version(task_id) == 2
+    shutil.rmtree(sockets, ignore_errors=True)

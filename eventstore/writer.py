@@ -135,7 +135,9 @@ class BatchWriter:
         self._wakeup = anyio.Event()
         self._heads = _Heads()
         self._conns: list[psycopg.AsyncConnection[Any] | None] = [None] * depth
-        self._pids = [0] * depth  # each connection's server process, as it connected
+        # Each connection's server process (its pid and start time: a pid alone may be
+        # another process's after a restart).
+        self._servers: list[tuple[int, Any]] = [(0, None)] * depth
         self._free = list(range(depth))  # connections no batch is committing on
         self._streams_in_flight: set[UUID] = set()
         self._solo = True  # the last batch was one append: the next may commit inline
@@ -263,7 +265,13 @@ class BatchWriter:
                 )
             except psycopg.Error as e:
                 raise StoreUnavailable(f"could not append: {one_line(e)}") from e
-            self._pids[line] = conn.info.backend_pid
+            try:
+                started = await (await conn.execute(
+                    "SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+                )).fetchone()
+            except psycopg.Error as e:
+                raise StoreUnavailable(f"could not append: {one_line(e)}") from e
+            self._servers[line] = (conn.info.backend_pid, started and started[0])
         return conn
 
     async def _commit(self, batch: list[_Request], line: int) -> None:
@@ -340,12 +348,13 @@ class BatchWriter:
         """The positions of the requests' rows when the database holds all of them as they
         were sent (one statement wrote them all or none); ``None`` otherwise."""
         stored = [s for r in requests for s in r.stored]
-        broken = self._pids[line]
+        pid, started = self._servers[line]
         conn = await self._connection(line)  # a new one: the broken one is closed
         # The broken connection's server process may still be running the statement (the
         # network was cut, the server did not restart): it is ended first, waiting up to 5 s,
         # so that what is found is what stays.
-        await conn.execute("SELECT pg_terminate_backend(%s, 5000)", (broken,))
+        await conn.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                           "WHERE pid = %s AND backend_start = %s", (pid, started))
         cursor = await conn.execute(self._select_written, {
             "ids": [s.originator_id for s in stored],
             "versions": [s.originator_version for s in stored]}, prepare=True)

@@ -7,6 +7,7 @@ import contextlib
 import shutil
 import tempfile
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -252,13 +253,17 @@ async def test_appends_recover_after_the_writers_connections_are_cut(
     assert await store.version(elsewhere_id) == 2
 
 
-class CutAfterAnswer:
-    """A proxy in front of PostgreSQL's socket: the statement whose bytes carry ``marker``
-    goes through, and its connection is then closed instead of the server's answer being
-    passed on (once): the statement ran, and the client never hears how it ended."""
+class Cut:
+    """A proxy in front of PostgreSQL's socket that cuts the connection carrying the
+    statement whose bytes hold ``marker`` (once): with ``after_answer``, when the server
+    answers it (the statement ran; the client never hears how it ended); else once ``go`` is
+    set, the statement sent on and the server's side left open (a network cut: the server
+    goes on with it)."""
 
-    def __init__(self, upstream: str, marker: bytes) -> None:
-        self.upstream, self.marker, self.cut = upstream, marker, False
+    def __init__(self, upstream: str, marker: bytes, *, after_answer: bool) -> None:
+        self.upstream, self.marker, self.after_answer = upstream, marker, after_answer
+        self.go, self.cut, self.sent = asyncio.Event(), False, False
+        self._left_open: list[asyncio.StreamWriter] = []
 
     async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         from_server, to_server = await asyncio.open_unix_connection(self.upstream)
@@ -268,15 +273,22 @@ class CutAfterAnswer:
             nonlocal marked
             with contextlib.suppress(OSError):
                 while chunk := await reader.read(65536):
-                    marked = marked or (self.marker in chunk and not self.cut)
+                    marked = marked or (self.marker in chunk and not self.sent)
                     to_server.write(chunk)
                     await to_server.drain()
+                    if marked and not self.after_answer:
+                        self.sent = True
+                        await self.go.wait()
+                        self.cut = True
+                        self._left_open.append(to_server)
+                        writer.close()
+                        return
 
         relay = asyncio.ensure_future(up())
         try:
             while chunk := await from_server.read(65536):
-                if marked:
-                    self.cut = True
+                if marked and self.after_answer:
+                    self.sent = self.cut = True
                     break
                 writer.write(chunk)
                 await writer.drain()
@@ -285,7 +297,33 @@ class CutAfterAnswer:
         finally:
             relay.cancel()
             writer.close()
+            if to_server not in self._left_open:
+                to_server.close()
+
+    def close(self) -> None:
+        for to_server in self._left_open:
             to_server.close()
+
+
+@contextlib.asynccontextmanager
+async def cut_store(database: ConnectionParams, settings: StoreSettings, proxy: Cut
+                    ) -> AsyncIterator[EventStore]:
+    """A store whose connections all go through ``proxy``."""
+    sockets = Path(tempfile.mkdtemp(prefix="ipa-cut-"))  # short: a socket path has 107 bytes
+    server = await asyncio.start_unix_server(
+        proxy.session, path=str(sockets / f".s.PGSQL.{database.port}"))
+    try:
+        async with server, EventStore.open(replace(database, host=str(sockets)),
+                                           settings) as store:
+            yield store
+    finally:
+        proxy.close()
+        shutil.rmtree(sockets, ignore_errors=True)
+
+
+def marked_task(marker: str) -> tuple[uuid.UUID, list]:
+    task_id = uuid.uuid4()
+    return task_id, list(decide(None, CreateTask(title=marker, description="d"), ctx(), task_id))
 
 
 async def test_an_append_whose_answer_was_lost_is_acknowledged_once(
@@ -295,20 +333,59 @@ async def test_an_append_whose_answer_was_lost_is_acknowledged_once(
     # writer finds the rows on a new connection and acknowledges them (before, the append
     # failed with StoreUnavailable though its events were stored).
     marker = f"cut-{uuid.uuid4().hex}"
-    sockets = Path(tempfile.mkdtemp(prefix="ipa-cut-"))  # short: a socket path has 107 bytes
-    proxy = CutAfterAnswer(f"{database.host}/.s.PGSQL.{database.port}", marker.encode())
-    server = await asyncio.start_unix_server(
-        proxy.session, path=str(sockets / f".s.PGSQL.{database.port}"))
-    async with server:
-        async with EventStore.open(replace(database, host=str(sockets)), store_settings) as store:
-            task_id = uuid.uuid4()
-            events = list(decide(None, CreateTask(title=marker, description="d"), ctx(), task_id))
+    proxy = Cut(f"{database.host}/.s.PGSQL.{database.port}", marker.encode(), after_answer=True)
+    async with cut_store(database, store_settings, proxy) as store:
+        task_id, events = marked_task(marker)
+        appended = await store.append(task_id, events, 0)
+        assert proxy.cut
+        [row] = await store.read(task_id)
+        assert (appended.version, appended.positions) == (1, (row.position,))
+        assert row.event == events[0]
+        _, more = task_history(2, task_id)
+        await store.append(task_id, more[1:], 1)  # the head the writer keeps is right
+        assert await store.version(task_id) == 2
+
+
+async def test_an_append_cut_off_while_the_server_still_runs_it_is_stored_once(
+    database: ConnectionParams, store_settings: StoreSettings
+) -> None:
+    # The network is cut while the append waits in the server (here for the append lock,
+    # held by another transaction): the server would go on and commit it. The writer ends
+    # that server process before looking for the rows, so the append it sends again is the
+    # only one (not looked for too early and then beaten to its versions by the first).
+    marker = f"cut-{uuid.uuid4().hex}"
+    proxy = Cut(f"{database.host}/.s.PGSQL.{database.port}", marker.encode(), after_answer=False)
+    async with cut_store(database, store_settings, proxy) as store, \
+            await psycopg.AsyncConnection.connect(database.conninfo()) as holder:
+        (held_id, held), (task_id, events) = task_history(1), marked_task(marker)
+        [row], _ = store._codec.seal(held, GENESIS)
+        await holder.execute(store._events.insert_one_statement, {  # holds the append lock
+            "id": row.originator_id, "version": 1, "topic": row.topic, "state": row.state,
+            "mac": None, "fence_task": None, "fence_node": None, "fence_epoch": None})
+        appended = None
+
+        async def append() -> None:
+            nonlocal appended
             appended = await store.append(task_id, events, 0)
-            assert proxy.cut
-            [row] = await store.read(task_id)
-            assert (appended.version, appended.positions) == (1, (row.position,))
-            assert row.event == events[0]
-            _, more = task_history(2, task_id)
-            await store.append(task_id, more[1:], 1)  # the head the writer keeps is right
-            assert await store.version(task_id) == 2
-    shutil.rmtree(sockets, ignore_errors=True)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(append)
+            first = await waiting_pids(holder, until=lambda pids: proxy.sent and bool(pids))
+            proxy.go.set()  # the cut: the first statement still waits in the server
+            await waiting_pids(holder, until=lambda pids: bool(pids - first))  # sent again
+            await holder.commit()
+        assert appended is not None and appended.version == 1
+        assert [r.stream_id for r in await store.read_log(0)] == [held_id, task_id]
+
+
+async def waiting_pids(conn: psycopg.AsyncConnection, until) -> set[int]:
+    """The server processes of this database waiting for a lock, once ``until`` holds."""
+    while True:
+        cursor = await conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'")
+        pids = {pid for (pid,) in await cursor.fetchall()}
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        if until(pids):
+            return pids
+        await anyio.sleep(0.01)

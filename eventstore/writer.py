@@ -257,21 +257,22 @@ class BatchWriter:
     async def _connection(self, line: int) -> psycopg.AsyncConnection[Any]:
         conn = self._conns[line]
         if conn is None or conn.closed:
+            fresh = None
             try:
-                conn = self._conns[line] = await psycopg.AsyncConnection.connect(
+                fresh = await psycopg.AsyncConnection.connect(
                     self._conninfo, autocommit=True, connect_timeout=5,
                     # How long an append waits for the append lock or a lease row.
                     options=f"-c lock_timeout={self._lock_timeout}s",
                 )
-            except psycopg.Error as e:
-                raise StoreUnavailable(f"could not append: {one_line(e)}") from e
-            try:
-                started = await (await conn.execute(
+                started = await (await fresh.execute(
                     "SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
                 )).fetchone()
             except psycopg.Error as e:
+                if fresh is not None:
+                    await fresh.close()
                 raise StoreUnavailable(f"could not append: {one_line(e)}") from e
-            self._servers[line] = (conn.info.backend_pid, started and started[0])
+            conn = self._conns[line] = fresh
+            self._servers[line] = (fresh.info.backend_pid, started and started[0])
         return conn
 
     async def _commit(self, batch: list[_Request], line: int) -> None:

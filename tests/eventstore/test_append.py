@@ -258,15 +258,21 @@ class Cut:
     statement whose bytes hold ``marker`` (once): with ``after_answer``, when the server
     answers it (the statement ran; the client never hears how it ended); else once ``go`` is
     set, the statement sent on and the server's side left open (a network cut: the server
-    goes on with it)."""
+    goes on with it) until :meth:`aclose`."""
 
     def __init__(self, upstream: str, marker: bytes, *, after_answer: bool) -> None:
         self.upstream, self.marker, self.after_answer = upstream, marker, after_answer
         self.go, self.cut, self.sent = asyncio.Event(), False, False
-        self._left_open: list[asyncio.StreamWriter] = []
+        self._writers: list[asyncio.StreamWriter] = []
+        self._tasks: set[asyncio.Task] = set()
 
     async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.append(writer)
         from_server, to_server = await asyncio.open_unix_connection(self.upstream)
+        self._writers.append(to_server)
         marked = False
 
         async def up() -> None:
@@ -280,8 +286,7 @@ class Cut:
                         self.sent = True
                         await self.go.wait()
                         self.cut = True
-                        self._left_open.append(to_server)
-                        writer.close()
+                        writer.close()  # the client's side only: the server runs on
                         return
 
         relay = asyncio.ensure_future(up())
@@ -292,17 +297,26 @@ class Cut:
                     break
                 writer.write(chunk)
                 await writer.drain()
+            if not self.after_answer:
+                await relay  # the server's side stays open for as long as the client's
         except OSError:
             pass  # the client went away
         finally:
             relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay
             writer.close()
-            if to_server not in self._left_open:
+            if self.after_answer or not self.cut:
                 to_server.close()
 
-    def close(self) -> None:
-        for to_server in self._left_open:
-            to_server.close()
+    async def aclose(self) -> None:
+        """Close every connection it relayed (the servers' sides left open too) and end its
+        sessions."""
+        for writer in self._writers:
+            writer.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager
@@ -317,7 +331,7 @@ async def cut_store(database: ConnectionParams, settings: StoreSettings, proxy: 
                                            settings) as store:
             yield store
     finally:
-        proxy.close()
+        await proxy.aclose()
         shutil.rmtree(sockets, ignore_errors=True)
 
 

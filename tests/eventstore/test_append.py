@@ -230,11 +230,12 @@ async def test_an_append_waits_while_its_stream_commits_in_the_other_batch(
 async def test_appends_recover_after_the_writers_connections_are_cut(
     store: EventStore, database: ConnectionParams
 ) -> None:
-    # A PostgreSQL restart or a proxy cutting idle connections: an append sent on a cut
-    # connection is looked for on a new one (not there: sent again) and none fails.
-    histories = [task_history(1) for _ in range(40)]
-    async with anyio.create_task_group() as tg:  # both of the writer's connections in use
-        for task_id, events in histories[:20]:
+    # A PostgreSQL restart or a proxy cutting idle connections: a head read on a cut
+    # connection is asked again on a new one; a batch sent on one is looked for on a new one
+    # (not there: sent again). None fails.
+    histories = [task_history(1) for _ in range(200)]
+    async with anyio.create_task_group() as tg:  # many at once: both connections in use
+        for task_id, events in histories[:100]:
             tg.start_soon(store.append, task_id, events, 0)
     # A stream this store's writer has not seen: its head is read on a cut connection.
     elsewhere_id, elsewhere = task_history(2)
@@ -246,8 +247,9 @@ async def test_appends_recover_after_the_writers_connections_are_cut(
             "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchone()
     assert cut and cut[0] >= 1
     await store.append(elsewhere_id, elsewhere[1:], 1)
-    for task_id, events in histories[20:]:
-        await store.append(task_id, events, 0)
+    async with anyio.create_task_group() as tg:  # a batch of many on the other cut connection
+        for task_id, events in histories[100:]:
+            tg.start_soon(store.append, task_id, events, 0)
     for task_id, _ in histories:
         assert await store.version(task_id) == 1
     assert await store.version(elsewhere_id) == 2

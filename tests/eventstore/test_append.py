@@ -165,13 +165,9 @@ async def test_an_append_waits_for_one_in_flight_so_positions_commit_in_order(
     # drawing its position and committing) must make the next append wait: were the next one
     # to commit first, a reader following the log by position (the tail, every read model)
     # would pass the held position before it became visible and never see it.
-    (held_id, held), (next_id, following) = task_history(1), task_history(1)
-    [row], _ = store._codec.seal(held, GENESIS)
+    next_id, following = task_history(1)
     async with await psycopg.AsyncConnection.connect(database.conninfo()) as conn:
-        cursor = await conn.execute(store._events.insert_one_statement, {
-            "id": row.originator_id, "version": 1, "topic": row.topic, "state": row.state,
-            "mac": None, "fence_task": None, "fence_node": None, "fence_epoch": None})
-        [(held_position,)] = await cursor.fetchall()  # drawn, not committed
+        held_id, held_position = await hold_the_append_lock(store, conn)
         appended = None
 
         async def append_next() -> None:
@@ -181,7 +177,7 @@ async def test_an_append_waits_for_one_in_flight_so_positions_commit_in_order(
         async with anyio.create_task_group() as tg:
             tg.start_soon(append_next)
             # Either the append blocks on the held transaction's lock, or it commits first.
-            while appended is None and not await waiting_for_a_lock(conn):
+            while appended is None and not await lock_waiters(conn):
                 await anyio.sleep(0.01)
             assert appended is None, "an append committed past a position still in flight"
             await conn.commit()
@@ -189,15 +185,29 @@ async def test_an_append_waits_for_one_in_flight_so_positions_commit_in_order(
     assert [r.stream_id for r in await store.read_log(0)] == [held_id, next_id]
 
 
-async def waiting_for_a_lock(conn: psycopg.AsyncConnection) -> bool:
-    """Whether another backend of this database waits for a lock (seen from ``conn``'s
+async def hold_the_append_lock(store: EventStore, conn: psycopg.AsyncConnection
+                               ) -> tuple[uuid.UUID, int]:
+    """Insert an event in ``conn``'s transaction and leave it open: it holds the append lock,
+    as another process's append does between drawing its position and committing. The
+    stream and the position drawn."""
+    held_id, held = task_history(1)
+    [row], _ = store._codec.seal(held, GENESIS)
+    cursor = await conn.execute(store._events.insert_one_statement, {
+        "id": row.originator_id, "version": 1, "topic": row.topic, "state": row.state,
+        "mac": None, "fence_task": None, "fence_node": None, "fence_epoch": None})
+    [(position,)] = await cursor.fetchall()
+    return held_id, position
+
+
+async def lock_waiters(conn: psycopg.AsyncConnection) -> set[int]:
+    """The other server processes of this database waiting for a lock (seen from ``conn``'s
     transaction's own snapshot of the activity view: asked afresh each call)."""
     cursor = await conn.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
         "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'")
-    row = await cursor.fetchone()
+    pids = {pid for (pid,) in await cursor.fetchall()}
     await conn.execute("SELECT pg_stat_clear_snapshot()")
-    return bool(row and row[0])
+    return pids
 
 
 async def test_an_append_waits_while_its_stream_commits_in_the_other_batch(
@@ -373,11 +383,8 @@ async def test_an_append_cut_off_while_the_server_still_runs_it_is_stored_once(
     proxy = Cut(f"{database.host}/.s.PGSQL.{database.port}", marker.encode(), after_answer=False)
     async with cut_store(database, store_settings, proxy) as store, \
             await psycopg.AsyncConnection.connect(database.conninfo()) as holder:
-        (held_id, held), (task_id, events) = task_history(1), marked_task(marker)
-        [row], _ = store._codec.seal(held, GENESIS)
-        await holder.execute(store._events.insert_one_statement, {  # holds the append lock
-            "id": row.originator_id, "version": 1, "topic": row.topic, "state": row.state,
-            "mac": None, "fence_task": None, "fence_node": None, "fence_epoch": None})
+        task_id, events = marked_task(marker)
+        held_id, _ = await hold_the_append_lock(store, holder)
         appended = None
 
         async def append() -> None:
@@ -386,22 +393,11 @@ async def test_an_append_cut_off_while_the_server_still_runs_it_is_stored_once(
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(append)
-            first = await waiting_pids(holder, until=lambda pids: proxy.sent and bool(pids))
+            while not (proxy.sent and (first := await lock_waiters(holder))):
+                await anyio.sleep(0.01)
             proxy.go.set()  # the cut: the first statement still waits in the server
-            await waiting_pids(holder, until=lambda pids: bool(pids - first))  # sent again
+            while not await lock_waiters(holder) - first:  # until it is sent again
+                await anyio.sleep(0.01)
             await holder.commit()
         assert appended is not None and appended.version == 1
         assert [r.stream_id for r in await store.read_log(0)] == [held_id, task_id]
-
-
-async def waiting_pids(conn: psycopg.AsyncConnection, until) -> set[int]:
-    """The server processes of this database waiting for a lock, once ``until`` holds."""
-    while True:
-        cursor = await conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'")
-        pids = {pid for (pid,) in await cursor.fetchall()}
-        await conn.execute("SELECT pg_stat_clear_snapshot()")
-        if until(pids):
-            return pids
-        await anyio.sleep(0.01)

@@ -12,12 +12,14 @@ with its stream id), so one kind's MAC never verifies as another's.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import secrets
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 from .errors import AuditKeyError
@@ -33,6 +35,12 @@ class AuditKey:
     secret: bytes = field(repr=False)
     source: str = "IPA_AUDIT_KEY"
     """Where it came from, for messages (an environment variable or a file path)."""
+    _keyed: Any = field(init=False, repr=False, compare=False)
+    """HMAC-SHA256 with the key taken in: each MAC copies it (a third cheaper than
+    ``hmac.digest``, which takes the key in again every time; two MACs at every append)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_keyed", hmac.new(self.secret, digestmod=hashlib.sha256))
 
     @classmethod
     def from_text(cls, text: str, source: str = "IPA_AUDIT_KEY") -> AuditKey:
@@ -45,9 +53,12 @@ class AuditKey:
             )
         return cls(text.encode(), source)
 
-    def mac(self, message: bytes) -> str:
-        """HMAC-SHA256 of ``message`` in hex (64 characters)."""
-        return hmac.digest(self.secret, message, "sha256").hex()  # one-shot: a third of new()
+    def mac(self, *message: bytes) -> str:
+        """HMAC-SHA256 of ``message`` (its parts one after the other) in hex (64 characters)."""
+        keyed = self._keyed.copy()
+        for part in message:
+            keyed.update(part)
+        return keyed.hexdigest()
 
     @property
     def key_id(self) -> str:

@@ -36,8 +36,11 @@ from .inbox import create_statements as inbox_tables
 from .leases import LEASES_TABLE
 from .leases import create_statements as lease_tables
 from .manifest import MANIFEST_TABLE
+from .prepared import PreparedStatement
 
 EVENTS_TABLE = "events"
+APPEND_ONE_TYPES = ("uuid", "bigint", "text", "bytea", "text", "uuid", "text", "bigint")
+"""The parameters of :attr:`EventRecorder.append_one`."""
 SNAPSHOTS_TABLE = "snapshots"
 
 
@@ -143,22 +146,20 @@ class EventRecorder(PostgresApplicationRecorder):
         none); returns the events' positions in order, or no row when a fence did not hold
         (nothing is written then). Autocommit, or a transaction of its own: the append lock is
         held to the end of it."""
-        self.insert_one_statement = insert.format(
+        self.append_one = PreparedStatement("ipa_append_one", insert.format(
             **common,
             fence=SQL(
-                "SELECT %(fence_task)s::uuid IS NULL OR EXISTS (SELECT FROM {} "
-                "WHERE task_id = %(fence_task)s::uuid AND node_id = %(fence_node)s::text "
-                "AND epoch = %(fence_epoch)s::bigint FOR SHARE) AS held"
+                "SELECT $6::uuid IS NULL OR EXISTS (SELECT FROM {} WHERE task_id = $6 "
+                "AND node_id = $7 AND epoch = $8 FOR SHARE) AS held"
             ).format(leases),
-            rows=SQL("SELECT %(id)s::uuid, %(version)s::bigint, %(topic)s::text, "
-                     "%(state)s::bytea"),
-            manifest_rows=SQL("SELECT %(id)s::uuid, %(version)s::bigint, %(mac)s::text "
-                              "WHERE %(mac)s::text IS NOT NULL"),
-        ).as_bytes(None)
-        """Insert one event given as ``id``, ``version``, ``topic``, ``state``, its stream's
-        manifest ``mac`` (None: store not keyed), fenced by ``fence_task``, ``fence_node``,
-        ``fence_epoch`` (three None: not fenced); returns its position, or no row when the
-        fence did not hold."""
+            rows=SQL("SELECT $1::uuid, $2::bigint, $3::text, $4::bytea"),
+            manifest_rows=SQL("SELECT $1::uuid, $2::bigint, $5::text WHERE $5 IS NOT NULL"),
+        ).as_bytes(None), APPEND_ONE_TYPES)
+        """Insert one event (``$1``-``$4``: its stream, version, topic, state) and upsert its
+        stream's manifest row (``$5``: the mac; NULL when the store is not keyed), fenced by
+        ``$6``-``$8`` (task, node, epoch; three NULLs: not fenced); returns its position, or
+        no row when the fence did not hold. Run through libpq (:mod:`.prepared`): a single
+        writer's every append."""
         self.select_head_statement = SQL(
             "SELECT originator_version, topic, state FROM {} WHERE originator_id = %s "
             "ORDER BY originator_version DESC LIMIT 1"

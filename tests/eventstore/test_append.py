@@ -192,9 +192,10 @@ async def hold_the_append_lock(store: EventStore, conn: psycopg.AsyncConnection
     stream and the position drawn."""
     held_id, held = task_history(1)
     [row], _ = store._codec.seal(held, GENESIS)
-    cursor = await conn.execute(store._events.insert_one_statement, {
-        "id": row.originator_id, "version": 1, "topic": row.topic, "state": row.state,
-        "mac": None, "fence_task": None, "fence_node": None, "fence_epoch": None})
+    cursor = await conn.execute(store._events.insert_statement, {
+        "ids": [row.originator_id], "versions": [1], "topics": [row.topic],
+        "states": [row.state], "heads": [], "head_versions": [], "macs": [],
+        "fence_tasks": [], "fence_nodes": [], "fence_epochs": []})
     [(position,)] = await cursor.fetchall()
     return held_id, position
 
@@ -401,3 +402,19 @@ async def test_an_append_cut_off_while_the_server_still_runs_it_is_stored_once(
             await holder.commit()
         assert appended is not None and appended.version == 1
         assert [r.stream_id for r in await store.read_log(0)] == [held_id, task_id]
+
+
+async def test_a_single_event_larger_than_the_socket_takes_at_once_is_stored_whole(
+    store: EventStore,
+) -> None:
+    # A one-event append goes through libpq directly (eventstore/prepared.py): a body of
+    # megabytes is sent in many writes, waiting on the socket between them.
+    task_id = uuid.uuid4()
+    description = "".join(f"{i:07d}\u00e9\x00" for i in range(400_000))  # ~3.6 MB, NUL and é
+    [created] = decide(None, CreateTask(title="big", description=description), ctx(), task_id)
+
+    appended = await store.append(task_id, [created], 0)
+
+    [recorded] = await store.read(task_id)
+    assert appended.version == 1 and recorded.position == appended.positions[0]
+    assert (await store.load(task_id)).description == description

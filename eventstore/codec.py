@@ -17,6 +17,7 @@ change made without recomputing the chain but not a forger who rewrites every la
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
@@ -334,7 +335,7 @@ class EventCodec(Mapper[UUID]):
             stream_id=_uuid(notification.originator_id),
             version=notification.originator_version,
             position=notification.id,
-            type=_type_name(notification.topic),
+            type=type_name(notification.topic),
             timestamp=timestamp,
             actor=state.get("actor", "unknown"),
             correlation_id=state.get("correlation_id", ""),
@@ -351,9 +352,9 @@ class EventCodec(Mapper[UUID]):
         """``self.record(notification).to_json()``, without the domain event when the row
         allows: a body of the class's current version whose only typed value is its timestamp
         (the rows ``decode`` reads fast) becomes its JSON straight from the parsed body, in a
-        third of the time. Any other row goes through :meth:`record`."""
-        # Without ``decode``'s object: the only difference from ``record``; the JSON is the
-        # same ``RecordedEvent.to_json``.
+        fifth of the time. Any other row goes through :meth:`record`."""
+        # The same dict as ``RecordedEvent.to_json``, keys in its order, made without the
+        # domain event and without the RecordedEvent.
         state = notification.state
         body = state[_SEAL_LEN:]
         topic = notification.topic
@@ -367,21 +368,23 @@ class EventCodec(Mapper[UUID]):
             stamp = data["timestamp"]
             if not _is_iso_stamp(stamp) or data.get("class_version", 1) != known[1]:
                 return self.record(notification).to_json()
-            timestamp = self._datetime.decode(stamp["_data_"])
+            timestamp = self._datetime.decode(stamp["_data_"]).isoformat()
         except Exception:
             return self.record(notification).to_json()
-        return RecordedEvent(
-            stream_id=_uuid(notification.originator_id),
-            version=notification.originator_version,
-            position=notification.id,
-            type=_type_name(topic),
-            timestamp=timestamp,
-            actor=data.get("actor", "unknown"),
-            correlation_id=data.get("correlation_id", ""),
-            causation_id=data.get("causation_id"),
-            data={k: v for k, v in data.items() if k not in METADATA_FIELDS},
-            event=None,  # not made: the point of this path
-        ).to_json()
+        record = {
+            "stream_id": _uuid_text(notification.originator_id),
+            "version": notification.originator_version,
+            "position": notification.id,
+            "type": type_name(topic),
+            "timestamp": timestamp,
+            "actor": data.get("actor", "unknown"),
+            "correlation_id": data.get("correlation_id", ""),
+            "causation_id": data.get("causation_id"),
+            "data": data,
+        }
+        for field in METADATA_FIELDS:
+            data.pop(field, None)
+        return record
 
 
 _PLAIN = frozenset({str, int, bool, type(None)})
@@ -394,7 +397,8 @@ def _is_iso_stamp(value: Any) -> bool:
             and value.get("_type_") == DatetimeAsISO.name and "_data_" in value)
 
 
-def _type_name(topic: str) -> str:
+@functools.lru_cache(maxsize=256)
+def type_name(topic: str) -> str:
     """An event's type as shown: its class's name (``ipa.domain.events:TaskPaused``)."""
     return topic.rpartition(":")[2].rpartition(".")[2]
 
@@ -404,6 +408,12 @@ def _typed(value: Any) -> dict[str, str]:
     if type(value) is datetime:
         return {"_type_": DatetimeAsISO.name, "_data_": value.isoformat()}
     raise TypeError(f"not a plain value: {type(value).__name__}")
+
+
+@functools.lru_cache(maxsize=1024)
+def _uuid_text(value: UUID | str) -> str:
+    """``str(_uuid(value))``, remembered: an events page names one stream in every record."""
+    return str(_uuid(value))
 
 
 def _uuid(value: UUID | str) -> UUID:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
@@ -28,7 +28,7 @@ from psycopg.sql import SQL
 from ipa.domain import TaskEvent, TaskState
 
 from .audit_key import AuditKey
-from .codec import EventCodec, RecordedEvent, make_transcoder
+from .codec import EventCodec, RecordedEvent, make_transcoder, type_name
 from .database import ConnectionParams
 from .errors import (
     AuditKeyError,
@@ -354,6 +354,21 @@ class EventStore:
         where the rows allow (:meth:`EventCodec.record_json`): the API's events pages."""
         rows = await self._reader.stream(stream_id, gt=after, limit=limit)
         return [self._codec.record_json(row) for row in rows]
+
+    async def scan_json(self, stream_id: UUID, types: Collection[str], *, page: int = 1000
+                        ) -> AsyncIterator[dict[str, Any]]:
+        """The stream's events whose type (``RecordedEvent.type``) is one of ``types``, as
+        :meth:`read_json` makes them, in version order; the others are not decoded at all.
+        Read ``page`` rows at a time."""
+        after = 0
+        while True:
+            rows = await self._reader.stream(stream_id, gt=after, limit=page)
+            for row in rows:
+                if type_name(row.topic) in types:
+                    yield self._codec.record_json(row)
+            if len(rows) < page:
+                return
+            after = rows[-1].originator_version
 
     async def _read_stream_page(
         self, stream_id: UUID, after: int, limit: int

@@ -95,7 +95,7 @@ COMMANDS = {command.name: command for command in PERSON_COMMANDS
 begin a new task: ``POST /api/tasks``, and ``clone`` and ``fork`` in :mod:`.lineage_api`)."""
 SYSTEM_COMMANDS = frozenset(c.name for c in TASK_COMMANDS if c not in PERSON_COMMANDS)
 """The names of the commands ipa records itself: refused with 403 through the API."""
-JOB_EVENTS = ("JobStarted", "JobSucceeded", "JobFailed")
+JOB_EVENTS = frozenset({"JobStarted", "JobSucceeded", "JobFailed"})
 ARCHIVED = {"0": lambda archived: not archived, "1": lambda archived: True,
             "only": lambda archived: archived}
 """``GET /api/tasks?archived=``: which rows each value keeps, by their ``archived``."""
@@ -469,41 +469,28 @@ class Api:
 
     async def _runs(self, task_id: UUID, request: Request) -> dict[str, Any]:
         runs: dict[str, dict[str, Any]] = {}
-        found = False
-        async for recorded in self._all_events(task_id):
-            found = True
-            if recorded.type not in JOB_EVENTS:
-                continue
-            run_id = recorded.data.get("run_id")
+        async for recorded in self.store.scan_json(task_id, JOB_EVENTS):
+            data = recorded["data"]
+            run_id = data.get("run_id")
             if not run_id:
                 continue
-            if recorded.type == "JobStarted":
+            if recorded["type"] == "JobStarted":
                 runs[run_id] = {
-                    "run_id": run_id, "job_id": recorded.data.get("job_id"),
-                    "attempt": recorded.data.get("attempt"), "status": "running",
-                    "started_at": recorded.timestamp.isoformat(), "finished_at": None,
+                    "run_id": run_id, "job_id": data.get("job_id"),
+                    "attempt": data.get("attempt"), "status": "running",
+                    "started_at": recorded["timestamp"], "finished_at": None,
                     "reason": None,
                 }
             elif run_id in runs:
                 runs[run_id].update(
-                    status="succeeded" if recorded.type == "JobSucceeded" else (
-                        "interrupted" if recorded.data.get("interrupted") else "failed"),
-                    finished_at=recorded.timestamp.isoformat(),
-                    reason=recorded.data.get("reason"),
+                    status="succeeded" if recorded["type"] == "JobSucceeded" else (
+                        "interrupted" if data.get("interrupted") else "failed"),
+                    finished_at=recorded["timestamp"],
+                    reason=data.get("reason"),
                 )
-        if not found and await self.store.version(task_id) == 0:
+        if not runs and await self.store.version(task_id) == 0:
             raise StreamNotFound(task_id)
         return page_of(list(runs.values()), request)
-
-    async def _all_events(self, stream_id: UUID):
-        after = 0
-        while True:
-            page = await self.store.read(stream_id, after=after, limit=1000)
-            for recorded in page:
-                yield recorded
-            if len(page) < 1000:
-                return
-            after = page[-1].version
 
     async def run_events(self, request: Request) -> JSONResponse:
         run_id = run_id_param(request)

@@ -94,3 +94,18 @@ async def test_load_starts_from_newest_snapshot_at_or_below_the_version(
 
     assert titles == {1: "t", 2: "t", 3: "snap3", 4: "snap3", 5: "snap3",
                       6: "snap6", 7: "snap6", 8: "snap6"}
+
+
+async def test_a_scan_of_some_types_reads_every_page_and_only_those_types(
+    store: EventStore,
+) -> None:
+    task_id, events = task_history(23)  # created, started, then paused/resumed alternating
+    await store.append(task_id, events, 0)
+    every = [e.to_json() for e in await store.read(task_id)]
+
+    for page in (1, 7, 11, 23, 1000):  # page edges inside, at and past the stream's end
+        paused = [e async for e in store.scan_json(task_id, {"TaskPaused"}, page=page)]
+        assert paused == [e for e in every if e["type"] == "TaskPaused"]
+        assert len(paused) == 11
+    assert [e async for e in store.scan_json(task_id, {"TaskDeleted"})] == []
+    assert [e async for e in store.scan_json(uuid.uuid4(), {"TaskPaused"})] == []

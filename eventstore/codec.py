@@ -20,6 +20,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -53,6 +54,9 @@ METADATA_FIELDS = frozenset(
 )
 _TYPED = b'"_type_"'
 _ESCAPE = b"\\u"
+_AS_WRITTEN = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00")
+"""A UTC timestamp with microseconds as ``isoformat`` writes it, and so reads back: the same
+text (a fifth of the time of writing it again)."""
 _AS_DIGIT_RUNS = bytes(0x30 if 0x30 <= c <= 0x39 else 0x20 for c in range(256))
 _LONG_DIGITS = b"0" * 19
 """The run of digits an integer outside 64 bits needs (``orjson`` would read it as a float),
@@ -353,28 +357,36 @@ class EventCodec(Mapper[UUID]):
         allows: a body of the class's current version whose only typed value is its timestamp
         (the rows ``decode`` reads fast) becomes its JSON straight from the parsed body, in a
         fifth of the time. Any other row goes through :meth:`record`."""
+        return self.row_json(notification.originator_id, notification.id,
+                             notification.originator_version, notification.topic,
+                             notification.state)
+
+    def row_json(self, stream_id: UUID, position: int, version: int, topic: str,
+                 state: bytes) -> dict[str, Any]:
+        """:meth:`record_json` of the row with these columns."""
         # The same dict as ``RecordedEvent.to_json``, keys in its order, made without the
         # domain event and without the RecordedEvent.
-        state = notification.state
         body = state[_SEAL_LEN:]
-        topic = notification.topic
         known = self._classes.get(topic)
         if (known is None or len(state) < _SEAL_LEN or _ESCAPE in body
                 or body.count(_TYPED) != 1
                 or _LONG_DIGITS in body.translate(_AS_DIGIT_RUNS)):
-            return self.record(notification).to_json()
+            return self._record_json(stream_id, position, version, topic, state)
         try:
             data = orjson.loads(body)
             stamp = data["timestamp"]
             if not _is_iso_stamp(stamp) or data.get("class_version", 1) != known[1]:
-                return self.record(notification).to_json()
-            timestamp = self._datetime.decode(stamp["_data_"]).isoformat()
+                return self._record_json(stream_id, position, version, topic, state)
+            text = stamp["_data_"]
+            moment = self._datetime.decode(text)  # what ``record`` would refuse, it refuses
+            timestamp = (text if moment.microsecond and _AS_WRITTEN.fullmatch(text)
+                         else moment.isoformat())
         except Exception:
-            return self.record(notification).to_json()
+            return self._record_json(stream_id, position, version, topic, state)
         record = {
-            "stream_id": _uuid_text(notification.originator_id),
-            "version": notification.originator_version,
-            "position": notification.id,
+            "stream_id": _uuid_text(stream_id),
+            "version": version,
+            "position": position,
             "type": type_name(topic),
             "timestamp": timestamp,
             "actor": data.get("actor", "unknown"),
@@ -385,6 +397,12 @@ class EventCodec(Mapper[UUID]):
         for field in METADATA_FIELDS:
             data.pop(field, None)
         return record
+
+    def _record_json(self, stream_id: UUID, position: int, version: int, topic: str,
+                     state: bytes) -> dict[str, Any]:
+        return self.record(Notification(id=position, originator_id=stream_id,
+                                        originator_version=version, topic=topic,
+                                        state=state)).to_json()
 
 
 _PLAIN = frozenset({str, int, bool, type(None)})

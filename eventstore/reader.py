@@ -154,12 +154,22 @@ class StreamReader:
                      limit: int | None = None) -> list[Notification]:
         """Rows of one stream with version in ``(gt, lte]``, in version order, each with its
         global position (``id``)."""
+        rows = await self.positioned(stream_id, gt=gt, lte=lte, limit=limit)
+        if not rows:
+            return []
+        stream_id = _as_uuid(stream_id)
+        return [Notification(id=position, originator_id=stream_id, originator_version=version,
+                             topic=topic, state=state)
+                for position, version, topic, state in rows]
+
+    async def positioned(self, stream_id: UUID, *, gt: int | None = None,
+                         lte: int | None = None, limit: int | None = None
+                         ) -> list[tuple[int, int, str, bytes]]:
+        """:meth:`stream`'s rows as they come: (position, version, topic, state)."""
         read = _range(stream_id, gt, lte, limit)
         if read is None:
             return []
-        return [Notification(id=position, originator_id=read[0], originator_version=version,
-                             topic=topic, state=state)
-                for position, version, topic, state in await self._range_reads.get(read)]
+        return await self._range_reads.get(read)  # type: ignore[return-value]
 
     async def rows(self, stream_id: UUID, *, gt: int | None = None, lte: int | None = None
                    ) -> list[Row]:

@@ -24,7 +24,7 @@ from uuid import UUID
 
 import anyio
 from eventsourcing.domain import DomainEvent
-from eventsourcing.persistence import Mapper, StoredEvent
+from eventsourcing.persistence import Mapper, Notification, StoredEvent
 
 from ipa.domain import TaskState
 
@@ -53,6 +53,21 @@ class Replay:
         if len(rows) <= INLINE_ROWS:
             return self.fold(task_id, snapshot, rows)
         return await anyio.to_thread.run_sync(self.fold, task_id, snapshot, rows)
+
+    async def step(self, task_id: UUID, version: int
+                   ) -> tuple[TaskState | None, Notification | None]:
+        """The task's state before ``version`` (``None`` at version 1) and the row of the event
+        that made ``version`` (``None`` when there is none), from one read of the rows after
+        the newest snapshot below it: what a look at one past version needs."""
+        snapshot = await self._reader.snapshot(task_id, version - 1)
+        after = None if snapshot is None else snapshot.originator_version
+        rows = await self._reader.stream(task_id, gt=after, lte=version)
+        if not rows or rows[-1].originator_version != version:
+            return None, None
+        before = [(row.originator_version, row.topic, row.state) for row in rows[:-1]]
+        if len(before) <= INLINE_ROWS:
+            return self.fold(task_id, snapshot, before), rows[-1]
+        return await anyio.to_thread.run_sync(self.fold, task_id, snapshot, before), rows[-1]
 
     def fold(self, task_id: UUID, snapshot: StoredEvent | None, rows: Sequence[Row]
              ) -> TaskState | None:

@@ -340,6 +340,18 @@ class EventStore:
             raise StreamNotFound(task_id, version)
         return state
 
+    async def load_step(self, task_id: UUID, version: int
+                        ) -> tuple[TaskState | None, RecordedEvent]:
+        """The task's state before ``version`` (``None`` at version 1) and the event that made
+        ``version``, read at once (one read of events; :meth:`load` and :meth:`read` would
+        make two). Raises :class:`StreamNotFound` when the task has no event ``version``."""
+        if version < 1:
+            raise StreamNotFound(task_id, version)
+        before, row = await self._replay.step(task_id, version)
+        if row is None:
+            raise StreamNotFound(task_id, version)
+        return before, self._codec.record(row)
+
     async def read(
         self, stream_id: UUID, *, after: int = 0, upto: int | None = None, limit: int | None = None
     ) -> list[RecordedEvent]:
@@ -352,8 +364,9 @@ class EventStore:
     ) -> list[dict[str, Any]]:
         """``[e.to_json() for e in await self.read(...)]``, made without the domain events
         where the rows allow (:meth:`EventCodec.record_json`): the API's events pages."""
-        rows = await self._reader.stream(stream_id, gt=after, limit=limit)
-        return [self._codec.record_json(row) for row in rows]
+        rows = await self._reader.positioned(stream_id, gt=after, limit=limit)
+        row_json = self._codec.row_json
+        return [row_json(stream_id, *row) for row in rows]
 
     async def scan_json(self, stream_id: UUID, types: Collection[str], *, page: int = 1000
                         ) -> AsyncIterator[dict[str, Any]]:
@@ -362,13 +375,13 @@ class EventStore:
         Read ``page`` rows at a time."""
         after = 0
         while True:
-            rows = await self._reader.stream(stream_id, gt=after, limit=page)
-            for row in rows:
-                if type_name(row.topic) in types:
-                    yield self._codec.record_json(row)
+            rows = await self._reader.positioned(stream_id, gt=after, limit=page)
+            for position, version, topic, state in rows:
+                if type_name(topic) in types:
+                    yield self._codec.row_json(stream_id, position, version, topic, state)
             if len(rows) < page:
                 return
-            after = rows[-1].originator_version
+            after = rows[-1][1]
 
     async def _read_stream_page(
         self, stream_id: UUID, after: int, limit: int

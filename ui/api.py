@@ -31,12 +31,10 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
-import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -84,9 +82,6 @@ from .lineage import derived
 from .list_cache import ListCache
 from .owners import Owners
 from .views import Views
-
-A = TypeVar("A")
-B = TypeVar("B")
 
 MAX_PAGE = 500
 COMMANDS = {command.name: command for command in PERSON_COMMANDS
@@ -334,16 +329,8 @@ class Api:
         if version is None or version < 1:
             raise BadRequest(f"version {text[:40]!r}: expected a whole number ≥ 1")
 
-        async def state_before() -> TaskState | None:
-            return await self.store.load(task_id, version - 1) if version > 1 else None
-
         async def render() -> dict[str, Any]:
-            # Two reads at once: the state before, and the event that made this version.
-            previous, events = await both(
-                state_before, lambda: self.store.read(task_id, after=version - 1, upto=version))
-            if not events:
-                raise StreamNotFound(task_id, version)
-            [event] = events
+            previous, event = await self.store.load_step(task_id, version)
             state = (evolve(previous, event.event) if event.event is not None
                      else await self.store.load(task_id, version))
             before = task_state.view(previous) if previous is not None else None
@@ -610,27 +597,6 @@ async def node_items(supervisor: Supervisor) -> list[dict[str, Any]]:
     (true on this process's node)."""
     here = supervisor.node.id if supervisor.node is not None else None
     return [{**row.to_dict(), "self": row.id == here} for row in await supervisor.nodes()]
-
-
-async def both(first: Callable[[], Awaitable[A]], second: Callable[[], Awaitable[B]]
-               ) -> tuple[A, B]:
-    """``first()`` and ``second()`` awaited at once (two reads share their wait); the first's
-    error is raised if both fail, as if they had run one after the other."""
-    outcomes: list[Any] = [None, None]
-
-    async def run(i: int, call: Callable[[], Awaitable[Any]]) -> None:
-        try:
-            outcomes[i] = (True, await call())
-        except Exception as e:
-            outcomes[i] = (False, e)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(run, 1, second)
-        await run(0, first)
-    for ok, value in outcomes:
-        if not ok:
-            raise value
-    return outcomes[0][1], outcomes[1][1]
 
 
 def events_page_params(request: Request) -> tuple[int, int]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
 from eventsourcing.persistence import Mapper, Notification
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -121,3 +122,25 @@ def test_rows_the_fast_path_does_not_take_read_as_before() -> None:
 
     assert fast == slow
     assert fast[1]["timestamp"] == "2026-11-21T09:00:01+00:00"  # written again as isoformat
+
+
+@pytest.mark.parametrize("written, shown", [
+    ("2026-11-21T09:00:01.500000+00:00", "2026-11-21T09:00:01.500000+00:00"),  # as written
+    ("2026-11-21T09:00:01.000000+00:00", "2026-11-21T09:00:01+00:00"),
+    ("2026-11-21 09:00:01.500000+00:00", "2026-11-21T09:00:01.500000+00:00"),
+    ("2026-W47-6T09:00:01.500000+00:00", "2026-11-21T09:00:01.500000+00:00"),
+    ("2026-11-21T09:00:01.5+00:00", "2026-11-21T09:00:01.500000+00:00"),
+    ("2026-11-21T14:30:01.500000+05:30", "2026-11-21T14:30:01.500000+05:30"),
+    ("2026-11-21T09:00:01.500000Z", "2026-11-21T09:00:01.500000+00:00"),
+])
+def test_a_timestamp_is_shown_as_isoformat_writes_it_however_it_was_stored(
+        written: str, shown: str) -> None:
+    row = rows_of(EVENTS)[1]
+    stored = b'"_data_":"2026-11-21T09:00:01+00:00"'
+    assert stored in row.state
+    row = replace(row, state=row.state.replace(stored, f'"_data_":"{written}"'.encode()))
+
+    fast, slow = both_ways([row])
+
+    assert fast == slow
+    assert fast[0]["timestamp"] == shown

@@ -109,3 +109,21 @@ async def test_a_scan_of_some_types_reads_every_page_and_only_those_types(
         assert len(paused) == 11
     assert [e async for e in store.scan_json(task_id, {"TaskDeleted"})] == []
     assert [e async for e in store.scan_json(uuid.uuid4(), {"TaskPaused"})] == []
+
+
+async def test_a_step_is_the_state_before_a_version_and_the_event_that_made_it(
+    store: EventStore,
+) -> None:
+    task_id, events = task_history(9)
+    await store.append(task_id, events, 0)
+    await store.take_snapshot(task_id, 4)  # steps before, at and after a snapshot
+
+    for version in range(1, 10):
+        before, event = await store.load_step(task_id, version)
+        assert before == (fold(events[:version - 1]) if version > 1 else None)
+        assert event == (await store.read(task_id, after=version - 1, upto=version))[0]
+    for missing in (0, 10):
+        with pytest.raises(StreamNotFound):
+            await store.load_step(task_id, missing)
+    with pytest.raises(StreamNotFound):
+        await store.load_step(uuid.uuid4(), 1)

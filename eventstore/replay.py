@@ -49,10 +49,8 @@ class Replay:
         event there; from the newest snapshot at or below ``version`` and the events after."""
         snapshot = await self._reader.snapshot(task_id, version)
         after = None if snapshot is None else snapshot.originator_version
-        rows = await self._reader.rows(task_id, gt=after, lte=version)
-        if len(rows) <= INLINE_ROWS:
-            return self.fold(task_id, snapshot, rows)
-        return await anyio.to_thread.run_sync(self.fold, task_id, snapshot, rows)
+        return await self._folded(task_id, snapshot,
+                                  await self._reader.rows(task_id, gt=after, lte=version))
 
     async def step(self, task_id: UUID, version: int
                    ) -> tuple[TaskState | None, Notification | None]:
@@ -65,9 +63,14 @@ class Replay:
         if not rows or rows[-1].originator_version != version:
             return None, None
         before = [(row.originator_version, row.topic, row.state) for row in rows[:-1]]
-        if len(before) <= INLINE_ROWS:
-            return self.fold(task_id, snapshot, before), rows[-1]
-        return await anyio.to_thread.run_sync(self.fold, task_id, snapshot, before), rows[-1]
+        return await self._folded(task_id, snapshot, before), rows[-1]
+
+    async def _folded(self, task_id: UUID, snapshot: StoredEvent | None, rows: Sequence[Row]
+                      ) -> TaskState | None:
+        """:meth:`fold`, in a worker thread when the rows are many."""
+        if len(rows) <= INLINE_ROWS:
+            return self.fold(task_id, snapshot, rows)
+        return await anyio.to_thread.run_sync(self.fold, task_id, snapshot, rows)
 
     def fold(self, task_id: UUID, snapshot: StoredEvent | None, rows: Sequence[Row]
              ) -> TaskState | None:

@@ -59,11 +59,14 @@ class Replay:
         the newest snapshot below it: what a look at one past version needs."""
         snapshot = await self._reader.snapshot(task_id, version - 1)
         after = None if snapshot is None else snapshot.originator_version
-        rows = await self._reader.stream(task_id, gt=after, lte=version)
-        if not rows or rows[-1].originator_version != version:
+        rows = await self._reader.positioned(task_id, gt=after, lte=version)
+        if not rows or rows[-1][1] != version:
             return None, None
-        before = [(row.originator_version, row.topic, row.state) for row in rows[:-1]]
-        return await self._folded(task_id, snapshot, before), rows[-1]
+        position, _, topic, state = rows[-1]
+        event = Notification(id=position, originator_id=task_id, originator_version=version,
+                             topic=topic, state=state)
+        before = [(v, t, s) for _, v, t, s in rows[:-1]]
+        return await self._folded(task_id, snapshot, before), event
 
     async def _folded(self, task_id: UUID, snapshot: StoredEvent | None, rows: Sequence[Row]
                       ) -> TaskState | None:

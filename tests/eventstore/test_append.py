@@ -23,6 +23,7 @@ from ipa.eventstore import (
     VersionConflict,
 )
 from ipa.eventstore.codec import GENESIS
+from ipa.eventstore.errors import StoreError
 
 from .helpers import ctx, task_history
 
@@ -418,3 +419,20 @@ async def test_a_single_event_larger_than_the_socket_takes_at_once_is_stored_who
     [recorded] = await store.read(task_id)
     assert appended.version == 1 and recorded.position == appended.positions[0]
     assert (await store.load(task_id)).description == description
+
+
+@pytest.mark.parametrize("node", ["node\x00b", "node\ud800"])
+async def test_a_one_event_append_whose_fence_postgresql_cannot_take_fails_alone(
+    store: EventStore, node: str,
+) -> None:
+    # The one-event statement's values go to libpq as bytes (eventstore/prepared.py): a NUL
+    # in a text value is refused by PostgreSQL, a lone surrogate cannot even be encoded.
+    # Either way that append fails, nothing is written, and the writer goes on.
+    task_id, events = task_history(2)
+    with pytest.raises(StoreError):
+        await store._writer.append(task_id, events[:1], 0, fence=(task_id, node, 1))
+    assert await store.read(task_id) == []
+
+    await store.append(task_id, events[:1], 0)
+    await store.append(task_id, events[1:], 1)
+    assert [r.version for r in await store.read(task_id)] == [1, 2]
